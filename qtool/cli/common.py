@@ -1,0 +1,73 @@
+"""Shared pieces of the thin CLI commands: common options, config defaults, output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from qtool.config import load_config, section
+from qtool.errors import UsageError
+
+log = logging.getLogger("qtool")
+
+
+def verbosity_options(func):
+    func = click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")(func)
+    func = click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")(func)
+    return func
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(func)
+
+
+def config_option(func):
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+        help="TOML config; its values are defaults that flags override.",
+    )(func)
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def apply_config(ctx: click.Context, params: dict, config_path, table: str) -> tuple[dict, dict]:
+    """Fill every option the user did not pass on the command line from `[table]` of the config.
+
+    Returns (params, whole config). Unknown keys in the table are a usage error, so a typo in a
+    config never silently does nothing.
+    """
+    config = load_config(config_path)
+    values = section(config, table)
+    known = {p.name: p for p in ctx.command.params}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known or name in ("config_path",):
+            raise UsageError(f"unknown key {key!r} in [{table}] of {config_path}")
+        source = ctx.get_parameter_source(name)
+        if source in (click.core.ParameterSource.DEFAULT, None):
+            param = known[name]
+            if param.multiple and not isinstance(value, list):
+                value = [value]
+            try:
+                params[name] = param.type_cast_value(ctx, value)
+            except click.BadParameter as exc:
+                raise UsageError(f"[{table}] {key} in {config_path}: {exc.message}") from None
+    return params, config
+
+
+def emit(result: dict, as_json: bool, text: str) -> None:
+    """Results go to stdout: JSON for machines, text for people."""
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        click.echo(text)

@@ -1,0 +1,94 @@
+"""The `qtool` command group. Subcommands are imported only when invoked, so `--help`
+and every command work with only the core dependencies installed."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+
+import click
+
+from qtool import __version__
+from qtool.errors import QtoolError
+
+# command name -> "module:attribute"; each module holds one thin click command.
+COMMANDS = {
+    "calibrate": ("qtool.cli.calibrate:calibrate", "Collect activation histograms and pick thresholds."),
+    "merge-calib": ("qtool.cli.merge_calib:merge_calib", "Merge calibration shards exactly."),
+    "quantize": ("qtool.cli.quantize:quantize", "Insert Q/DQ nodes for TensorRT (INT8)."),
+    "check": ("qtool.cli.check:check", "Lint a Q/DQ model against TensorRT's rules."),
+    "build": ("qtool.cli.build:build", "Build a TensorRT engine from an ONNX model."),
+    "run": ("qtool.cli.run:run", "Run a TensorRT engine on data, write outputs."),
+    "doctor": ("qtool.cli.doctor:doctor", "Show which runtimes, GPUs and packages are available."),
+    "compare": ("qtool.cli.compare:compare", "Compare two models' outputs; an accuracy gate."),
+    "sensitivity": ("qtool.cli.sensitivity:sensitivity", "Rank layers by quantization sensitivity."),
+    "report": ("qtool.cli.report:report", "Write an HTML report of a calibration."),
+    "pipeline": ("qtool.cli.pipeline:pipeline", "Calibrate, quantize, check, compare (and build) from one config."),
+}
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module_name, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Short help from the table, so `qtool --help` imports no command module.
+        rows = [(name, help_text) for name, (_, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="qtool")
+def cli():
+    """qtool: post-training INT8 quantization of ONNX models for TensorRT.
+
+    \b
+    Typical flow:
+      qtool calibrate model.onnx --data calib/
+      qtool quantize model.onnx --calib model.calib.json -o model.int8.onnx
+      qtool compare model.onnx model.int8.onnx --data val/ --task classification
+      qtool build model.int8.onnx --int8 -o model.engine
+    """
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> None:
+    """Console entry point: user errors become one line on stderr and an exit status."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        status = cli.main(args=argv, prog_name="qtool", standalone_mode=False)
+    except QtoolError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code in (128 + signal.SIGTERM,):
+            click.echo("terminated", err=True)
+        raise
+    # click returns the exit code of `ctx.exit(n)` / --help; commands themselves return None.
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

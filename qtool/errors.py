@@ -1,0 +1,28 @@
+"""Errors that end a command with one clear line instead of a traceback.
+
+Anything that is the user's doing (bad path, wrong data, missing optional
+package) raises a QtoolError; the CLI prints its message and exits with its
+exit_code. Bugs raise anything else and keep their traceback.
+"""
+
+
+class QtoolError(Exception):
+    """A user-facing error: one line, exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(QtoolError):
+    """Options that contradict each other or are missing: exit status 2."""
+
+    exit_code = 2
+
+
+class MissingDependency(QtoolError):
+    """An optional package (tensorrt, matplotlib, a CUDA binding) or a GPU is absent."""
+
+
+class GateFailed(QtoolError):
+    """An accuracy threshold was not met: exit status 3."""
+
+    exit_code = 3

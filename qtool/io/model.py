@@ -1,0 +1,176 @@
+"""Load and save ONNX models safely: external data confined to the model's folder,
+atomic writes, opset upgrades and the input signature other steps check data against."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, helper
+
+from qtool.errors import QtoolError
+from qtool.io.hashing import sha256_file
+
+# Protobuf cannot serialise a message of 2 GiB or more; above this size weights go to a .data file.
+PROTOBUF_LIMIT = 2**31 - 1
+MIN_OPSET = 13  # per-channel QuantizeLinear (axis attribute) needs opset 13
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input: name, numpy dtype and shape (int for static dims, str/None for dynamic)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple
+
+    def describe(self) -> str:
+        dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
+        return f"{self.name} {self.dtype} [{dims}]"
+
+
+def _external_locations(model: onnx.ModelProto) -> list[str]:
+    locations = []
+    for tensor in external_data_helper._get_all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            locations.append(info.get("location", ""))
+    return locations
+
+
+def check_external_paths(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
+    """Refuse external-data locations that escape the model's folder (absolute, '..', symlinks)."""
+    base = base_dir.resolve()
+    paths = []
+    for location in sorted(set(_external_locations(model))):
+        if not location or os.path.isabs(location) or Path(location).is_absolute():
+            raise QtoolError(f"refusing external data location {location!r}: it must be a relative path")
+        if ".." in Path(location).parts:
+            raise QtoolError(f"refusing external data location {location!r}: it leaves the model's folder")
+        full = (base_dir / location)
+        resolved = full.resolve()
+        if base not in resolved.parents:
+            raise QtoolError(f"refusing external data location {location!r}: it resolves outside {base_dir}")
+        if not resolved.is_file():
+            raise QtoolError(f"external data file not found: {full}")
+        paths.append(resolved)
+    return paths
+
+
+def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.ModelProto:
+    """Load a model file, validating any external data before reading it."""
+    path = Path(path)
+    if not path.is_file():
+        raise QtoolError(f"model not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and others on garbage
+        raise QtoolError(f"cannot read {path} as an ONNX model: {_first_line(exc)}") from None
+    if not model.graph.node and not model.graph.output:
+        raise QtoolError(f"{path} is not an ONNX model (no graph)")
+    check_external_paths(model, path.parent)
+    if load_weights and _external_locations(model):
+        try:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise QtoolError(f"cannot load external data of {path}: {_first_line(exc)}") from None
+    return model
+
+
+def model_sha256(path: str | os.PathLike) -> str:
+    """sha256 of the model file; with external data, of the file and its data files in order."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    data_files = check_external_paths(model, path.parent)
+    if not data_files:
+        return sha256_file(path)
+    import hashlib
+
+    digest = hashlib.sha256(sha256_file(path).encode())
+    for data in data_files:
+        digest.update(sha256_file(data).encode())
+    return digest.hexdigest()
+
+
+def weights_nbytes(model: onnx.ModelProto) -> int:
+    total = 0
+    for tensor in external_data_helper._get_all_tensors(model):
+        total += len(tensor.raw_data) if tensor.HasField("raw_data") else 0
+        total += 4 * (len(tensor.float_data) + len(tensor.int32_data))
+        total += 8 * (len(tensor.int64_data) + len(tensor.double_data))
+    return total
+
+
+def save_model(model: onnx.ModelProto, target: str | os.PathLike, external: bool | None = None) -> None:
+    """Write a model atomically; weights go to `<name>.data` beside it when the model is too large."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise QtoolError(f"output directory does not exist: {parent}")
+    if external is None:
+        external = weights_nbytes(model) > PROTOBUF_LIMIT - (64 << 20)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=parent) as tmp:
+        tmp_model = Path(tmp) / target.name
+        data_name = target.name + ".data"
+        if external:
+            onnx.save_model(model, str(tmp_model), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+            # save_model rewrites the tensors in place to point at the file; put them back in memory
+            external_data_helper.load_external_data_for_model(model, tmp)
+            os.replace(Path(tmp) / data_name, parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp_model))
+        os.replace(tmp_model, target)
+
+
+def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.ModelProto:
+    """Return the model upgraded to at least `minimum` of the default domain (a copy if changed)."""
+    current = opset_version(model)
+    if current >= minimum:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, minimum)
+    except Exception as exc:
+        raise QtoolError(
+            f"model uses opset {current}; upgrading it to {minimum} failed: {_first_line(exc)}"
+        ) from None
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that are fed at run time (old IR versions also list initializers)."""
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        shape = tuple(
+            dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
+            for dim in tensor_type.shape.dim
+        )
+        specs.append(InputSpec(value.name, dtype, shape))
+    return specs
+
+
+def output_names(model: onnx.ModelProto) -> list[str]:
+    return [value.name for value in model.graph.output]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,39 @@
+"""Element types of a model's tensors, from the graph's declarations and shape inference."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto
+
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference where it works; the original model where it does not (custom ops, >2 GB)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:
+        return model
+
+
+def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """name -> TensorProto element type for every tensor whose type is known."""
+    inferred = infer_shapes(model)
+    graph = inferred.graph
+    types: dict[str, int] = {}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    for init in graph.initializer:
+        types[init.name] = init.data_type
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+    return types
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors known to hold floating-point values (unknown types are left out: never guess)."""
+    return {name for name, elem in tensor_elem_types(model).items() if elem in FLOAT_TYPES}

@@ -1,0 +1,262 @@
+"""The calibration file: JSON with one amax per tensor, beside an .npz of the histograms.
+
+    {
+      "format": "qtool-calibration", "version": 1,
+      "model": {"file": "net.onnx", "sha256": "...", "inputs": [...]},
+      "method": "entropy", "params": {...}, "bins": 2048,
+      "num_samples": 200, "num_batches": 200, "shard": null,
+      "tools": {...}, "config": {...},
+      "histograms": {"file": "net.calib.npz", "sha256": "..."},
+      "tensors": {"input.1": {"amax": 2.64, "abs_max": 2.64, "count": 150528,
+                              "nan": 0, "inf": 0, "key": "t0"}, ...}
+    }
+
+Everything is parsed as data (no pickle) and validated, so a corrupt or foreign file gets one
+clear error rather than a crash further down.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qtool.calib.histogram import AbsHistogram
+from qtool.errors import QtoolError
+from qtool.io.atomic import atomic_path, write_json
+from qtool.io.hashing import sha256_file
+
+FORMAT = "qtool-calibration"
+VERSION = 1
+METHODS = ("entropy", "max", "percentile", "mse", "coverage", "trt-cache")
+
+
+@dataclass
+class TensorCalibration:
+    amax: float
+    abs_max: float | None = None
+    count: int = 0
+    nan: int = 0
+    inf: int = 0
+    key: str | None = None  # entry prefix in the histogram .npz; None when there is no histogram
+
+
+@dataclass
+class Calibration:
+    model_sha256: str
+    method: str
+    tensors: dict[str, TensorCalibration]
+    params: dict = field(default_factory=dict)
+    bins: int | None = None
+    model_file: str | None = None
+    inputs: list = field(default_factory=list)
+    num_samples: int = 0
+    num_batches: int = 0
+    shard: str | None = None
+    tools: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    histogram_file: str | None = None
+    histogram_sha256: str | None = None
+    path: Path | None = None  # where it was read from, to find the histogram file
+
+    @property
+    def amax(self) -> dict[str, float]:
+        return {name: tensor.amax for name, tensor in self.tensors.items()}
+
+    def histogram_path(self) -> Path | None:
+        if self.histogram_file is None:
+            return None
+        base = self.path.parent if self.path is not None else Path(".")
+        return base / self.histogram_file
+
+    def load_histograms(self) -> dict[str, AbsHistogram]:
+        """Read the histograms back (checked against the recorded sha256)."""
+        path = self.histogram_path()
+        if path is None:
+            raise QtoolError("this calibration file has no histograms (made from a TensorRT cache?)")
+        if not path.is_file():
+            raise QtoolError(f"histogram file not found: {path}")
+        if self.histogram_sha256 and sha256_file(path) != self.histogram_sha256:
+            raise QtoolError(f"histogram file {path} does not match its calibration file (sha256 differs)")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except Exception as exc:
+            raise QtoolError(f"cannot read histogram file {path}: {exc}") from None
+        histograms = {}
+        for name, tensor in self.tensors.items():
+            prefix = f"{tensor.key}/"
+            parts = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            if not parts:
+                raise QtoolError(f"histogram file {path} has no entry for tensor {name!r}")
+            try:
+                histograms[name] = AbsHistogram.from_arrays(parts)
+            except QtoolError:
+                raise
+            except Exception as exc:
+                raise QtoolError(f"histogram of {name!r} in {path} is invalid: {exc}") from None
+        return histograms
+
+
+def histogram_path_for(calib_path: str | os.PathLike) -> Path:
+    path = Path(calib_path)
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return path.with_name(stem + ".npz")
+
+
+def write_calibration(calib: Calibration, path: str | os.PathLike,
+                      histograms: dict[str, AbsHistogram] | None = None) -> None:
+    """Write the JSON (and the histogram .npz beside it) atomically; npz first, JSON last."""
+    path = Path(path)
+    if histograms:
+        npz_path = histogram_path_for(path)
+        arrays = {}
+        for index, name in enumerate(calib.tensors):
+            key = f"t{index}"
+            calib.tensors[name].key = key
+            for part, value in histograms[name].to_arrays().items():
+                arrays[f"{key}/{part}"] = np.asarray(value)
+        with atomic_path(npz_path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        calib.histogram_file = npz_path.name
+        calib.histogram_sha256 = sha256_file(npz_path)
+    write_json(path, to_dict(calib))
+
+
+def to_dict(calib: Calibration) -> dict:
+    tensors = {}
+    for name, tensor in calib.tensors.items():
+        entry = {"amax": float(tensor.amax)}
+        if tensor.abs_max is not None:
+            entry["abs_max"] = float(tensor.abs_max)
+        entry.update(count=int(tensor.count), nan=int(tensor.nan), inf=int(tensor.inf))
+        if tensor.key is not None:
+            entry["key"] = tensor.key
+        tensors[name] = entry
+    histograms = None
+    if calib.histogram_file:
+        histograms = {"file": calib.histogram_file, "sha256": calib.histogram_sha256}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {"file": calib.model_file, "sha256": calib.model_sha256, "inputs": calib.inputs},
+        "method": calib.method,
+        "params": calib.params,
+        "bins": calib.bins,
+        "num_samples": calib.num_samples,
+        "num_batches": calib.num_batches,
+        "shard": calib.shard,
+        "tools": calib.tools,
+        "config": calib.config,
+        "histograms": histograms,
+        "tensors": tensors,
+    }
+
+
+def read_calibration(path: str | os.PathLike) -> Calibration:
+    """Read and validate a calibration file; any problem is one QtoolError naming the file."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise QtoolError(f"calibration file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise QtoolError(f"{path} is not a valid calibration file: {exc}") from None
+    try:
+        calib = from_dict(data)
+    except _SchemaError as exc:
+        raise QtoolError(f"{path} is not a valid calibration file: {exc}") from None
+    calib.path = path
+    return calib
+
+
+class _SchemaError(Exception):
+    pass
+
+
+def _reject_constant(name):
+    raise ValueError(f"non-finite number {name} is not allowed")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise _SchemaError(message)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def from_dict(data) -> Calibration:
+    _require(isinstance(data, dict), "top level must be an object")
+    _require(data.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
+    _require(data.get("version") == VERSION, f"unsupported version {data.get('version')!r}")
+    model = data.get("model")
+    _require(isinstance(model, dict), "'model' must be an object")
+    sha = model.get("sha256")
+    _require(isinstance(sha, str) and len(sha) == 64, "'model.sha256' must be a sha256 hex string")
+    method = data.get("method")
+    _require(method in METHODS, f"unknown method {method!r}")
+    tensors_in = data.get("tensors")
+    _require(isinstance(tensors_in, dict), "'tensors' must be an object")
+    tensors = {}
+    for name, entry in tensors_in.items():
+        _require(isinstance(entry, dict), f"tensor {name!r} must be an object")
+        amax = entry.get("amax")
+        _require(_is_number(amax) and amax > 0, f"tensor {name!r}: amax must be a finite positive number")
+        abs_max = entry.get("abs_max")
+        _require(abs_max is None or (_is_number(abs_max) and abs_max >= 0),
+                 f"tensor {name!r}: abs_max must be a finite non-negative number")
+        for counter in ("count", "nan", "inf"):
+            value = entry.get(counter, 0)
+            _require(_is_int(value) and value >= 0, f"tensor {name!r}: {counter} must be a count")
+        key = entry.get("key")
+        _require(key is None or isinstance(key, str), f"tensor {name!r}: key must be a string")
+        tensors[name] = TensorCalibration(
+            float(amax), None if abs_max is None else float(abs_max),
+            entry.get("count", 0), entry.get("nan", 0), entry.get("inf", 0), key)
+    histograms = data.get("histograms")
+    _require(histograms is None or (isinstance(histograms, dict)
+                                    and isinstance(histograms.get("file"), str)),
+             "'histograms' must be null or an object with a 'file'")
+    if histograms is not None:
+        _require(Path(histograms["file"]).name == histograms["file"],
+                 "'histograms.file' must be a file name beside the calibration file")
+        _require(all(tensor.key for tensor in tensors.values()),
+                 "every tensor needs a histogram 'key' when 'histograms' is set")
+    for key in ("num_samples", "num_batches"):
+        _require(_is_int(data.get(key, 0)) and data.get(key, 0) >= 0, f"'{key}' must be a count")
+    bins = data.get("bins")
+    _require(bins is None or (_is_int(bins) and bins > 0), "'bins' must be a positive integer")
+    for key in ("params", "tools", "config"):
+        _require(isinstance(data.get(key, {}), dict), f"'{key}' must be an object")
+    inputs = model.get("inputs", [])
+    _require(isinstance(inputs, list), "'model.inputs' must be a list")
+    return Calibration(
+        model_sha256=sha, method=method, tensors=tensors, params=data.get("params", {}),
+        bins=bins, model_file=model.get("file"), inputs=inputs,
+        num_samples=data.get("num_samples", 0), num_batches=data.get("num_batches", 0),
+        shard=data.get("shard"), tools=data.get("tools", {}), config=data.get("config", {}),
+        histogram_file=histograms["file"] if histograms else None,
+        histogram_sha256=histograms.get("sha256") if histograms else None,
+    )
+
+
+def check_model_match(calib: Calibration, model_sha256: str, calib_name: str = "calibration file") -> None:
+    """A later step refuses a calibration file made for a different model."""
+    if calib.model_sha256 != model_sha256:
+        raise QtoolError(
+            f"{calib_name} was made for a different model (sha256 {calib.model_sha256[:12]}..., "
+            f"this model {model_sha256[:12]}...); calibrate this model first"
+        )

@@ -1,0 +1,158 @@
+"""The calibrate step as a library call: data + model -> histograms -> thresholds -> file.
+
+The CLI command and the pipeline both call `calibrate()`; `amax_from_histograms` re-picks the
+thresholds of stored histograms with any method (no new inference), and `merge()` combines the
+histogram files of shards exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from qtool.calib.calibfile import Calibration, TensorCalibration
+from qtool.calib.histogram import AbsHistogram
+from qtool.calib.runner import collect_histograms, parse_shard
+from qtool.errors import QtoolError, UsageError
+from qtool.graph.observe import tensors_to_observe
+from qtool.io.data import open_data
+from qtool.io.model import input_specs, load_model, model_sha256
+from qtool.thresholds import METHODS, compute_amax
+from qtool.versions import tool_versions
+
+
+@dataclass
+class CalibrateOptions:
+    method: str = "entropy"
+    bins: int = 2048
+    percentile: float = 99.99
+    coverage: float | None = None
+    num_samples: int | None = None
+    batch_size: int | None = None
+    shard: str | None = None
+    preprocess: dict = field(default_factory=dict)
+    loader_script: str | None = None
+
+    def method_params(self) -> dict:
+        if self.method == "percentile":
+            return {"percentile": self.percentile}
+        if self.method == "coverage" and self.coverage is not None:
+            return {"coverage": self.coverage}
+        return {}
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.bins < 128:
+            raise UsageError(f"--bins must be at least 128 (got {self.bins})")
+        if not 0 < self.percentile <= 100:
+            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.coverage is not None and not 0 < self.coverage <= 1:
+            raise UsageError(f"coverage must be in (0, 1], got {self.coverage}")
+        for name in ("num_samples", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        parse_shard(self.shard)
+
+
+@dataclass
+class CalibrateResult:
+    calibration: Calibration
+    histograms: dict[str, AbsHistogram]
+    seconds: float
+
+
+def amax_from_histograms(histograms: dict[str, AbsHistogram], method: str,
+                         params: dict | None = None) -> dict[str, float]:
+    """Threshold every histogram with one method; `max` uses the exact largest |x| seen."""
+    params = params or {}
+    amax = {}
+    for name, hist in histograms.items():
+        extra = {"abs_max": hist.abs_max} if method == "max" else {}
+        amax[name] = compute_amax(method, hist.hist, hist.edges, **params, **extra)
+    return amax
+
+
+def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, params: dict, bins: int,
+                      sha256: str, model_file: str | None, inputs: list, num_samples: int,
+                      num_batches: int, shard: str | None, config: dict) -> Calibration:
+    amax = amax_from_histograms(histograms, method, params)
+    tensors = {
+        name: TensorCalibration(amax=amax[name], abs_max=hist.abs_max, count=hist.count,
+                                nan=hist.nan_count, inf=hist.inf_count)
+        for name, hist in histograms.items()
+    }
+    return Calibration(
+        model_sha256=sha256, method=method, tensors=tensors, params=params, bins=bins,
+        model_file=model_file, inputs=inputs, num_samples=num_samples, num_batches=num_batches,
+        shard=shard, tools=tool_versions(), config=config,
+    )
+
+
+def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None,
+              options: CalibrateOptions,
+              on_batch: Callable[[int], None] | None = None,
+              on_start: Callable[[int | None], None] | None = None) -> CalibrateResult:
+    """Calibrate one model on one data set; nothing is written (see calibfile.write_calibration)."""
+    options.validate()
+    model = load_model(model_path)
+    specs = input_specs(model)
+    if data_path is None and options.loader_script is None:
+        raise UsageError("give calibration data with --data PATH (or --data-loader-script FILE)")
+    source = open_data(data_path, specs, preprocess=options.preprocess or None,
+                       batch_size=options.batch_size, num_samples=options.num_samples,
+                       loader_script=options.loader_script)
+    if on_start is not None:
+        on_start(source.num_samples)
+    tensors = tensors_to_observe(model)
+    run = collect_histograms(model, source, tensors, bins=options.bins,
+                             shard=parse_shard(options.shard), on_batch=on_batch)
+    calibration = build_calibration(
+        run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
+        sha256=model_sha256(model_path), model_file=Path(model_path).name,
+        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in specs],
+        num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
+        config=_effective_config(options, data_path),
+    )
+    return CalibrateResult(calibration, run.histograms, run.seconds)
+
+
+def merge(calibrations: list[Calibration], method: str | None = None,
+          params: dict | None = None) -> CalibrateResult:
+    """Merge shards: histograms add exactly, thresholds are picked again on the sum."""
+    if len(calibrations) < 2:
+        raise UsageError("merge needs at least two calibration files")
+    first = calibrations[0]
+    for other in calibrations[1:]:
+        if other.model_sha256 != first.model_sha256:
+            raise QtoolError(f"{other.path} was made for a different model than {first.path}")
+        if other.bins != first.bins:
+            raise QtoolError(f"{other.path} uses {other.bins} bins, {first.path} uses {first.bins}")
+        if set(other.tensors) != set(first.tensors):
+            raise QtoolError(f"{other.path} observed other tensors than {first.path}")
+    merged = first.load_histograms()
+    for other in calibrations[1:]:
+        for name, hist in other.load_histograms().items():
+            merged[name].merge(hist)
+    method = method or first.method
+    if method == "trt-cache":
+        raise QtoolError("calibrations made from a TensorRT cache have no histograms to merge")
+    params = first.params if params is None and method == first.method else (params or {})
+    config = dict(first.config)
+    config["merged_from"] = [str(c.path.name) if c.path else None for c in calibrations]
+    calibration = build_calibration(
+        merged, method=method, params=params, bins=first.bins or 2048, sha256=first.model_sha256,
+        model_file=first.model_file, inputs=first.inputs,
+        num_samples=sum(c.num_samples for c in calibrations),
+        num_batches=sum(c.num_batches for c in calibrations), shard=None, config=config,
+    )
+    return CalibrateResult(calibration, merged, 0.0)
+
+
+def _effective_config(options: CalibrateOptions, data_path) -> dict:
+    config = asdict(options)
+    config["data"] = str(data_path) if data_path is not None else None
+    return config

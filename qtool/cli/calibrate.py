@@ -1,0 +1,131 @@
+"""`qtool calibrate`: collect histograms of the observed activations and pick thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qtool.cli.common import apply_config, config_option, emit, json_option, log, setup_logging, verbosity_options
+from qtool.cli.progress import SampleProgress
+from qtool.config import section
+from qtool.errors import QtoolError, UsageError
+from qtool.thresholds import METHODS
+
+
+def default_output(model: str) -> Path:
+    path = Path(model)
+    return path.with_name(path.stem + ".calib.json")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data", type=click.Path(), default=None,
+              help="Calibration data: .npy/.npz file or folder, or a folder of images.")
+@click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False), default=None,
+              help="Python file whose load_data() yields feed dicts (runs your code).")
+@click.option("--method", type=click.Choice(list(METHODS)), default="entropy", show_default=True,
+              help="Threshold method.")
+@click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins.")
+@click.option("--percentile", type=float, default=99.99, show_default=True,
+              help="Percentile for --method percentile.")
+@click.option("--coverage", type=float, default=None, help="Covered mass for --method coverage.")
+@click.option("--num-samples", type=int, default=None, help="Use at most this many samples.")
+@click.option("--batch-size", type=int, default=None, help="Re-batch the data to this size.")
+@click.option("--shard", default=None, metavar="K/N", help="Calibrate every N-th batch from K.")
+@click.option("--trt-cache", type=click.Path(dir_okay=False), default=None,
+              help="Also write a TensorRT (implicit INT8) calibration cache.")
+@click.option("--trt-version", default="10.3.0", show_default=True,
+              help="TensorRT version written in the cache header.")
+@click.option("--from-trt-cache", type=click.Path(dir_okay=False), default=None,
+              help="Make the calibration file from an existing TensorRT cache (no data needed).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Calibration file (default: MODEL.calib.json beside the model).")
+@config_option
+@json_option
+@verbosity_options
+@click.pass_context
+def calibrate(ctx, **params):
+    """Calibrate MODEL on data: histograms of |x| for every tensor to quantize, then thresholds.
+
+    Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
+    """
+    from qtool.calibrate import CalibrateOptions, calibrate as run_calibration
+    from qtool.calib.calibfile import write_calibration
+    from qtool.io.atomic import refuse_overwrite_input
+
+    params, config = apply_config(ctx, params, params["config_path"], "calibrate")
+    setup_logging(params["verbose"], params["quiet"])
+    model = params["model"]
+    output = Path(params["output"] or default_output(model))
+    refuse_overwrite_input(output, model, params["data"])
+    if params["from_trt_cache"]:
+        return _from_trt_cache(model, params, output)
+
+    options = CalibrateOptions(
+        method=params["method"], bins=params["bins"], percentile=params["percentile"],
+        coverage=params["coverage"], num_samples=params["num_samples"],
+        batch_size=params["batch_size"], shard=params["shard"],
+        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+    )
+    if params["data"] is None and params["loader_script"] is None:
+        raise UsageError("missing --data PATH (or --data-loader-script FILE)")
+    progress = SampleProgress("calibrating", enabled=not params["quiet"])
+    try:
+        result = run_calibration(model, params["data"], options,
+                                 on_batch=progress.advance, on_start=progress.begin)
+    finally:
+        progress.finish()
+    calibration = result.calibration
+    _warn_non_finite(calibration)
+    write_calibration(calibration, output, result.histograms)
+    if params["trt_cache"]:
+        from qtool.calib.trtcache import write_cache
+
+        write_cache(params["trt_cache"], calibration.amax, params["trt_version"])
+    summary = {
+        "output": str(output), "histograms": calibration.histogram_file,
+        "method": calibration.method, "params": calibration.params,
+        "tensors": len(calibration.tensors), "samples": calibration.num_samples,
+        "batches": calibration.num_batches, "seconds": round(result.seconds, 3),
+        "trt_cache": params["trt_cache"],
+    }
+    emit(summary, params["as_json"],
+         f"calibrated {summary['tensors']} tensors on {summary['samples']} samples "
+         f"({summary['batches']} batches) in {result.seconds:.2f}s, method {calibration.method}\n"
+         f"wrote {output}" + (f" and {params['trt_cache']}" if params["trt_cache"] else ""))
+
+
+def _warn_non_finite(calibration) -> None:
+    for name, tensor in calibration.tensors.items():
+        if tensor.nan or tensor.inf:
+            log.warning("tensor %s had %d NaN and %d Inf values; they were left out of its histogram",
+                        name, tensor.nan, tensor.inf)
+
+
+def _from_trt_cache(model: str, params: dict, output: Path) -> None:
+    from qtool.calib.calibfile import Calibration, TensorCalibration, write_calibration
+    from qtool.calib.trtcache import cache_amax, read_cache
+    from qtool.graph.types import tensor_elem_types
+    from qtool.io.model import input_specs, load_model, model_sha256
+    from qtool.versions import tool_versions
+
+    loaded = load_model(model)
+    header, scales = read_cache(params["from_trt_cache"])
+    known = tensor_elem_types(loaded)
+    unknown = [name for name in scales if name not in known]
+    if unknown and len(unknown) == len(scales):
+        raise QtoolError(f"none of the {len(scales)} tensors in {params['from_trt_cache']} exist in {model}")
+    for name in unknown:
+        log.warning("cache tensor %s is not in the model; ignored", name)
+    amax = {name: value for name, value in cache_amax(scales).items() if name in known}
+    calibration = Calibration(
+        model_sha256=model_sha256(model), method="trt-cache",
+        tensors={name: TensorCalibration(amax=value) for name, value in amax.items()},
+        params={"header": header}, model_file=Path(model).name,
+        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in input_specs(loaded)],
+        tools=tool_versions(), config={"from_trt_cache": str(params["from_trt_cache"])},
+    )
+    write_calibration(calibration, output)
+    emit({"output": str(output), "tensors": len(amax), "ignored": unknown}, params["as_json"],
+         f"imported {len(amax)} tensors from {params['from_trt_cache']} ({header})\nwrote {output}")

@@ -1,0 +1,170 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from qtool.calib.calibfile import read_calibration
+from tests.tiny_models import conv_relu_gemm, save, two_input_matmul
+
+
+@pytest.fixture
+def conv_model(tmp_path):
+    return save(conv_relu_gemm(), tmp_path / "net.onnx")
+
+
+@pytest.fixture
+def npy_dir(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index, batch in enumerate((4, 2, 3)):  # dynamic batch: sizes differ per file
+        np.save(folder / f"b{index}.npy", rng.normal(size=(batch, 2, 6, 6)).astype(np.float32) * (index + 1))
+    return folder
+
+
+def test_calibrate_writes_json_and_histograms(qtool, conv_model, npy_dir, tmp_path):
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["samples"] == 9 and summary["batches"] == 3
+    calib = read_calibration(tmp_path / "net.calib.json")
+    assert set(calib.amax) == {"x", "relu", "flat"}
+    assert all(value > 0 for value in calib.amax.values())
+    assert calib.method == "entropy" and calib.num_samples == 9
+    histograms = calib.load_histograms()
+    data = np.concatenate([np.load(npy_dir / f"b{i}.npy") for i in range(3)])
+    assert histograms["x"].abs_max == pytest.approx(float(np.abs(data).max()))
+    assert histograms["x"].count == data.size
+
+
+def test_max_method_gives_exact_abs_max(qtool, conv_model, npy_dir, tmp_path):
+    out = tmp_path / "max.json"
+    assert qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max", "-o", out).code == 0
+    data = np.concatenate([np.load(npy_dir / f"b{i}.npy") for i in range(3)])
+    assert read_calibration(out).amax["x"] == float(np.abs(data).max())
+
+
+def test_multi_input_npz(qtool, tmp_path):
+    model = save(two_input_matmul(), tmp_path / "mm.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "feeds.npz", a=rng.normal(size=(3, 4, 8)).astype(np.float32),
+             b=rng.normal(size=(3, 8, 5)).astype(np.float32), c=rng.normal(size=(3, 4, 5)).astype(np.float32))
+    result = qtool("calibrate", model, "--data", tmp_path / "feeds.npz", "-o", tmp_path / "mm.json")
+    assert result.code == 0, result.err
+    assert set(read_calibration(tmp_path / "mm.json").amax) == {"a", "b", "ab", "c", "sum"}
+
+
+def test_shards_merge_to_exactly_one_run(qtool, conv_model, npy_dir, tmp_path):
+    assert qtool("calibrate", conv_model, "--data", npy_dir, "-o", tmp_path / "all.json").code == 0
+    for k in range(2):
+        result = qtool("calibrate", conv_model, "--data", npy_dir, "--shard", f"{k}/2", "-o", tmp_path / f"s{k}.json")
+        assert result.code == 0, result.err
+    result = qtool("merge-calib", tmp_path / "s0.json", tmp_path / "s1.json", "-o", tmp_path / "merged.json")
+    assert result.code == 0, result.err
+    whole, merged = read_calibration(tmp_path / "all.json"), read_calibration(tmp_path / "merged.json")
+    assert merged.amax == whole.amax
+    assert merged.num_samples == whole.num_samples == 9
+    for name, hist in whole.load_histograms().items():
+        other = merged.load_histograms()[name]
+        np.testing.assert_array_equal(hist.hist, other.hist)
+        np.testing.assert_array_equal(hist.edges, other.edges)
+
+
+def test_trt_cache_round_trip(qtool, conv_model, npy_dir, tmp_path):
+    cache = tmp_path / "net.cache"
+    assert qtool("calibrate", conv_model, "--data", npy_dir, "--trt-cache", cache).code == 0
+    assert cache.read_text().startswith("TRT-100300-EntropyCalibration2\n")
+    result = qtool("calibrate", conv_model, "--from-trt-cache", cache, "-o", tmp_path / "imported.json")
+    assert result.code == 0, result.err
+    imported = read_calibration(tmp_path / "imported.json")
+    assert imported.method == "trt-cache"
+    again = tmp_path / "again.cache"
+    from qtool.calib.trtcache import write_cache
+    write_cache(again, imported.amax)
+    assert again.read_bytes() == cache.read_bytes()
+
+
+def test_all_zero_activation_gets_tiny_positive_amax(qtool, tmp_path):
+    model = conv_relu_gemm()
+    for init in model.graph.initializer:  # zero weights and bias: relu output is all zeros
+        if init.name in ("w", "b"):
+            init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(onnx.numpy_helper.to_array(init)), init.name))
+    path = save(model, tmp_path / "zero.onnx")
+    np.save(tmp_path / "x.npy", np.ones((2, 2, 6, 6), np.float32))
+    for method in ("entropy", "max", "percentile", "mse", "coverage"):
+        out = tmp_path / f"{method}.json"
+        result = qtool("calibrate", path, "--data", tmp_path / "x.npy", "--method", method, "-o", out)
+        assert result.code == 0, result.err
+        amax = read_calibration(out).amax["relu"]
+        assert 0 < amax < 1e-3 and np.isfinite(amax)
+
+
+def test_nan_activations_warn_and_stay_finite(qtool, conv_model, tmp_path):
+    data = np.random.default_rng(0).normal(size=(2, 2, 6, 6)).astype(np.float32)
+    data[0, 0, 0, 0] = np.nan
+    data[1, 1, 1, 1] = np.inf
+    np.save(tmp_path / "nan.npy", data)
+    result = qtool("calibrate", conv_model, "--data", tmp_path / "nan.npy", "-o", tmp_path / "c.json")
+    assert result.code == 0, result.err
+    assert "NaN" in result.err
+    calib = read_calibration(tmp_path / "c.json")
+    assert calib.tensors["x"].nan == 1 and calib.tensors["x"].inf == 1
+    assert all(np.isfinite(v) and v > 0 for v in calib.amax.values())
+
+
+def _no_outputs(tmp_path):
+    return not list(tmp_path.glob("*.calib.*")) and not list(tmp_path.glob("out.*"))
+
+
+@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "empty_dir", "not_array",
+                                  "wrong_name", "wrong_rank", "wrong_dtype"])
+def test_bad_input_is_one_line_exit_1_and_no_output(qtool, conv_model, tmp_path, case):
+    model, data = conv_model, tmp_path / "d.npy"
+    np.save(data, np.zeros((1, 2, 6, 6), np.float32))
+    if case == "missing_model":
+        model = tmp_path / "nope.onnx"
+    elif case == "corrupt_model":
+        model = tmp_path / "corrupt.onnx"
+        model.write_bytes(b"\x00garbage\xff" * 10)
+    elif case == "empty_dir":
+        data = tmp_path / "empty"
+        data.mkdir()
+    elif case == "not_array":
+        data = tmp_path / "text.npy"
+        data.write_text("hello")
+    elif case == "wrong_name":
+        data = tmp_path / "d.npz"
+        np.savez(data, y=np.zeros((1, 2, 6, 6), np.float32))
+    elif case == "wrong_rank":
+        np.save(data, np.zeros((1, 1, 2, 6, 6), np.float32))
+    elif case == "wrong_dtype":
+        np.save(data, np.zeros((1, 2, 6, 6), np.float64))
+    result = qtool("calibrate", model, "--data", data, "-o", tmp_path / "out.json")
+    assert result.code == 1
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.npz").exists()
+
+
+def test_usage_errors_exit_2(qtool, conv_model, npy_dir):
+    assert qtool("calibrate", conv_model, "--data", npy_dir, "--method", "magic").code == 2
+    assert qtool("calibrate", conv_model).code == 2
+
+
+def test_output_over_input_is_refused(qtool, conv_model, npy_dir):
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "-o", conv_model)
+    assert result.code == 1 and "overwrite" in result.err
+
+
+def test_config_file_supplies_defaults(qtool, conv_model, npy_dir, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[calibrate]\nmethod = "percentile"\npercentile = 99.9\n')
+    out = tmp_path / "p.json"
+    assert qtool("calibrate", conv_model, "--data", npy_dir, "--config", config, "-o", out).code == 0
+    calib = read_calibration(out)
+    assert calib.method == "percentile" and calib.params == {"percentile": 99.9}
+    config.write_text('[calibrate]\nmethd = "max"\n')
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--config", config, "-o", out)
+    assert result.code == 2 and "methd" in result.err

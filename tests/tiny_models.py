@@ -1,0 +1,61 @@
+"""Tiny ONNX models built in code for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(nodes, inputs, outputs, initializers, opset=17):
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def conv_relu_gemm(batch="N", seed=0) -> onnx.ModelProto:
+    """x[N,2,6,6] -> Conv(4) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(3)."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")
+    gw = numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "gw")
+    gb = numpy_helper.from_array(np.zeros(3, np.float32), "gb")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "gw", "gb"], ["y"], name="fc", transB=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+        [w, b, gw, gb],
+    )
+
+
+def two_input_matmul(seed=0) -> onnx.ModelProto:
+    """a[N,4,8] @ b[N,8,5] -> MatMul -> Add(c[N,4,5]) -> MatMul(w[5,3]): two activation MatMul inputs."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(size=(5, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["a", "b"], ["ab"], name="attn"),
+        helper.make_node("Add", ["ab", "c"], ["sum"], name="add"),
+        helper.make_node("MatMul", ["sum", "w"], ["y"], name="proj"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4, 8]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 8, 5]),
+         helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 3])],
+        [w],
+    )
+
+
+def save(model: onnx.ModelProto, path) -> str:
+    onnx.save_model(model, str(path))
+    return str(path)

@@ -1,0 +1,101 @@
+"""Read .npy and .npz files safely: never unpickle, and fail with one line naming the file.
+
+Headers (shape and dtype) are read on their own, without the data, so a whole directory can be
+checked against the model before the first batch runs.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from qtool.errors import QtoolError
+
+Header = tuple[tuple[int, ...], np.dtype]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _read_header(handle: IO[bytes], where: str) -> Header:
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    except Exception as exc:  # numpy raises ValueError, EOFError, SyntaxError on garbage
+        raise QtoolError(f"{where} is not a readable .npy array: {_first_line(exc)}") from None
+    _refuse_objects(dtype, where)
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def _refuse_objects(dtype: np.dtype, where: str) -> None:
+    if dtype.hasobject:
+        raise QtoolError(f"{where} holds Python objects; qtool loads only plain numeric arrays "
+                         f"(never pickled data)")
+    if dtype.names is not None:
+        raise QtoolError(f"{where} holds a structured array; save one plain array per input")
+
+
+def npy_header(path: Path) -> Header:
+    """Shape and dtype of a .npy file, read from its header only."""
+    try:
+        with open(path, "rb") as handle:
+            return _read_header(handle, str(path))
+    except OSError as exc:
+        raise QtoolError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+
+
+def npz_headers(path: Path) -> dict[str, Header]:
+    """Shape and dtype of every array in a .npz archive, keyed as np.savez names them."""
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                key = member[: -len(".npy")]
+                with archive.open(member) as handle:
+                    headers[key] = _read_header(handle, f"{path} [{key}]")
+    except QtoolError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise QtoolError(f"{path} is not a readable .npz archive: {_first_line(exc)}") from None
+    return headers
+
+
+def load_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:  # ValueError (pickle, bad header), OSError, EOFError on truncation
+        raise QtoolError(f"cannot load {path} as a .npy array: {_first_line(exc)}") from None
+    if not isinstance(array, np.ndarray):
+        raise QtoolError(f"{path} is a .npz archive, not a .npy array; rename it to .npz")
+    _refuse_objects(array.dtype, str(path))
+    return array
+
+
+def load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """Load the named arrays of a .npz archive (other arrays are never read)."""
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for key in keys:
+                out[key] = archive[key]
+    except QtoolError:
+        raise
+    except Exception as exc:  # BadZipFile, zlib.error, ValueError, EOFError, KeyError
+        raise QtoolError(f"cannot load {path} as a .npz archive: {_first_line(exc)}") from None
+    for key, array in out.items():
+        if not isinstance(array, np.ndarray):
+            raise QtoolError(f"{path} [{key}] is not a .npy array")
+        _refuse_objects(array.dtype, f"{path} [{key}]")
+    return out

@@ -1,0 +1,445 @@
+"""`check_model`: one planted defect per test, each found with its code and node; a clean
+hand-built model has no findings; onnxruntime's own QDQ output is judged as TensorRT would."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.errors import UsageError
+from qtool.quantize.check import CODES, check_model
+
+F = TensorProto.FLOAT
+
+
+class Builder:
+    """Nodes and initializers of a tiny graph; every Q/DQ pair gets names `<tag>_q`/`<tag>_dq`."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.rng = np.random.default_rng(0)
+
+    def const(self, name: str, value) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs, output: str, name: str | None = None, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, list(inputs), [output], name=name or output, **attrs))
+        return output
+
+    def qdq(self, x: str, tag: str, scale=0.05, zero_point=0, zp_dtype=np.int8, axis=None,
+            dq_scale=None) -> str:
+        scale_name = self.const(f"{tag}_scale", np.asarray(scale, np.float32))
+        inputs = [x, scale_name]
+        if zero_point is not None:
+            inputs.append(self.const(f"{tag}_zp", np.asarray(zero_point, zp_dtype)))
+        attrs = {} if axis is None else {"axis": axis}
+        self.node("QuantizeLinear", inputs, f"{tag}_int", name=f"{tag}_q", **attrs)
+        dq_inputs = list(inputs)
+        dq_inputs[0] = f"{tag}_int"
+        if dq_scale is not None:
+            dq_inputs[1] = self.const(f"{tag}_dq_scale", np.asarray(dq_scale, np.float32))
+        return self.node("DequantizeLinear", dq_inputs, f"{tag}_deq", name=f"{tag}_dq", **attrs)
+
+    def weight(self, tag: str, shape, axis=0, scales=None, explicit_axis=True) -> str:
+        w = self.const(tag, self.rng.normal(size=shape).astype(np.float32))
+        count = shape[axis] if scales is None else scales
+        scale = np.linspace(0.01, 0.02, count).astype(np.float32)
+        return self.qdq(w, tag, scale=scale, zero_point=np.zeros(count, np.int8),
+                        axis=axis if explicit_axis else None)
+
+    def model(self, inputs, outputs, opset=13) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, "g", inputs, outputs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        return model
+
+
+def clean_model(act_scale=0.05, act_zp=0, act_zp_dtype=np.int8, branch_scale=0.1,
+                relu_before_q=True, opset=13, checked=True) -> onnx.ModelProto:
+    """Residual conv net placed by TensorRT's rules; the arguments plant single defects."""
+    b = Builder()
+    x = b.qdq("x", "x", scale=act_scale, zero_point=act_zp, zp_dtype=act_zp_dtype)
+    c1 = b.node("Conv", [x, b.weight("w1", (4, 4, 3, 3)), b.const("b1", np.zeros(4, np.float32))],
+                "c1", pads=[1, 1, 1, 1])
+    if relu_before_q:
+        r1 = b.qdq(b.node("Relu", [c1], "r1"), "r1", scale=0.1)
+    else:  # the conv's own output quantized, Relu after the pair
+        r1 = b.node("Relu", [b.qdq(c1, "c1", scale=0.1)], "r1")
+    c2 = b.node("Conv", [r1, b.weight("w2", (4, 4, 1, 1))], "c2")
+    add = b.node("Add", [c2, x], "add")  # residual input already quantized: the Add fuses
+    r2 = b.qdq(b.node("Relu", [add], "r2"), "r2", scale=0.1)
+    c3 = b.node("Conv", [r1, b.weight("w3", (4, 4, 1, 1))], "c3")
+    r3 = b.qdq(b.node("Relu", [c3], "r3"), "r3", scale=branch_scale)
+    pooled = b.node("MaxPool", [r2], "mp", kernel_shape=[1, 1])
+    cat = b.qdq(b.node("Concat", [pooled, r3], "cat", axis=1), "cat", scale=0.1)
+    flat = b.qdq(b.node("Flatten", [b.node("GlobalAveragePool", [cat], "gap")], "flat"), "flat")
+    b.node("Gemm", [flat, b.weight("fc_w", (3, 8)), b.const("fc_b", np.zeros(3, np.float32))],
+           "y", name="fc", transB=1)
+    model = b.model([helper.make_tensor_value_info("x", F, [1, 4, 6, 6])],
+                    [helper.make_tensor_value_info("y", F, [1, 3])], opset=opset)
+    if checked:
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def found(model: onnx.ModelProto, **kwargs) -> set[tuple[str, str]]:
+    return {(f.code, f.node) for f in check_model(model, **kwargs).findings}
+
+
+def simple(build, inputs=(("x", F, [1, 4, 6, 6]),), outputs=(("y", F, None),), opset=13):
+    """A model from a builder callback: build(b) adds nodes; returns the ModelProto."""
+    b = Builder()
+    build(b)
+    return b.model([helper.make_tensor_value_info(*spec) for spec in inputs],
+                   [helper.make_tensor_value_info(*spec) for spec in outputs], opset=opset)
+
+
+def test_clean_model_has_no_findings():
+    report = check_model(clean_model())
+    assert report.findings == ()
+    assert report.qdq_nodes == 20
+    assert report.passed(strict=True)
+
+
+def test_model_without_qdq_is_a_warning():
+    b = Builder()
+    b.node("Relu", ["x"], "y", name="relu")
+    model = b.model([helper.make_tensor_value_info("x", F, [2])], [helper.make_tensor_value_info("y", F, [2])])
+    report = check_model(model)
+    assert [(f.severity, f.code, f.node) for f in report.findings] == [("warning", "no-qdq", "<model>")]
+    assert report.passed() and not report.passed(strict=True)
+
+
+def test_nonzero_zero_point_is_an_error_on_q_and_dq():
+    assert found(clean_model(act_zp=3)) == {("zero-point-nonzero", "x_q"), ("zero-point-nonzero", "x_dq")}
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, np.nan, np.inf])
+def test_invalid_scale(bad):
+    findings = check_model(clean_model(act_scale=bad, checked=False)).findings
+    assert {(f.code, f.node) for f in findings} == {("scale-invalid", "x_q"), ("scale-invalid", "x_dq")}
+    assert all(f.severity == "error" for f in findings)
+
+
+def test_one_bad_channel_in_a_per_channel_scale():
+    def build(b):
+        w = b.const("w", np.ones((3, 2, 1, 1), np.float32))
+        b.qdq(w, "w", scale=np.array([0.1, 0.0, 0.2], np.float32), zero_point=np.zeros(3, np.int8), axis=0)
+        b.node("Conv", [b.qdq("x", "x"), "w_deq"], "y", name="conv")
+    report = check_model(simple(build, inputs=(("x", F, [1, 2, 4, 4]),)))
+    [q_finding, dq_finding] = report.findings
+    assert (q_finding.code, q_finding.node, dq_finding.node) == ("scale-invalid", "w_q", "w_dq")
+    assert "1 of 3, first at index 1" in q_finding.message
+
+
+def test_unsigned_zero_point_is_an_unsupported_dtype():
+    assert found(clean_model(act_zp_dtype=np.uint8)) == {
+        ("qdq-dtype-unsupported", "x_q"), ("qdq-dtype-unsupported", "x_dq")}
+
+
+def test_quantize_without_zero_point_means_uint8():
+    model = clean_model(act_zp=None)
+    assert found(model) == {("qdq-dtype-unsupported", "x_q"), ("qdq-dtype-unsupported", "x_dq")}
+    message = next(f.message for f in check_model(model).findings if f.node == "x_q")
+    assert "ONNX default" in message
+
+
+def test_int32_bias_dequantize_is_unsupported():
+    def build(b):
+        bias = b.const("bias_int", np.array([5, -3], np.int32))
+        b.node("DequantizeLinear", [bias, b.const("bias_scale", np.float32(0.001))], "bias", name="bias_dq")
+        b.node("Conv", [b.qdq("x", "x"), b.weight("w", (2, 4, 1, 1)), "bias"], "y", name="conv")
+    assert found(simple(build)) == {("qdq-dtype-unsupported", "bias_dq")}
+
+
+def test_fp8_is_reported_as_info():
+    def build(b):
+        zp = helper.make_tensor("x_zp8", TensorProto.FLOAT8E4M3FN, [], [0.0])
+        b.inits.append(zp)
+        b.const("x_s", np.float32(0.5))
+        b.node("QuantizeLinear", ["x", "x_s", "x_zp8"], "xq", name="x_q")
+        b.node("DequantizeLinear", ["xq", "x_s", "x_zp8"], "xd", name="x_dq")
+        b.node("Conv", ["xd", b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    report = check_model(simple(build, opset=19))
+    assert {(f.severity, f.code, f.node) for f in report.findings} == {
+        ("info", "qdq-dtype-low-precision", "x_q"), ("info", "qdq-dtype-low-precision", "x_dq")}
+    assert report.passed(strict=True)
+
+
+def test_per_channel_scale_on_an_activation():
+    def build(b):
+        x = b.qdq("x", "x", scale=np.full(4, 0.1, np.float32), zero_point=np.zeros(4, np.int8), axis=1)
+        b.node("Conv", [x, b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    assert found(simple(build)) == {("per-channel-activation", "x_q"), ("per-channel-activation", "x_dq")}
+
+
+def test_missing_axis_is_a_warning_when_axis_1_is_right():
+    def build(b):  # Gemm without transB: weight [K, N], output channels on axis 1 = ONNX default
+        w = b.weight("w", (4, 3), axis=1, explicit_axis=False)
+        b.node("Gemm", [b.qdq("x", "x"), w], "y", name="fc")
+    report = check_model(simple(build, inputs=(("x", F, [2, 4]),)))
+    assert {(f.severity, f.code, f.node) for f in report.findings} == {
+        ("warning", "per-channel-implicit-axis", "w_q"), ("warning", "per-channel-implicit-axis", "w_dq")}
+
+
+def test_missing_axis_on_a_conv_weight_is_also_the_wrong_axis():
+    def build(b):  # square weight so axis 1 is shape-valid, but it is the input-channel axis
+        w = b.weight("w", (4, 4, 1, 1), axis=1, explicit_axis=False)
+        b.node("Conv", [b.qdq("x", "x"), w], "y", name="conv")
+    assert found(simple(build)) == {
+        ("per-channel-implicit-axis", "w_q"), ("per-channel-implicit-axis", "w_dq"),
+        ("per-channel-wrong-axis", "w_dq")}
+
+
+@pytest.mark.parametrize("op, attrs, shape, good, bad", [
+    ("Conv", {}, (4, 4, 1, 1), 0, 1),
+    ("ConvTranspose", {}, (4, 4, 1, 1), 1, 0),
+    ("Gemm", {"transB": 1}, (4, 4), 0, 1),
+    ("Gemm", {}, (4, 4), 1, 0),
+    ("MatMul", {}, (4, 4), 1, 0),
+])
+def test_weight_axis_must_be_the_output_channels(op, attrs, shape, good, bad):
+    def model_with(axis):
+        def build(b):
+            b.node(op, [b.qdq("x", "x"), b.weight("w", shape, axis=axis)], "y", name="op", **attrs)
+        x_shape = [1, 4, 3, 3] if op.startswith("Conv") else [2, 4]
+        return simple(build, inputs=(("x", F, x_shape),))
+    assert found(model_with(good)) == set()
+    report = check_model(model_with(bad))
+    assert {(f.code, f.node) for f in report.findings} == {("per-channel-wrong-axis", "w_dq")}
+    assert f"axis {bad}" in report.findings[0].message and f"axis {good}" in report.findings[0].message
+
+
+def test_scale_length_must_match_the_axis():
+    def build(b):
+        b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1), scales=3)], "y", name="conv")
+    assert found(simple(build)) == {("scale-shape-mismatch", "w_q"), ("scale-shape-mismatch", "w_dq")}
+
+
+def test_zero_point_size_must_match_the_scale():
+    def build(b):
+        w = b.const("w", np.ones((2, 4, 1, 1), np.float32))
+        b.qdq(w, "w", scale=np.array([0.1, 0.2], np.float32), zero_point=np.int8(0), axis=0)
+        b.node("Conv", [b.qdq("x", "x"), "w_deq"], "y", name="conv")
+    assert found(simple(build)) == {("zero-point-shape", "w_q"), ("zero-point-shape", "w_dq")}
+
+
+def test_per_channel_below_opset_13():
+    def build(b):
+        b.node("Conv", [b.qdq("x", "x"), b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    assert found(simple(build, opset=10)) == {("opset-per-channel", "w_q"), ("opset-per-channel", "w_dq")}
+    assert found(simple(build, opset=13)) == set()
+
+
+def test_scale_computed_from_data_is_not_constant():
+    def build(b):
+        scale = b.node("ReduceMax", ["x"], "amax", keepdims=0)
+        b.const("zp", np.int8(0))
+        b.node("QuantizeLinear", ["x", scale, "zp"], "xq", name="x_q")
+        b.node("DequantizeLinear", ["xq", scale, "zp"], "xd", name="x_dq")
+        b.node("Conv", ["xd", b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    assert found(simple(build)) == {("qparams-not-constant", "x_q"), ("qparams-not-constant", "x_dq")}
+
+
+def test_scale_folded_from_constants_is_accepted():
+    def build(b):
+        b.node("Div", [b.const("amax", np.float32(6.35)), b.const("levels", np.float32(127))], "s")
+        b.const("zp", np.int8(0))
+        b.node("QuantizeLinear", ["x", "s", "zp"], "xq", name="x_q")
+        b.node("DequantizeLinear", ["xq", "s", "zp"], "xd", name="x_dq")
+        b.node("Conv", ["xd", b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    assert found(simple(build)) == set()
+
+
+def test_quantized_conv_output_before_relu():
+    assert found(clean_model(relu_before_q=False)) == {("weighted-output-quantized", "c1")}
+
+
+def test_quantized_weighted_output_reaching_the_graph_output():
+    def build(b):
+        c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (2, 4, 1, 1))], "c", name="conv")
+        b.node("Identity", [b.qdq(c, "c")], "y")
+    findings = check_model(simple(build)).findings
+    assert {(f.code, f.node) for f in findings} == {("weighted-output-quantized", "conv")}
+    assert "graph output" in findings[0].message
+
+
+def test_quantized_weighted_output_feeding_the_next_conv_is_fine():
+    def build(b):
+        c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1))], "c", name="conv")
+        b.node("Conv", [b.qdq(c, "c"), b.weight("w2", (2, 4, 1, 1))], "y", name="conv2")
+    assert found(simple(build)) == set()
+
+
+def test_weighted_output_also_used_in_float():
+    def build(b):
+        c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1))], "c", name="conv")
+        c2 = b.node("Conv", [b.qdq(c, "c"), b.weight("w2", (4, 4, 1, 1))], "c2", name="conv2")
+        b.node("Sub", [c2, c], "y", name="sub")
+    assert found(simple(build)) == {("weighted-output-quantized", "conv")}
+
+
+@pytest.mark.parametrize("op", ["Softmax", "Sigmoid", "LayerNormalization", "Mul"])
+def test_dequantize_feeding_an_op_without_int8(op):
+    def build(b):
+        x = b.qdq("x", "x")
+        if op == "LayerNormalization":
+            b.node(op, [x, b.const("g", np.ones(6, np.float32))], "y", name="op")
+        elif op == "Mul":
+            b.node(op, [x, x], "y", name="op")
+        else:
+            b.node(op, [x], "y", name="op")
+    findings = check_model(simple(build, opset=17)).findings
+    assert {(f.code, f.node) for f in findings} == {("dq-unfused-consumer", "x_dq")}
+    assert f"{op} 'op'" in findings[0].message
+
+
+def test_dequantize_seen_through_reshape_and_relu():
+    def build(b):
+        flat = b.node("Flatten", [b.qdq("x", "x")], "flat")
+        b.node("Softmax", [b.node("Relu", [flat], "relu")], "y", name="softmax")
+    assert found(simple(build)) == {("dq-unfused-consumer", "x_dq")}
+
+
+def test_quantize_not_followed_by_dequantize():
+    def build(b):
+        b.const("s", np.float32(0.1))
+        b.const("zp", np.int8(0))
+        b.node("QuantizeLinear", ["x", "s", "zp"], "xq", name="x_q")
+        b.node("Cast", ["xq"], "y", name="cast", to=F)
+    assert found(simple(build)) == {("dangling-quantize", "x_q")}
+
+
+def test_quantize_output_is_a_graph_output():
+    def build(b):
+        b.const("s", np.float32(0.1))
+        b.const("zp", np.int8(0))
+        b.node("QuantizeLinear", ["x", "s", "zp"], "y", name="x_q")
+    assert found(simple(build, outputs=(("y", TensorProto.INT8, None),))) == {("dangling-quantize", "x_q")}
+
+
+def test_dequantize_of_an_integer_graph_input():
+    def build(b):
+        b.node("DequantizeLinear", ["xi", b.const("s", np.float32(0.1)), b.const("zp", np.int8(0))],
+               "xd", name="x_dq")
+        b.node("Conv", ["xd", b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    model = simple(build, inputs=(("xi", TensorProto.INT8, [1, 4, 3, 3]),))
+    assert found(model) == {("dangling-dequantize", "x_dq")}
+
+
+@pytest.mark.parametrize("quantize_input", [True, False])
+def test_partially_quantized_weighted_op(quantize_input):
+    def build(b):
+        x = b.qdq("x", "x") if quantize_input else "x"
+        w = b.const("wf", np.ones((2, 4, 1, 1), np.float32)) if quantize_input else b.weight("w", (2, 4, 1, 1))
+        b.node("Conv", [x, w], "y", name="conv")
+    findings = check_model(simple(build)).findings
+    assert {(f.code, f.node) for f in findings} == {("partially-quantized", "conv")}
+    assert ("weight 'wf'" in findings[0].message) == quantize_input
+
+
+def test_concat_inputs_with_different_scales():
+    findings = check_model(clean_model(branch_scale=0.2)).findings
+    assert {(f.code, f.node) for f in findings} == {("concat-scale-mismatch", "cat")}
+    assert "0.1 from 'r2_dq'" in findings[0].message and "0.2 from 'r3_dq'" in findings[0].message
+
+
+def test_concat_with_an_unquantized_input():
+    def build(b):
+        b.node("Concat", [b.qdq("x", "x"), "x"], "y", name="cat", axis=1)
+    findings = check_model(simple(build)).findings
+    assert {(f.code, f.node) for f in findings} == {("concat-scale-mismatch", "cat")}
+    assert "not quantized" in findings[0].message
+
+
+def test_quantize_and_dequantize_with_different_scales():
+    def build(b):
+        b.node("Conv", [b.qdq("x", "x", scale=0.1, dq_scale=0.2), b.weight("w", (2, 4, 1, 1))], "y", name="conv")
+    findings = check_model(simple(build)).findings
+    assert {(f.code, f.node) for f in findings} == {("qdq-pair-mismatch", "x_dq")}
+    assert "scale 0.1 vs 0.2" in findings[0].message
+
+
+def test_ignore_and_unknown_codes():
+    model = clean_model(act_zp=3, relu_before_q=False)
+    assert found(model, ignore=["zero-point-nonzero"]) == {("weighted-output-quantized", "c1")}
+    with pytest.raises(UsageError, match="unknown check code 'no-such-code'"):
+        check_model(model, ignore=["no-such-code"])
+
+
+def test_findings_sorted_errors_first_and_report_dict():
+    report = check_model(clean_model(act_zp=3, relu_before_q=False))
+    assert [f.severity for f in report.findings] == ["error", "error", "warning"]
+    data = report.to_dict(strict=False)
+    assert data["counts"] == {"error": 2, "warning": 1, "info": 0}
+    assert data["passed"] is False
+    assert data["findings"][2] == {
+        "severity": "warning", "code": "weighted-output-quantized", "node": "c1",
+        "message": report.findings[2].message}
+    assert report.summary() == "check FAILED: 2 errors, 1 warning, 0 info in 20 Q/DQ nodes"
+
+
+def test_every_code_has_a_known_severity():
+    assert {severity for severity, _ in CODES.values()} <= {"error", "warning", "info"}
+
+
+def test_input_model_is_not_modified():
+    model = clean_model(act_zp=3)
+    before = model.SerializeToString()
+    check_model(model)
+    assert model.SerializeToString() == before
+
+
+# -- onnxruntime.quantization output -----------------------------------------------------------
+
+def _ort_quantize(tmp_path, **options) -> onnx.ModelProto:
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    from tests.tiny_models import conv_relu_gemm, save
+
+    source = tmp_path / "fp32.onnx"
+    save(conv_relu_gemm(batch=1), source)
+    rng = np.random.default_rng(0)
+    batches = iter([{"x": rng.normal(size=(1, 2, 6, 6)).astype(np.float32)} for _ in range(4)])
+
+    class Reader(quantization.CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    target = tmp_path / "int8.onnx"
+    quantization.quantize_static(str(source), str(target), Reader(),
+                                 quant_format=quantization.QuantFormat.QDQ, **options)
+    return onnx.load(str(target))
+
+
+def test_onnxruntime_default_asymmetric_quantization_fails(tmp_path):
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    model = _ort_quantize(tmp_path, activation_type=quantization.QuantType.QUInt8,
+                          weight_type=quantization.QuantType.QUInt8)
+    report = check_model(model)
+    codes = {f.code for f in report.findings if f.severity == "error"}
+    assert {"zero-point-nonzero", "qdq-dtype-unsupported"} <= codes
+    activation_qs = [n.name for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    flagged = {f.node for f in report.findings if f.code == "qdq-dtype-unsupported"}
+    assert set(activation_qs) <= flagged
+    assert not report.passed()
+
+
+def test_onnxruntime_defaults_are_asymmetric(tmp_path):
+    report = check_model(_ort_quantize(tmp_path))
+    assert "zero-point-nonzero" in {f.code for f in report.findings if f.severity == "error"}
+    assert not report.passed()
+
+
+def test_onnxruntime_symmetric_int8_passes(tmp_path):
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    model = _ort_quantize(
+        tmp_path, activation_type=quantization.QuantType.QInt8, weight_type=quantization.QuantType.QInt8,
+        per_channel=True,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+    report = check_model(model)
+    assert report.count("error") == 0, [f.format() for f in report.findings]
+    assert report.passed()

@@ -25,8 +25,10 @@ def tensors_to_observe(model: onnx.ModelProto, op_types=OBSERVED_OPS) -> list[st
         if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
             continue
         inputs = node.input
-        if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
+        if node.op_type in ("Conv", "ConvTranspose"):
             inputs = node.input[:1]  # weights and bias are constants, handled by quantize
+        elif node.op_type == "Gemm":
+            inputs = node.input[:2]  # B may be an activation; the bias C is never quantized
         for name in inputs:
             if name and name not in constants and name in floats:
                 seen[name] = None

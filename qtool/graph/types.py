@@ -13,6 +13,12 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:
+        pass
+    try:  # too large to serialise (over 2 GB): infer on the structure without weight data
+        from qtool.graph.shapes import inference_skeleton
+
+        return onnx.shape_inference.infer_shapes(inference_skeleton(model), strict_mode=False)
+    except Exception:
         return model
 
 

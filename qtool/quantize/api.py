@@ -1,0 +1,91 @@
+"""`quantize_model`: FP32 ONNX + calibrated amax -> QDQ INT8 ONNX for TensorRT.
+
+The input model is never modified: the rewrite works on a copy, upgraded to opset 13 or later
+(per-channel QuantizeLinear needs the `axis` attribute).
+"""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+from qtool.errors import QtoolError
+from qtool.io.model import MIN_OPSET, ensure_opset, opset_version
+from qtool.quantize.insert import insert_qdq
+from qtool.quantize.options import QuantizeOptions
+from qtool.quantize.placement import make_plan
+from qtool.quantize.summary import QuantizeSummary, WeightFallback
+
+_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                  "QLinearMatMul", "ConvInteger", "MatMulInteger")
+
+
+def refuse_quantized(model: onnx.ModelProto) -> None:
+    """A model that already holds quantization ops would be quantized twice."""
+    found = sorted({node.op_type for node in model.graph.node if node.op_type in _QUANTIZED_OPS})
+    if found:
+        raise QtoolError(
+            f"the model already contains {', '.join(found)} nodes, so it is already quantized; "
+            "inspect it with `qtool check` instead of quantizing it again"
+        )
+
+
+def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
+                   options: QuantizeOptions | None = None) -> tuple[onnx.ModelProto, QuantizeSummary]:
+    """Insert Q/DQ following TensorRT's placement rules; returns (new model, summary).
+
+    `amax` maps activation tensor names to calibrated amax values; nodes whose activations have
+    none are left in high precision and reported in the summary.
+    """
+    options = (options or QuantizeOptions()).validate()
+    refuse_quantized(model)
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    opset_in = opset_version(work)
+    work = ensure_opset(work, MIN_OPSET)
+
+    plan, ctx = make_plan(work, amax, options)
+    stats = insert_qdq(work, plan, options.weights)
+    if options.high_precision == "fp16":
+        from qtool.quantize.fp16 import convert_to_fp16
+
+        work = convert_to_fp16(work, keep_io_types=True)
+
+    quantized: dict[str, int] = {}
+    for op_type in plan.quantized.values():
+        quantized[op_type] = quantized.get(op_type, 0) + 1
+    summary = QuantizeSummary(
+        quantized=quantized,
+        skipped=[plan.skipped[index] for index in sorted(plan.skipped)],
+        activation_pairs=stats.activation_pairs,
+        weights_per_channel=stats.weights_per_channel,
+        weights_per_tensor=stats.weights_per_tensor,
+        weight_fallbacks=[WeightFallback(spec.tensor, spec.fallback)
+                          for spec in plan.weights.values() if spec.axis is None and spec.fallback],
+        shared_scale_groups=plan.scale_groups(),
+        unmatched_excludes=ctx.matcher.unmatched(),
+        opset_in=opset_in,
+        opset_out=opset_version(work),
+        options=options.to_dict(),
+    )
+    return work, summary
+
+
+def record_provenance(model: onnx.ModelProto, source_sha256: str | None = None,
+                      calibration_method: str | None = None, options: dict | None = None) -> None:
+    """Write what made this model into its metadata (qtool.* keys), for reproducibility."""
+    from qtool.versions import tool_versions
+
+    entries = {"qtool.tools": json.dumps(tool_versions(), sort_keys=True)}
+    if source_sha256:
+        entries["qtool.source_sha256"] = source_sha256
+    if calibration_method:
+        entries["qtool.calibration_method"] = calibration_method
+    if options is not None:
+        entries["qtool.quantize_options"] = json.dumps(options, sort_keys=True)
+    kept = [prop for prop in model.metadata_props if prop.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)

@@ -6,8 +6,8 @@ plus one batch: pieces are views into the chunk being read until a batch is comp
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 

@@ -34,19 +34,32 @@ import logging
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from qtool.errors import QtoolError, UsageError
 from qtool.io import arrays
 from qtool.io.batching import Chunk, rebatch, truncate
-from qtool.io.feeds import (add_sample_axis, batch_axis, check_array, check_feed, check_names,
-                            dims_text, feed_length, select_inputs)
-from qtool.io.images import (IMAGE_SUFFIXES, Preprocess, check_preprocess, image_preprocess,
-                             is_image, load_image)
+from qtool.io.feeds import (
+    add_sample_axis,
+    batch_axis,
+    check_array,
+    check_feed,
+    check_names,
+    dims_text,
+    feed_length,
+    select_inputs,
+)
+from qtool.io.images import (
+    IMAGE_SUFFIXES,
+    Preprocess,
+    check_preprocess,
+    image_preprocess,
+    load_image,
+)
 from qtool.io.loader_script import call_loader, guarded, load_function
 from qtool.io.model import InputSpec
 

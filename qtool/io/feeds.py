@@ -13,7 +13,7 @@ returns. Scalar (rank 0) inputs take no part in batching.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -219,7 +219,7 @@ def image_preprocess(config: dict | None, spec: InputSpec) -> Preprocess:
                 raise QtoolError(
                     f"preprocessing gives {out[0]}x{out[1]} images but input '{spec.name}' "
                     f"{dims_text(spec.shape)} expects {model_hw[0]}x{model_hw[1]} "
-                    f"(axis {axis}); fix [preprocess] crop or resize"
+                    f"(axis {axis} in {layout}); fix [preprocess] crop, resize or layout"
                 )
     return pre
 
@@ -248,8 +248,8 @@ def resized_size(width: int, height: int, resize: int | tuple[int, int]) -> tupl
 def crop_box(width: int, height: int, crop: tuple[int, int]) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of a centre crop; offsets rounded half to even."""
     ch, cw = crop
-    top = int(round((height - ch) / 2.0))
-    left = int(round((width - cw) / 2.0))
+    top = round((height - ch) / 2.0)
+    left = round((width - cw) / 2.0)
     return left, top, left + cw, top + ch
 
 

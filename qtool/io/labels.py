@@ -144,8 +144,10 @@ def _named(entries, path: Path, source) -> np.ndarray:
             missing.append(relative)
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        ambiguous = any(Path(m).name in by_name for m in missing)
+        hint = "; names found in several folders need their folder" if ambiguous else ""
         raise QtoolError(f"labels {path} lacks {len(missing)} of the {len(files)} data file(s): "
-                         f"{shown}")
+                         f"{shown}{hint}")
     unused = len(by_name) - len(labels)
     if unused > 0:
         log.debug("labels %s: %d entries name files not read", path, unused)

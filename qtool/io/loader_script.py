@@ -14,8 +14,8 @@ import itertools
 import logging
 import sys
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from qtool.errors import QtoolError
 

@@ -417,12 +417,12 @@ def test_loader_script_can_import_its_neighbours(tmp_path):
     ("load_data = 3\n", "load_data is a int, not a function"),
     ("def load_data():\n    return 5\n", r"load_data\(\) returned a int; it must return an iterable"),
     ("def load_data():\n    return []\n", "gave no data"),
-    ("def load_data():\n    yield [1, 2]\n", r"item 0 of .*load_data\(\): expected a dict of input name -> array, "
-                                            r"found a list"),
+    ("def load_data():\n    yield [1, 2]\n",
+     r"item 0 of .*load_data\(\): expected a dict of input name -> array, found a list"),
     ("def load_data():\n    yield {'y': 1}\n", r"item 0 of .*: missing model input 'x' \(found keys: 'y'\)"),
     ("def load_data():\n    yield {'x': [1.0]}\n", "input 'x' is a list, not a numpy array"),
-    ("import numpy as np\ndef load_data():\n    yield {'x': np.zeros((1, 3, 4, 4), np.float32)}\n"
-     "    yield {'x': np.zeros((1, 3, 4, 5), np.float32)}\n",
+    (("import numpy as np\ndef load_data():\n    yield {'x': np.zeros((1, 3, 4, 4), np.float32)}\n"
+      "    yield {'x': np.zeros((1, 3, 4, 5), np.float32)}\n"),
      r"item 1 of .*: input 'x' axis 3 expects 4, found 5"),
 ])
 def test_loader_script_mistakes(tmp_path, body, message):
@@ -447,7 +447,7 @@ def test_loader_script_exception_points_at_its_line(tmp_path):
 
 def test_loader_script_top_level_error_and_missing_file(tmp_path):
     script = _script(tmp_path, "import numpy as np\n1 / 0\n")
-    with pytest.raises(QtoolError, match=rf"failed while running its top level at .*load.py:2: ZeroDivisionError"):
+    with pytest.raises(QtoolError, match=r"failed while running its top level at .*load.py:2: ZeroDivisionError"):
         open_data(None, IMAGE, loader_script=script)
     with pytest.raises(QtoolError, match="loader script not found"):
         open_data(None, IMAGE, loader_script=str(tmp_path / "missing.py"))

@@ -54,22 +54,29 @@ def npy_header(path: Path) -> Header:
         raise QtoolError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
 
 
-def npz_headers(path: Path) -> dict[str, Header]:
-    """Shape and dtype of every array in a .npz archive, keyed as np.savez names them."""
-    headers = {}
+def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Header]]:
+    """(every key in a .npz archive, shape and dtype of the wanted keys that are present).
+
+    Keys are as np.savez names them; arrays that are not wanted are never read, not even their
+    header, so extra content (labels, metadata) cannot get in the way.
+    """
+    keys, headers = [], {}
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
                 if not member.endswith(".npy"):
                     continue
                 key = member[: -len(".npy")]
+                keys.append(key)
+                if key not in wanted:
+                    continue
                 with archive.open(member) as handle:
                     headers[key] = _read_header(handle, f"{path} [{key}]")
     except QtoolError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
         raise QtoolError(f"{path} is not a readable .npz archive: {_first_line(exc)}") from None
-    return headers
+    return keys, headers
 
 
 def load_npy(path: Path) -> np.ndarray:

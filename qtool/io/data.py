@@ -60,7 +60,7 @@ from qtool.io.images import (
     image_preprocess,
     load_image,
 )
-from qtool.io.loader_script import call_loader, guarded, load_function
+from qtool.io.loader_script import call_loader, guarded, load_function, script_error
 from qtool.io.model import InputSpec
 
 log = logging.getLogger(__name__)
@@ -324,9 +324,8 @@ def _open_arrays(kind: str, path: Path, files: list[Path], root: Path, plan: _Pl
         if kind == "npy":
             headers = {names[0]: arrays.npy_header(file)}
         else:
-            found = arrays.npz_headers(file)
-            check_names(list(found), plan.specs, str(file))
-            headers = {name: found[name] for name in names}
+            keys, headers = arrays.npz_headers(file, names)
+            check_names(keys, plan.specs, str(file))
         lengths.append(plan.header_length(headers, str(file)))
 
     def chunks() -> Iterator[Chunk]:
@@ -410,9 +409,13 @@ def _open_script(loader_script: str, plan: _Plan) -> DataSource:
             yield plan.chunk(select_inputs(item, plan.specs, where), where)
 
     result = call_loader(function, script, name)
-    one_shot = iter(result) is result
-    # Check the first item now, before any model runs; a one-shot result resumes from there.
-    first_pass = to_chunks(result)
+    try:
+        started = iter(result)
+    except (Exception, SystemExit) as exc:
+        raise script_error(exc, script, f"iterating the result of {name}()") from None
+    one_shot = started is result  # a generator: call the function again for the next pass
+    # Check the first item now, before any model runs; the first pass resumes from there.
+    first_pass = to_chunks(started)
     try:
         first = next(first_pass)
     except StopIteration:

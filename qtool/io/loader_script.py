@@ -2,7 +2,8 @@
 
 `--data-loader-script load.py` (or `load.py:my_function`) names a Python file whose function
 (default `load_data`) takes no arguments and returns an iterable of feed dicts, input name ->
-array. The function is called again each time the data is read from the start. An exception in
+array. A one-shot result (a generator) is replaced by calling the function again whenever the
+data is read from the start; a list or other re-iterable result is reused. An exception in
 the script becomes one error line pointing at the script's own line; the full traceback is logged
 at debug level (-vv).
 """

@@ -115,6 +115,14 @@ def test_npz_keyed_by_input_name_ignores_other_keys(tmp_path, caplog):
     assert "ignoring keys that are not model inputs: labels" in caplog.text
 
 
+def test_npz_extra_keys_are_never_read(tmp_path):
+    meta = np.empty(1, dtype=object)
+    meta[0] = {"source": "camera 3"}
+    np.savez(tmp_path / "a.npz", x=arange(2), meta=meta)  # pickled, but not an input
+    (feed,) = batches(open_data(tmp_path / "a.npz", IMAGE))
+    np.testing.assert_array_equal(feed["x"], arange(2))
+
+
 def test_npz_missing_input_names_it_and_the_keys_found(tmp_path):
     np.savez(tmp_path / "a.npz", input_ids=np.zeros((1, 4), np.int64), mask=np.zeros((1, 4), np.int64))
     with pytest.raises(QtoolError) as info:

@@ -67,13 +67,11 @@ class CalibrateResult:
 
 def amax_from_histograms(histograms: dict[str, AbsHistogram], method: str,
                          params: dict | None = None) -> dict[str, float]:
-    """Threshold every histogram with one method; `max` uses the exact largest |x| seen."""
+    """Threshold every histogram with one method. The exact largest |x| seen is passed along:
+    `max` returns it and the other methods never go above it."""
     params = params or {}
-    amax = {}
-    for name, hist in histograms.items():
-        extra = {"abs_max": hist.abs_max} if method == "max" else {}
-        amax[name] = compute_amax(method, hist.hist, hist.edges, **params, **extra)
-    return amax
+    return {name: compute_amax(method, hist.hist, hist.edges, abs_max=hist.abs_max, **params)
+            for name, hist in histograms.items()}
 
 
 def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, params: dict, bins: int,

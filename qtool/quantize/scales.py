@@ -23,7 +23,10 @@ MIN_SCALE = np.float32(1e-12)
 
 def scale_from_amax(amax: float) -> np.float32:
     """Per-tensor scale for a calibrated amax; amax must be finite and non-negative."""
-    value = float(amax)
+    try:
+        value = float(amax)
+    except (TypeError, ValueError):
+        value = math.nan
     if not math.isfinite(value) or value < 0:
         raise QtoolError(f"amax must be a finite non-negative number, got {amax!r}")
     return max(np.float32(value / QMAX), MIN_SCALE)

@@ -1,0 +1,104 @@
+"""`qtool quantize`: insert Q/DQ nodes for TensorRT from a calibration file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qtool.cli.common import apply_config, config_option, emit, json_option, log, setup_logging, verbosity_options
+from qtool.errors import UsageError
+
+_DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul,Add,AveragePool,GlobalAveragePool,Concat"
+
+
+def default_output(model: str) -> Path:
+    path = Path(model)
+    return path.with_name(path.stem + ".int8.onnx")
+
+
+def split_op_types(values) -> tuple[str, ...]:
+    """--op-types may be repeated and each value comma-separated."""
+    ops = []
+    for value in values:
+        ops.extend(part.strip() for part in str(value).split(","))
+    return tuple(dict.fromkeys(op for op in ops if op))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", "calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration file written by `qtool calibrate` (required).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Quantized model (default: MODEL.int8.onnx beside the model).")
+@click.option("--op-types", "op_types", multiple=True, metavar="OPS",
+              help=f"Comma-separated op types to quantize (default: {_DEFAULT_OPS}).")
+@click.option("--exclude", multiple=True, metavar="NAME",
+              help="Leave this node in high precision: a name or a regex (full match). Repeatable.")
+@click.option("--exclude-op-type", "exclude_op_type", multiple=True, metavar="OP",
+              help="Leave every node of this op type in high precision. Repeatable.")
+@click.option("--exclude-file", type=click.Path(dir_okay=False), default=None,
+              help="File of node names/regexes to exclude, one per line, '#' comments.")
+@click.option("--per-tensor-weights", is_flag=True, help="One scale per weight, not per channel.")
+@click.option("--weights", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="fp32: FP32 weights + Q + DQ; int8: INT8 weights + DQ (about 4x smaller).")
+@click.option("--conv-transpose-per-tensor", is_flag=True,
+              help="Per-tensor scales for ConvTranspose weights only.")
+@click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
+              show_default=True, help="Precision of the layers left unquantized.")
+@config_option
+@json_option
+@verbosity_options
+@click.pass_context
+def quantize(ctx, **params):
+    """Quantize MODEL to INT8 with Q/DQ nodes placed for TensorRT.
+
+    Weighted ops get per-tensor activation and per-channel weight scales; residual Adds,
+    average pooling and Concat get the Q/DQ TensorRT needs to fuse them.
+    """
+    from qtool.calib.calibfile import check_model_match, read_calibration
+    from qtool.io.atomic import refuse_overwrite_input
+    from qtool.io.model import load_model, model_sha256, save_model
+    from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
+    from qtool.quantize.exclude import read_exclude_file
+    from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions
+
+    params, _ = apply_config(ctx, params, params["config_path"], "quantize")
+    setup_logging(params["verbose"], params["quiet"])
+    model_path = params["model"]
+    if not params["calib"]:
+        raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
+    output = Path(params["output"] or default_output(model_path))
+    refuse_overwrite_input(output, model_path, params["calib"], params["exclude_file"])
+
+    model = load_model(model_path)
+    refuse_quantized(model)  # before the calibration check: the more useful message
+    calibration = read_calibration(params["calib"])
+    sha256 = model_sha256(model_path)
+    check_model_match(calibration, sha256)
+
+    excludes = list(params["exclude"])
+    if params["exclude_file"]:
+        excludes.extend(read_exclude_file(params["exclude_file"]))
+    options = QuantizeOptions(
+        op_types=split_op_types(params["op_types"]) or DEFAULT_OP_TYPES,
+        exclude=tuple(excludes),
+        exclude_op_types=split_op_types(params["exclude_op_type"]),
+        per_tensor_weights=params["per_tensor_weights"],
+        weights=params["weights"],
+        conv_transpose_per_tensor=params["conv_transpose_per_tensor"],
+        high_precision=params["high_precision"],
+    )
+    quantized, summary = quantize_model(model, calibration.amax, options)
+    record_provenance(quantized, source_sha256=sha256, calibration_method=calibration.method,
+                      options=options.to_dict())
+    for pattern in summary.unmatched_excludes:
+        log.warning("exclude pattern %r matches no node", pattern)
+    if summary.total_quantized == 0:
+        log.warning("no node was quantized; see the skipped nodes (-v) for why")
+    save_model(quantized, output)
+
+    result = {"output": str(output), "model": str(model_path), "calibration": str(params["calib"]),
+              **summary.to_dict()}
+    emit(result, params["as_json"],
+         summary.render_text(verbose=params["verbose"] > 0) + f"\nwrote {output}")

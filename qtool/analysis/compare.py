@@ -1,0 +1,277 @@
+"""Compare two models on the same data: per-output error metrics, classification accuracy and
+agreement, and accuracy gates. The library behind `qtool compare` and the pipeline's compare step.
+
+Both models see every batch in turn; only running sums are kept (see metrics.py), so memory stays
+flat however large the data set is. Either model may be ONNX or a TensorRT engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
+from qtool.analysis.metrics import ClassificationStats, OutputStats, format_number
+from qtool.analysis.runners import model_kind, open_runner
+from qtool.calib.runner import prefetch
+from qtool.errors import QtoolError, UsageError
+from qtool.io.data import open_data
+from qtool.io.feeds import feed_length
+from qtool.io.hashing import sha256_file
+from qtool.io.labels import read_labels
+from qtool.io.model import InputSpec, model_sha256
+from qtool.versions import tool_versions
+
+TASKS = ("classification",)
+
+
+@dataclass
+class CompareOptions:
+    num_samples: int | None = None
+    batch_size: int | None = None
+    preprocess: dict = field(default_factory=dict)
+    loader_script: str | None = None
+    labels: str | None = None
+    task: str | None = None          # "classification"; implied by labels
+    output: str | None = None        # classifier output (default: the first common output)
+    gates: Gates = field(default_factory=Gates)
+
+    @property
+    def classification(self) -> bool:
+        return self.task == "classification" or self.labels is not None
+
+    def validate(self) -> "CompareOptions":
+        if self.task is not None and self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        for name in ("num_samples", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        self.gates.validate()
+        if self.gates.needs_labels and self.labels is None:
+            raise UsageError("--max-top1-drop needs labels (--labels FILE)")
+        if self.gates.min_agreement is not None and not self.classification:
+            raise UsageError("--min-agreement needs --task classification or --labels FILE")
+        return self
+
+
+@dataclass
+class CompareResult:
+    reference: dict
+    candidate: dict
+    data: str
+    samples: int
+    batches: int
+    outputs: dict[str, OutputStats]
+    classification: ClassificationStats | None
+    gate_results: list[GateResult]
+    seconds: float
+    skipped_outputs: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.gate_results)
+
+    def failure(self) -> str | None:
+        return failure_message(self.gate_results)
+
+    def to_dict(self) -> dict:
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "data": self.data,
+            "samples": self.samples,
+            "batches": self.batches,
+            "outputs": {name: stats.to_dict() for name, stats in self.outputs.items()},
+            "outputs_not_compared": list(self.skipped_outputs),
+            "classification": self.classification.to_dict() if self.classification else None,
+            "gates": [result.to_dict() for result in self.gate_results],
+            "passed": self.passed,
+            "seconds": round(self.seconds, 3),
+            "tools": tool_versions(),
+        }
+
+    def render_text(self) -> str:
+        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
+        lines = [f"compared {self.samples} samples ({batches}) in {self.seconds:.2f}s",
+                 f"  reference  {self.reference['path']}",
+                 f"  candidate  {self.candidate['path']}",
+                 f"  data       {self.data}"]
+        rows = [("output", "sqnr_db", "cosine", "max_abs_err", "mean_abs_err")]
+        for name, stats in self.outputs.items():
+            rows.append((name, format_number(stats.sqnr_db), format_number(stats.cosine, 6),
+                         format_number(stats.max_abs_error), format_number(stats.mean_abs_error)))
+        lines.append("")
+        lines.extend(table(rows))
+        for name, stats in self.outputs.items():
+            if stats.mismatched:
+                lines.append(f"warning: {name}: {stats.mismatched} NaN/Inf values differ between "
+                             f"the models")
+        cls = self.classification
+        if cls is not None:
+            lines.append("")
+            lines.append(f"classification ({cls.output}, {cls.samples} samples): top-1 agreement "
+                         f"{percent(cls.agreement)}")
+            if cls.labelled:
+                rows = [("", "top-1", "top-5")]
+                for which in ("reference", "candidate"):
+                    rows.append((which, percent(cls.accuracy(which, 1)),
+                                 percent(cls.accuracy(which, 5))))
+                lines.extend(table(rows))
+                lines.append(f"top-1 drop: {cls.top1_drop:.2f} points")
+        if self.gate_results:
+            lines.append("")
+            lines.extend(result.describe() for result in self.gate_results)
+            lines.append("gate passed" if self.passed else "gate FAILED")
+        return "\n".join(lines)
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def table(rows: list[tuple]) -> list[str]:
+    """Left-aligned first column, right-aligned numbers."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [str(row[0]).ljust(widths[0])]
+        cells += [str(cell).rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def describe_model(path: str | os.PathLike) -> dict:
+    kind = model_kind(path)
+    digest = model_sha256(path) if kind == "onnx" else sha256_file(path)
+    return {"path": str(path), "kind": kind, "sha256": digest}
+
+
+def merge_specs(reference: list[InputSpec], candidate: list[InputSpec]) -> list[InputSpec]:
+    """Input specs both models accept: same names and dtypes; a static dim of either wins."""
+    theirs = {spec.name: spec for spec in candidate}
+    missing = [spec.name for spec in reference if spec.name not in theirs]
+    extra = [name for name in theirs if name not in {spec.name for spec in reference}]
+    if missing or extra:
+        raise QtoolError("the models take different inputs: reference "
+                         f"{', '.join(s.name for s in reference)}; candidate "
+                         f"{', '.join(s.name for s in candidate)}")
+    merged = []
+    for spec in reference:
+        other = theirs[spec.name]
+        if np.dtype(spec.dtype) != np.dtype(other.dtype):
+            raise QtoolError(f"input {spec.name!r} is {spec.dtype} in the reference but "
+                             f"{other.dtype} in the candidate")
+        if len(spec.shape) != len(other.shape):
+            raise QtoolError(f"input {spec.name!r} has rank {len(spec.shape)} in the reference "
+                             f"but {len(other.shape)} in the candidate")
+        dims = []
+        for axis, (a, b) in enumerate(zip(spec.shape, other.shape)):
+            if isinstance(a, int) and isinstance(b, int) and a != b:
+                raise QtoolError(f"input {spec.name!r} axis {axis} is {a} in the reference but "
+                                 f"{b} in the candidate")
+            dims.append(a if isinstance(a, int) else b)
+        merged.append(InputSpec(spec.name, spec.dtype, tuple(dims)))
+    return merged
+
+
+class LabelStream:
+    """Hands out the labels of each batch in data order; checks the counts add up."""
+
+    def __init__(self, labels: np.ndarray | None, path: str | None):
+        self.labels = labels
+        self.path = path
+        self.offset = 0
+
+    def take(self, count: int) -> np.ndarray | None:
+        if self.labels is None:
+            return None
+        end = self.offset + count
+        if end > len(self.labels):
+            raise QtoolError(f"labels {self.path} has {len(self.labels)} entries but the data "
+                             f"has more samples")
+        batch = self.labels[self.offset:end]
+        self.offset = end
+        return batch
+
+    def finish(self) -> None:
+        if self.labels is not None and self.offset != len(self.labels):
+            raise QtoolError(f"labels {self.path} has {len(self.labels)} entries but the data "
+                             f"has {self.offset} samples")
+
+
+def common_outputs(reference: list[str], candidate: list[str]) -> tuple[list[str], list[str]]:
+    """(outputs both models have, in reference order; outputs only one has)."""
+    common = [name for name in reference if name in candidate]
+    if not common:
+        raise QtoolError("the models share no output name: reference "
+                         f"{', '.join(reference)}; candidate {', '.join(candidate)}")
+    only = [name for name in reference if name not in candidate]
+    only += [name for name in candidate if name not in reference]
+    return common, only
+
+
+def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
+                   data: str | os.PathLike | None, options: CompareOptions,
+                   on_batch: Callable[[int], None] | None = None,
+                   on_start: Callable[[int | None], None] | None = None) -> CompareResult:
+    """Run both models on every batch of `data` and accumulate the metrics; nothing is written."""
+    options.validate()
+    if data is None and options.loader_script is None:
+        raise UsageError("give comparison data with --data PATH (or --data-loader-script FILE)")
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        ref = stack.enter_context(open_runner(reference))
+        cand = stack.enter_context(open_runner(candidate))
+        info = (describe_model(reference), describe_model(candidate))  # files checked by now
+        specs = merge_specs(ref.input_specs, cand.input_specs)
+        names, skipped = common_outputs(ref.output_names, cand.output_names)
+        source = open_data(data, specs, preprocess=options.preprocess or None,
+                           batch_size=options.batch_size, num_samples=options.num_samples,
+                           loader_script=options.loader_script)
+        labels = LabelStream(read_labels(options.labels, source) if options.labels else None,
+                             options.labels)
+        classifier = None
+        if options.classification:
+            output = options.output or names[0]
+            if output not in names:
+                raise QtoolError(f"output {output!r} is not an output of both models "
+                                 f"(they share {', '.join(names)})")
+            classifier = ClassificationStats(output)
+        if on_start is not None:
+            on_start(source.num_samples)
+        outputs = {name: OutputStats(name) for name in names}
+        samples = batches = 0
+        for feeds in prefetch(source):
+            count = feed_length(feeds, specs, f"batch {batches}")
+            ref_out = ref.run(feeds)
+            cand_out = cand.run(feeds)
+            for name in names:
+                outputs[name].update(ref_out[name], cand_out[name])
+            if classifier is not None:
+                classifier.update(ref_out[classifier.output], cand_out[classifier.output],
+                                  labels.take(count))
+            samples += count
+            batches += 1
+            if on_batch is not None:
+                on_batch(count)
+        labels.finish()
+    if batches == 0:
+        raise QtoolError("no batches to compare: the data is empty")
+    gate_results = evaluate_gates(options.gates, outputs, classifier)
+    return CompareResult(
+        reference=info[0], candidate=info[1], data=source.describe(), samples=samples,
+        batches=batches, outputs=outputs, classification=classifier, gate_results=gate_results,
+        seconds=time.perf_counter() - start, skipped_outputs=skipped,
+    )
+
+
+def default_report_name(candidate: str | os.PathLike) -> Path:
+    path = Path(candidate)
+    return path.with_name(path.stem + ".compare.json")

@@ -1,0 +1,101 @@
+"""`qtool compare`: run two models on the same data, report how far apart their outputs are, and
+optionally fail (exit status 3) when an accuracy gate is not met."""
+
+from __future__ import annotations
+
+import click
+
+from qtool.cli.common import apply_config, config_option, emit, json_option, setup_logging, verbosity_options
+
+
+def data_options(func):
+    """--data, --data-loader-script, --num-samples, --batch-size, as in calibrate."""
+    func = click.option("--batch-size", type=int, default=None,
+                        help="Re-batch the data to this size.")(func)
+    func = click.option("--num-samples", type=int, default=None,
+                        help="Use at most this many samples.")(func)
+    func = click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False),
+                        default=None,
+                        help="Python file whose load_data() yields feed dicts (runs your code).")(func)
+    func = click.option("--data", "data", type=click.Path(), default=None,
+                        help=".npy/.npz file or folder, or a folder of images.")(func)
+    return func
+
+
+def gate_options(func):
+    func = click.option("--min-agreement", type=float, default=None, metavar="PERCENT",
+                        help="Gate: top-1 agreement of the two models, in percent.")(func)
+    func = click.option("--max-top1-drop", type=float, default=None, metavar="POINTS",
+                        help="Gate: top-1 accuracy drop in percentage points (needs --labels).")(func)
+    func = click.option("--min-cosine", type=float, default=None,
+                        help="Gate: cosine similarity of every output.")(func)
+    func = click.option("--min-sqnr", type=float, default=None, metavar="DB",
+                        help="Gate: SQNR in dB of every output.")(func)
+    return func
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@data_options
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Class labels (.npy, one int a line, or '<file> <int>' lines): top-1/top-5.")
+@click.option("--task", type=click.Choice(["classification"]), default=None,
+              help="classification: report top-1 agreement (implied by --labels).")
+@click.option("--logits", "logits", default=None, metavar="OUTPUT",
+              help="The classifier output to score (default: the first output).")
+@gate_options
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON to this file.")
+@config_option
+@json_option
+@verbosity_options
+@click.pass_context
+def compare(ctx, **params):
+    """Compare CANDIDATE's outputs with REFERENCE's on the same data.
+
+    Either model may be an ONNX file or a TensorRT engine (.engine/.plan, needs TensorRT and a
+    GPU). Reports per output SQNR (dB), cosine similarity, max and mean absolute error; with
+    --labels or --task classification also top-1/top-5 accuracy and top-1 agreement.
+
+    With a threshold (--min-sqnr, --min-cosine, --max-top1-drop, --min-agreement) it is an
+    accuracy gate: exit status 3 when one is not met. Defaults come from the [compare] table of
+    --config, image preprocessing from its [preprocess] table.
+    """
+    from qtool.analysis.compare import CompareOptions, compare_models
+    from qtool.analysis.gates import Gates
+    from qtool.cli.progress import SampleProgress
+    from qtool.config import section
+    from qtool.errors import GateFailed, UsageError
+    from qtool.io.atomic import refuse_overwrite_input, write_json
+
+    params, config = apply_config(ctx, params, params["config_path"], "compare")
+    setup_logging(params["verbose"], params["quiet"])
+    if params["data"] is None and params["loader_script"] is None:
+        raise UsageError("missing --data PATH (or --data-loader-script FILE)")
+    if params["output"]:
+        refuse_overwrite_input(params["output"], params["reference"], params["candidate"],
+                               params["data"], params["labels"])
+    options = CompareOptions(
+        num_samples=params["num_samples"], batch_size=params["batch_size"],
+        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        labels=params["labels"], task=params["task"], output=params["logits"],
+        gates=Gates(params["min_sqnr"], params["min_cosine"], params["max_top1_drop"],
+                    params["min_agreement"]),
+    )
+    progress = SampleProgress("comparing", enabled=not params["quiet"])
+    try:
+        result = compare_models(params["reference"], params["candidate"], params["data"], options,
+                                on_batch=progress.advance, on_start=progress.begin)
+    finally:
+        progress.finish()
+    report = result.to_dict()
+    if params["output"]:
+        write_json(params["output"], report)
+    text = result.render_text()
+    if params["output"]:
+        text += f"\nwrote {params['output']}"
+    emit(report, params["as_json"], text)
+    failure = result.failure()
+    if failure:
+        raise GateFailed(failure)

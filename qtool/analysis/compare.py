@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class CompareOptions:
     def classification(self) -> bool:
         return self.task == "classification" or self.labels is not None
 
-    def validate(self) -> "CompareOptions":
+    def validate(self) -> CompareOptions:
         if self.task is not None and self.task not in TASKS:
             raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         for name in ("num_samples", "batch_size"):

@@ -26,7 +26,7 @@ class Gates:
     max_top1_drop: float | None = None
     min_agreement: float | None = None
 
-    def validate(self) -> "Gates":
+    def validate(self) -> Gates:
         for name in GATE_NAMES:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):

@@ -8,8 +8,8 @@ Sessions come from qtool.calib.runner, so every onnxruntime session in qtool is 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import onnx
@@ -37,7 +37,7 @@ class OnnxRunner:
         # onnxruntime may drop unused graph inputs; feed only what the session takes.
         self._feed_names = [spec.name for spec in self._specs if spec.name in known]
 
-    def __enter__(self) -> "OnnxRunner":
+    def __enter__(self) -> OnnxRunner:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import click
 
-from qtool.cli.common import apply_config, config_option, emit, json_option, setup_logging, verbosity_options
+from qtool.cli.common import (
+    apply_config,
+    config_option,
+    emit,
+    json_option,
+    setup_logging,
+    verbosity_options,
+)
 
 
 def data_options(func):

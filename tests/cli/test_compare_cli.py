@@ -62,7 +62,7 @@ def test_metrics_match_numpy_over_batches(qtool, setup):
 
 
 def test_identical_models_print_inf(qtool, setup):
-    tmp, ref, _, data, _ = setup
+    _, ref, _, data, _ = setup
     result = qtool("compare", ref, ref, "--data", data, "--min-sqnr", 100)
     assert result.code == 0, result.err
     row = next(line for line in result.out.splitlines() if line.startswith("y "))
@@ -134,7 +134,7 @@ def test_agreement_gate_with_task(qtool, setup):
 
 
 def test_config_table_sets_gates(qtool, setup, tmp_path):
-    tmp, ref, cand, data, _ = setup
+    _, ref, cand, data, _ = setup
     config = tmp_path / "qtool.toml"
     config.write_text("[compare]\nmin_sqnr = 500.0\nbatch_size = 4\n")
     result = qtool("compare", ref, cand, "--data", data, "--config", config)

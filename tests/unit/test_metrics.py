@@ -7,8 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qtool.analysis.gates import Gates, evaluate_gates, failure_message
-from qtool.analysis.metrics import (ClassificationStats, OutputStats, as_logits, format_number,
-                                    json_number, label_ranks)
+from qtool.analysis.metrics import (
+    ClassificationStats,
+    OutputStats,
+    as_logits,
+    format_number,
+    json_number,
+    label_ranks,
+)
 from qtool.errors import QtoolError, UsageError
 
 

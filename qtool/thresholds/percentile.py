@@ -1,0 +1,25 @@
+"""percentile: clip the top (100 - p) % of |x|."""
+
+from __future__ import annotations
+
+from qtool.thresholds.common import (
+    check_fraction,
+    checked_histogram,
+    empty_amax,
+    first_index_at_mass,
+)
+
+DEFAULT_PERCENTILE = 99.99
+
+
+def percentile_amax(hist, edges, *, percentile: float = DEFAULT_PERCENTILE) -> float:
+    """The upper edge of the first bin where the CDF of |x| reaches p / 100.
+
+    No interpolation inside the bin: the returned amax clips at most (100 - p) %
+    of the values. p = 100 gives the max method's histogram value. Monotone in p.
+    """
+    p = check_fraction("percentile", percentile, low=0.0, high=100.0)
+    counts, edges = checked_histogram(hist, edges)
+    if not counts.any():
+        return empty_amax(edges)
+    return float(edges[first_index_at_mass(counts, p / 100.0) + 1])

@@ -1,0 +1,133 @@
+"""What is installed and usable: TensorRT, a CUDA binding, GPUs, onnxruntime, matplotlib.
+
+Every probe imports its module inside the function and turns any failure into a `Component`
+that says why, so `qtool doctor` can report everything and the TensorRT commands can end with
+one clear line instead of an ImportError traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+
+from qtool.errors import MissingDependency
+
+TRT_INSTALL_HINT = "pip install 'qtool[trt]' on a machine with an NVIDIA driver"
+REPORT_INSTALL_HINT = "pip install 'qtool[report]'"
+
+
+@dataclass
+class Component:
+    """One probed package or device: available or not, its version, and why not."""
+
+    name: str
+    available: bool
+    version: str | None = None
+    detail: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def import_tensorrt():
+    """Return the tensorrt module or raise MissingDependency with what is missing.
+
+    `import tensorrt` fails with ImportError or OSError when its shared libraries are absent, and
+    a placeholder `tensorrt` distribution can import without the real bindings.
+    """
+    try:
+        trt = importlib.import_module("tensorrt")
+    except Exception as exc:  # ImportError, OSError from missing libnvinfer, RuntimeError
+        raise MissingDependency(
+            f"TensorRT is not available ({first_line(exc)}); {TRT_INSTALL_HINT}"
+        ) from None
+    if not hasattr(trt, "Builder") or not hasattr(trt, "Runtime"):
+        raise MissingDependency(
+            "the installed 'tensorrt' package has no TensorRT bindings (a placeholder?); "
+            + TRT_INSTALL_HINT
+        )
+    return trt
+
+
+def tensorrt_component(start_builder: bool = True) -> Component:
+    try:
+        trt = import_tensorrt()
+    except MissingDependency as exc:
+        return Component("tensorrt", False, detail=str(exc))
+    version = str(getattr(trt, "__version__", "unknown"))
+    if not start_builder:
+        return Component("tensorrt", True, version)
+    from qtool.backends.tensorrt.logger import make_logger
+
+    # A Builder needs CUDA: it fails with TypeError when no GPU or driver can be used.
+    # (trt.Logger would print on stdout, so a silent logger that keeps the errors is used.)
+    logger = make_logger(trt, None)
+    try:
+        builder = trt.Builder(logger)
+        del builder
+    except Exception as exc:
+        reason = logger.last_error() or first_line(exc)
+        return Component(
+            "tensorrt", False, version,
+            detail=f"TensorRT {version} is installed but cannot start CUDA ({reason})",
+        )
+    return Component("tensorrt", True, version)
+
+
+def cuda_binding_component() -> Component:
+    """Which CUDA Python binding `qtool run` would use."""
+    from qtool.backends.tensorrt.cuda import load_cuda_binding
+
+    try:
+        binding = load_cuda_binding(init=False)
+    except MissingDependency as exc:
+        return Component("cuda binding", False, detail=str(exc))
+    return Component("cuda binding", True, binding.version, detail=binding.name)
+
+
+def gpu_component() -> Component:
+    """The driver and the devices it sees, through whichever CUDA binding is installed."""
+    from qtool.backends.tensorrt.cuda import load_cuda_binding
+
+    try:
+        binding = load_cuda_binding(init=False)
+    except MissingDependency:
+        return Component("gpu", False, detail="unknown: querying GPUs needs a CUDA binding (above)")
+    try:
+        driver, devices = binding.describe_devices()
+    except Exception as exc:
+        return Component("gpu", False, detail=f"no usable GPU ({first_line(exc)})")
+    if not devices:
+        return Component("gpu", False, driver, detail="the CUDA driver reports no device")
+    text = "; ".join(
+        f"{d['index']}: {d['name']} (compute {d['compute_capability']}, "
+        f"{d['memory_mib']} MiB)" for d in devices
+    )
+    return Component("gpu", True, driver, detail=text, extra={"devices": devices})
+
+
+def onnxruntime_component() -> Component:
+    try:
+        import onnxruntime as ort
+    except Exception as exc:
+        return Component("onnxruntime", False, detail=first_line(exc))
+    providers = list(ort.get_available_providers())
+    return Component(
+        "onnxruntime", True, ort.__version__,
+        detail="providers: " + ", ".join(providers), extra={"providers": providers},
+    )
+
+
+def module_component(name: str, hint: str = "", purpose: str = "") -> Component:
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:
+        detail = first_line(exc) + (f"; {hint}" if hint else "")
+        return Component(name, False, detail=detail)
+    return Component(name, True, str(getattr(module, "__version__", "unknown")), detail=purpose)

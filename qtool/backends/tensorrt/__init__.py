@@ -1,0 +1,13 @@
+"""TensorRT backend: build engines from ONNX models and run them (TensorRT 10 and 11).
+
+    adapter.py   the differences between TensorRT 10 and 11, in one object
+    shapes.py    --shapes parsing into optimization profiles
+    build.py     plan_build / build_engine
+    inspect.py   engine-inspector JSON -> per-layer precisions (pure)
+    cuda.py      device memory and streams via cuda-python or pycuda
+    runtime.py   TensorRTRunner (a context manager: run(feeds) -> outputs)
+    run.py       run_engine: an engine over a data set -> outputs.npz
+    outputs.py   merging batches and writing .npz atomically
+
+No module here imports tensorrt or a CUDA binding at import time.
+"""

@@ -1,0 +1,60 @@
+"""`qtool run`: execute a TensorRT engine over a data set and save its outputs (.npz)."""
+
+from __future__ import annotations
+
+import click
+
+from qtool.cli.common import (
+    apply_config,
+    config_option,
+    emit,
+    json_option,
+    setup_logging,
+    verbosity_options,
+)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("engine", type=click.Path(dir_okay=False))
+@click.option("--data", "data", type=click.Path(), default=None,
+              help="Input data: .npy/.npz file or folder, or a folder of images ([preprocess] in --config).")
+@click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False), default=None,
+              help="Python file whose load_data() yields feed dicts (runs your code).")
+@click.option("--batch-size", type=int, default=None, help="Re-batch the data to this size.")
+@click.option("--num-samples", type=int, default=None, help="Run at most this many samples.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Outputs file (default: ENGINE stem + .outputs.npz beside the engine).")
+@config_option
+@json_option
+@verbosity_options
+@click.pass_context
+def run(ctx, **params):
+    """Run ENGINE on data and write every output to an .npz.
+
+    Outputs of all batches are concatenated along axis 0 under the output's name; when their
+    shapes differ between batches each batch is stored as NAME/<batch index>. A run record
+    OUTPUT.json is written beside the .npz. Needs TensorRT, a CUDA binding (cuda-python or
+    pycuda) and an NVIDIA GPU.
+    """
+    from qtool.backends.tensorrt.logger import level_for
+    from qtool.backends.tensorrt.run import RunOptions, run_engine
+    from qtool.cli.progress import SampleProgress
+    from qtool.config import section
+
+    params, config = apply_config(ctx, params, params["config_path"], "run")
+    setup_logging(params["verbose"], params["quiet"])
+    options = RunOptions(
+        batch_size=params["batch_size"], num_samples=params["num_samples"],
+        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        log_level=level_for(params["verbose"], params["quiet"]),
+    )
+    progress = SampleProgress("running", enabled=not params["quiet"])
+    try:
+        result = run_engine(params["engine"], params["data"], params["output"], options,
+                            on_start=progress.begin, on_batch=progress.advance)
+    finally:
+        progress.finish()
+    shapes = ", ".join(f"{name} {info['shape']} {info['dtype']}" for name, info in result.outputs.items())
+    text = (f"wrote {result.output}: {result.samples} samples in {result.batches} batches ({shapes}); "
+            f"TensorRT {result.tensorrt_version}, inference {result.seconds:.3f} s")
+    emit(result.to_dict(), params["as_json"], text)

@@ -106,3 +106,25 @@ def test_read_exclude_file(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(QtoolError, match="not UTF-8"):
         read_exclude_file(tmp_path / "binary.txt")
+
+
+def test_types_fall_back_to_the_skeleton_when_the_model_cannot_be_serialised(monkeypatch):
+    """Over 2 GB, shape inference on the full model fails; calibration must still see the types."""
+    from qtool.graph.observe import tensors_to_observe
+    from qtool.graph.types import float_tensors
+
+    real = onnx.shape_inference.infer_shapes
+
+    def refuse_weights(model, *args, **kwargs):
+        if any(len(t.raw_data) > 4096 for t in model.graph.initializer):
+            raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse_weights)
+    big = np.ones((64, 64), np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w"], ["y"])]
+    model = build(nodes, [value("x", [1, 64])], [value("y", [1, 64])], [init("w", big)])
+    assert {"x", "h", "r", "y"} <= float_tensors(model)
+    assert tensors_to_observe(model) == ["x", "r"]
+    assert tensor_infos(model)["r"].shape == (1, 64)

@@ -582,3 +582,27 @@ def test_new_names_never_collide_with_existing_ones():
     q = next(n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
     assert q.name == "x_QuantizeLinear_1" and q.input[1] == "x_scale_1"
     check_and_run(quantized, {"x": weights(2, 2)})
+
+
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_recent_opsets_are_kept_and_run(opset):
+    w = weights(2, 3, 1, 1)
+    model = build([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+                  [value("x", [1, 3, 2, 2])], [value("y", [1, 2, 2, 2])], [init("w", w)],
+                  opset=opset, ir_version=10 if opset >= 21 else 8)
+    quantized, summary = run_quantize(model, {"x": 1.0}, weights="int8")
+    assert summary.opset_in == summary.opset_out == opset
+    assert_weight(qdq_pairs(quantized)["w_quantized"], w, 0, [("conv", 1)])
+    check_and_run(quantized, {"x": weights(1, 3, 2, 2)})
+
+
+def test_sparse_constant_weight_is_reported_not_read():
+    sparse = helper.make_sparse_tensor(
+        helper.make_tensor("values", TensorProto.FLOAT, [1], [2.0]),
+        helper.make_tensor("indices", TensorProto.INT64, [1], [3]), [2, 2])
+    nodes = [helper.make_node("Constant", [], ["w"], name="w_const", sparse_value=sparse),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    model = build(nodes, [value("x", [2, 2])], [value("y", [2, 2])])
+    quantized, summary = run_quantize(model, {"x": 1.0})
+    assert qdq_pairs(quantized) == {}
+    assert [(s.node, s.reason) for s in summary.skipped] == [("mm", "unsupported_weight")]

@@ -24,6 +24,16 @@ def _type_name(elem_type: int) -> str:
     return helper.tensor_dtype_to_string(elem_type).replace("TensorProto.", "").lower()
 
 
+def _dense_constant_names(model: onnx.ModelProto) -> set[str]:
+    """Constants whose values can be read as a dense array (not sparse_value, not strings)."""
+    names = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and any(
+                attr.name in ("value", "value_float", "value_floats") for attr in node.attribute):
+            names.add(node.output[0])
+    return names
+
+
 @dataclass
 class PlacementContext:
     model: onnx.ModelProto
@@ -38,6 +48,7 @@ class PlacementContext:
         self.topo = Topology.of(self.model.graph)
         self.infos = tensor_infos(self.model)
         self.constants = constant_names(self.model)
+        self.dense_constants = _dense_constant_names(self.model)
         self.matcher = NameMatcher(self.options.exclude)
         self.active_ops = self.options.active_op_types()
 
@@ -92,8 +103,12 @@ class PlacementContext:
     def weight_problem(self, tensor: str) -> tuple[str, str] | None:
         """Why constant `tensor` cannot be quantized as a weight, or None if it can."""
         elem = self.infos.get(tensor, TensorInfo(0, None)).elem_type
+        if tensor not in self.dense_constants:
+            return reasons.UNSUPPORTED_WEIGHT, f"weight {tensor!r} is not stored as a dense tensor"
         if elem == TensorProto.FLOAT:
             return None
+        if elem == 0:
+            return reasons.UNSUPPORTED_WEIGHT, f"element type of weight {tensor!r} is unknown"
         if elem in _FLOATS:
             return (reasons.UNSUPPORTED_WEIGHT,
                     f"weight {tensor!r} is {_type_name(elem)}; only float32 weights are quantized")

@@ -266,9 +266,10 @@ class AbsHistogram:
         """Coarsen and/or extend the bins so that abs_max has a bin (exactly)."""
         width = self._width
         shift = self._shift
-        # Start near the answer (frexp gives log2 of the top index) and step up.
-        top_exponent = math.frexp(self._abs_max / width)[1]
-        shift = max(shift, top_exponent - self._max_bins.bit_length() - 1)
+        # Start just below the answer (log2 of abs_max / width from the float
+        # exponents, which cannot overflow) and step up.
+        exponent = math.frexp(self._abs_max)[1] - math.frexp(width)[1]
+        shift = max(shift, exponent - self._max_bins.bit_length() - 1)
         while math.floor(self._abs_max / math.ldexp(width, shift)) + 1 > self._max_bins:
             shift += 1
         if shift > self._shift:

@@ -44,7 +44,7 @@ _BLOCK = 512
 
 def entropy_amax(hist, edges, *, levels: int = DEFAULT_LEVELS) -> float:
     """amax minimising KL(P || Q) over the candidates described in the module doc."""
-    if isinstance(levels, bool) or int(levels) != levels or levels < 2:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
         raise QtoolError(f"entropy levels must be an integer >= 2, got {levels!r}")
     levels = int(levels)
     counts, edges = checked_histogram(hist, edges)

@@ -216,6 +216,9 @@ def test_huge_outlier_coarsens_by_powers_of_two_exactly(small_chunks):
 def test_memory_stays_bounded_for_extreme_range():
     h = streamed([np.array([1.0, 0.5]), np.array([1e300])], bins=2048)
     assert len(h.hist) <= 64 * 2048 and h.hist.sum() == 3 and h.hist[-1] == 1
+    # the quotient 1e300 / 1e-300 overflows float64; the bins still fit
+    g = streamed([np.array([1e-300]), np.array([1e300, 2e-300])], bins=2048)
+    assert len(g.hist) <= 64 * 2048 and g.hist.tolist()[0] == 2 and g.hist[-1] == 1
 
 
 # ---------------------------------------------------------------- merge

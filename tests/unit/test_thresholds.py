@@ -336,6 +336,7 @@ def test_compute_amax_dispatch_and_clamp():
         (lambda h, e: compute_amax("max", h, e[::-1]), "start at 0"),
         (lambda h, e: compute_amax("max", h + 0.5, e), "whole numbers"),
         (lambda h, e: compute_amax("entropy", h, e, levels=1), "levels"),
+        (lambda h, e: compute_amax("entropy", h, e, levels="x"), "levels"),
     ],
 )
 def test_user_errors_are_one_line_qtool_errors(call, message):

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from qtool.cli.common import apply_config, config_option, emit, json_option, log, setup_logging, verbosity_options
+from qtool.cli.common import (
+    apply_config,
+    config_option,
+    emit,
+    json_option,
+    log,
+    setup_logging,
+    verbosity_options,
+)
 from qtool.errors import UsageError
 
 _DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul,Add,AveragePool,GlobalAveragePool,Concat"

@@ -81,7 +81,7 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     skeleton = inference_skeleton(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
-    except Exception:  # custom ops or malformed parts: keep what the file declares
+    except Exception:  # noqa: BLE001 - custom ops or malformed parts: keep what the file declares
         inferred = skeleton
     graph = inferred.graph
     infos: dict[str, TensorInfo] = {}

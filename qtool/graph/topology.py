@@ -46,7 +46,7 @@ class Topology:
     graph_outputs: set[str] = field(default_factory=set)
 
     @classmethod
-    def of(cls, graph: onnx.GraphProto) -> "Topology":
+    def of(cls, graph: onnx.GraphProto) -> Topology:
         topo = cls(nodes=list(graph.node))
         topo.graph_outputs = {value.name for value in graph.output}
         for index, node in enumerate(topo.nodes):

@@ -9,17 +9,16 @@ FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, Ten
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference where it works; the original model where it does not (custom ops, >2 GB)."""
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        pass
-    try:  # too large to serialise (over 2 GB): infer on the structure without weight data
-        from qtool.graph.shapes import inference_skeleton
+    """Shape inference where it works (over 2 GB on the weightless skeleton); else the model."""
+    from qtool.graph.shapes import inference_skeleton  # it imports this module
 
-        return onnx.shape_inference.infer_shapes(inference_skeleton(model), strict_mode=False)
-    except Exception:
-        return model
+    # The full model first; over 2 GB it cannot be serialised, but its weightless skeleton can.
+    for attempt in (lambda: model, lambda: inference_skeleton(model)):
+        try:
+            return onnx.shape_inference.infer_shapes(attempt(), strict_mode=False)
+        except Exception:  # noqa: BLE001, S112 - custom ops, malformed parts, protobuf size limit
+            continue
+    return model
 
 
 def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:

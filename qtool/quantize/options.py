@@ -37,7 +37,7 @@ class QuantizeOptions:
     conv_transpose_per_tensor: bool = False
     high_precision: str = "fp32"
 
-    def validate(self) -> "QuantizeOptions":
+    def validate(self) -> QuantizeOptions:
         """Raise UsageError for values no model could satisfy; returns self."""
         self.op_types = tuple(self.op_types)
         self.exclude = tuple(self.exclude)

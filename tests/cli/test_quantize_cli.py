@@ -170,3 +170,15 @@ def test_help_lists_every_option(qtool):
                    "--per-tensor-weights", "--weights", "--conv-transpose-per-tensor",
                    "--high-precision", "--config", "--json", "-v", "-q", "-o"):
         assert option in result.out
+
+
+def test_high_precision_fp16(qtool, net, tmp_path):
+    pytest.importorskip("qtool.quantize.fp16", reason="FP16 conversion not available yet")
+    model, calib = net
+    result = qtool("quantize", model, "--calib", calib, "-o", tmp_path / "h.onnx", "--high-precision", "fp16")
+    assert result.code == 0, result.err
+    quantized = onnx.load(str(tmp_path / "h.onnx"))
+    assert quantized.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    (y,) = check_and_run(quantized, {"x": np.ones((2, 2, 6, 6), np.float32)})
+    assert y.dtype == np.float32 and y.shape == (2, 3)

@@ -11,7 +11,14 @@ from qtool.io.model import save_model
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
 from tests.unit.test_quantize_support import (
-    build, check_and_run, conv2d, fake_quant, init, ref_scale, ref_weight_scales, value,
+    build,
+    check_and_run,
+    conv2d,
+    fake_quant,
+    init,
+    ref_scale,
+    ref_weight_scales,
+    value,
 )
 
 

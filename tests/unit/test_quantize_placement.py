@@ -12,7 +12,14 @@ from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.scales import MIN_SCALE
 from tests.unit.test_quantize_support import (
-    build, check_and_run, init, node_inputs, qdq_pairs, ref_scale, ref_weight_scales, value,
+    build,
+    check_and_run,
+    init,
+    node_inputs,
+    qdq_pairs,
+    ref_scale,
+    ref_weight_scales,
+    value,
 )
 
 RNG = np.random.default_rng(7)

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,6 +18,7 @@ import pytest
 
 from tests.unit.test_trt_adapter import INSPECTOR_10, FakeTensorRT, float_conv_model, qdq_conv_model
 
+REPO = Path(__file__).resolve().parents[2]
 HINT = "pip install 'qtool[trt]' on a machine with an NVIDIA driver"
 SHAPES = "x:1,1,4,4x8,1,4,4x32,1,4,4"
 
@@ -150,7 +152,7 @@ def test_help_works_without_tensorrt(qtool, command, no_tensorrt):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_build_without_tensorrt_end_to_end_exit_status(qdq_model, tmp_path):
     result = subprocess.run([sys.executable, "-m", "qtool", "build", str(qdq_model), "--int8", "--shapes", SHAPES],
-                            capture_output=True, text=True, check=False)
+                            capture_output=True, text=True, check=False, cwd=REPO)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: TensorRT is not available (No module named 'tensorrt'); {HINT}"]

@@ -225,6 +225,8 @@ class FakeConfig:
 
     def create_timing_cache(self, data):
         self.fake.calls.append(("create_timing_cache", bytes(data)))
+        if bytes(data) == b"garbage":  # TensorRT returns no cache for a blob it cannot read
+            return None
         return SimpleNamespace(data=bytes(data))
 
     def set_timing_cache(self, cache, ignore_mismatch):
@@ -459,7 +461,22 @@ def test_timing_cache_from_another_gpu_is_replaced_by_a_new_one(tmp_path):
     assert cache_calls == [("create_timing_cache", b"foreign"), ("set_timing_cache", b"foreign", False),
                            ("create_timing_cache", b""), ("set_timing_cache", b"", False),
                            ("get_timing_cache",)]
-    assert notes == [f"timing cache {cache} was made by another TensorRT version or GPU; starting a new one"]
+    assert notes == [f"timing cache {cache} is not used: it was made by another TensorRT version or GPU; "
+                     "starting a new one"]
+    assert cache.read_bytes() == CACHE_BYTES
+
+
+def test_unreadable_timing_cache_is_replaced_by_a_new_one(tmp_path):
+    model = save(qdq_conv_model(), tmp_path / "net.onnx")
+    cache = tmp_path / "tactics.cache"
+    cache.write_bytes(b"garbage")
+    fake = FakeTensorRT("11.4.0.106", BATCH_INPUT)
+    notes = []
+    build_engine(model, None, full_options(tmp_path), trt=fake, notify=notes.append)
+    cache_calls = [c for c in fake.calls if "timing_cache" in c[0]]
+    assert cache_calls == [("create_timing_cache", b"garbage"), ("create_timing_cache", b""),
+                           ("set_timing_cache", b"", False), ("get_timing_cache",)]
+    assert notes == [f"timing cache {cache} is not used: it is not a TensorRT timing cache; starting a new one"]
     assert cache.read_bytes() == CACHE_BYTES
 
 

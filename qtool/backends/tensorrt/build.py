@@ -237,21 +237,29 @@ def _add_profiles(trt, builder, config, profiles: list[dict[str, ShapeRange]]) -
 
 
 def _set_timing_cache(config, path: Path | None, notify):
+    """Load the timing cache file into the config (an empty cache when the file is new or
+    unusable, e.g. made by another TensorRT version or GPU: TensorRT rejects those)."""
     if path is None:
         return None
-    data = path.read_bytes() if path.exists() else b""
-    cache = None
+    try:
+        data = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise QtoolError(f"cannot read timing cache {path}: {exc.strerror or exc}") from None
+    cache, problem = None, None
     try:
         cache = config.create_timing_cache(data)
-    except Exception as exc:
-        notify(f"timing cache {path} cannot be read ({first_line(exc)}); starting a new one")
-    if cache is None and data:
-        notify(f"timing cache {path} is not a TensorRT timing cache; starting a new one")
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        if cache is not None:
-            notify(f"timing cache {path} was made by another TensorRT version or GPU; starting a new one")
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if cache is None:
+            problem = "it is not a TensorRT timing cache"
+        elif not config.set_timing_cache(cache, ignore_mismatch=False):
+            problem = "it was made by another TensorRT version or GPU"
+    except (RuntimeError, TypeError, ValueError) as exc:
+        problem = f"it cannot be read ({first_line(exc)})"
+    if problem is None:
+        return cache
+    if data:
+        notify(f"timing cache {path} is not used: {problem}; starting a new one")
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
     return cache
 
 

@@ -461,8 +461,8 @@ def test_timing_cache_from_another_gpu_is_replaced_by_a_new_one(tmp_path):
     assert cache_calls == [("create_timing_cache", b"foreign"), ("set_timing_cache", b"foreign", False),
                            ("create_timing_cache", b""), ("set_timing_cache", b"", False),
                            ("get_timing_cache",)]
-    assert notes == [f"timing cache {cache} is not used: it was made by another TensorRT version or GPU; "
-                     "starting a new one"]
+    assert notes == [(f"timing cache {cache} is not used: it was made by another TensorRT version or GPU; "
+                      "starting a new one")]
     assert cache.read_bytes() == CACHE_BYTES
 
 

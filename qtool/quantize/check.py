@@ -74,6 +74,7 @@ PASS_THROUGH_OPS = frozenset({
     "MaxPool", "GlobalMaxPool",
 })
 RELU_LIKE_OPS = frozenset({"Relu", "LeakyRelu", "Clip"})
+_CASTS = frozenset({"Cast", "Identity"})
 
 INT8_TYPES = {TensorProto.INT8}
 LOW_PRECISION_TYPES = {TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1}
@@ -494,13 +495,14 @@ def check_weighted_outputs(g: QdqGraph) -> Iterator[Finding]:
         if node.op_type not in WEIGHTED_OPS or not node.output:
             continue
         out = node.output[0]
-        users = [user for user, _ in g.consumers.get(out, ())]
+        # Casts between the op and its Q (FP16 conversion below opset 19) change nothing here.
+        users, output_use = g.final_consumers(out, _CASTS)
         quantizers = [user for user in users if g.is_quantize(user)]
         if not quantizers:
             continue
         problems: list[str] = []
         others = [user for user in users if not g.is_quantize(user)]
-        if others or out in g.graph_outputs:
+        if others or output_use:
             problems.append("the float output is also used by "
                             + (_names(others) if others else "the graph output"))
         blocked: list[onnx.NodeProto] = []

@@ -48,9 +48,9 @@ def report(ctx, **params):
     result = write_report(params["calibration"], params["output"], model=params["model"],
                           sensitivity=params["sensitivity"], compare=params["compare"],
                           png_dir=params["png_dir"])
-    lines = [(f"wrote {result.output} ({result.size_bytes / 1024:.0f} KiB, {result.figures} "
-             f"figures, {result.tensors} tensors, {result.layers} weighted layers) "
-             f"in {result.seconds:.1f}s")]
+    lines = [(f"wrote {result.output} ({result.size_bytes / 1024:.0f} KiB, "
+              f"{_count(result.figures, 'figure')}, {_count(result.tensors, 'tensor')}, "
+              f"{_count(result.layers, 'weighted layer')}) in {result.seconds:.1f}s")]
     if result.png_files:
         lines.append(f"wrote {len(result.png_files)} PNG files to {params['png_dir']}")
     if result.attention:
@@ -59,3 +59,7 @@ def report(ctx, **params):
         lines.append(f"{len(result.attention)} tensors clip much or have a low estimated SQNR: "
                      f"{shown}{more}")
     emit(result.to_dict(), params["as_json"], "\n".join(lines))
+
+
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"

@@ -43,11 +43,12 @@ class ReportResult:
 def make_figures(data: ReportData, on_figure: Callable[[], None] | None = None) -> Figures:
     """Draw every figure the page shows (PNG bytes)."""
     figures = Figures()
+    plotter = fig.HistogramPlotter() if data.tensors else None
     for tensor in data.tensors:
         if tensor.histogram is None or not tensor.points:
             continue
         lines = [(point.method, point.amax, point.chosen) for point in tensor.points]
-        figures.histograms[tensor.name] = fig.histogram_png(
+        figures.histograms[tensor.name] = plotter.render(
             tensor.histogram.hist, tensor.histogram.edges, lines)
         if on_figure is not None:
             on_figure()

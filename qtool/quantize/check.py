@@ -178,8 +178,9 @@ class QdqGraph:
         self.types: dict[str, int] = {}
         self.shapes: dict[str, tuple | None] = {}
         self._read_value_infos(infer_shapes(model).graph)
-        self.quantize_nodes = [n for n in self.nodes if n.op_type == _Q and _is_default_domain(n)]
-        self.dequantize_nodes = [n for n in self.nodes if n.op_type == _DQ and _is_default_domain(n)]
+        self.qdq_nodes = [n for n in self.nodes if n.op_type in (_Q, _DQ) and _is_default_domain(n)]
+        self.quantize_nodes = [n for n in self.qdq_nodes if n.op_type == _Q]
+        self.dequantize_nodes = [n for n in self.qdq_nodes if n.op_type == _DQ]
 
     # -- constants -------------------------------------------------------------------------
     def _constant_closure(self) -> set[str]:
@@ -234,10 +235,6 @@ class QdqGraph:
         return self.types.get(name, 0)
 
     # -- Q/DQ helpers ----------------------------------------------------------------------
-    @property
-    def qdq_nodes(self) -> list[onnx.NodeProto]:
-        return [n for n in self.nodes if n.op_type in (_Q, _DQ) and _is_default_domain(n)]
-
     @staticmethod
     def scale_name(node: onnx.NodeProto) -> str:
         return node.input[1] if len(node.input) > 1 else ""

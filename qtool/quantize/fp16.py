@@ -9,7 +9,8 @@ How each part of the graph is treated:
   `scales`) stay float32. Cast nodes meet each op's needs at the boundaries; one Cast per tensor
   and target type, shared by all readers.
 - Kept in float32, with Casts around them: ops in `fp32_ops` (default `DEFAULT_FP32_OPS`, chosen
-  for accuracy) and the node names in `fp32_nodes`; ops of other domains; ops with subgraphs
+  for accuracy and onnxruntime support) and the node names in `fp32_nodes`; accumulating
+  scatters; ops of other domains; ops with subgraphs
   (If/Loop/Scan, whose bodies are left as they are and whose outer-scope reads keep float32);
   ops whose outputs are typed by attributes (`ALWAYS_FP32_OPS`); Casts to non-float types
   (float16 would lose integers above 2048); float arithmetic on shapes (computed from Shape/Size,
@@ -53,17 +54,22 @@ HALF = TensorProto.FLOAT16
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0 ** -14
 
-# Kept in float32 for accuracy: detection post-processing compares close scores and coordinates
-# beyond 2048; running sums and sums of squares/products overflow float16's 65504.
+# Kept in float32 by default. Accuracy: detection post-processing compares close scores and
+# coordinates beyond 2048; running sums and sums of squares/products overflow float16's 65504.
+# onnxruntime: its expansion of MeanVarianceNormalization mixes float32 constants into float16.
 DEFAULT_FP32_OPS = frozenset({
     "NonMaxSuppression", "TopK", "RoiAlign",
     "CumSum", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd",
+    "MeanVarianceNormalization",
 })
 # Output types set by attributes this pass does not rewrite.
 ALWAYS_FP32_OPS = frozenset({
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "EyeLike",
+    "Bernoulli", "EyeLike", "BitCast",
 })
+# Scatters that accumulate (reduction add/mul/max/min) sum in float16 and have no float16
+# onnxruntime CPU kernel.
+_ACCUMULATING_SCATTERS = ("ScatterElements", "ScatterND")
 _SHAPE_OPS = ("Shape", "Size")
 _Q, _DQ = "QuantizeLinear", "DequantizeLinear"
 _FP16_TYPE_STR = "tensor(float16)"
@@ -238,6 +244,10 @@ class _Converter:
         return found
 
     # -- deciding which nodes run in float16 ---------------------------------------------------
+    def _unused(self, name: str) -> bool:
+        return (name not in self.consumers and name not in self.graph_outputs
+                and name not in self.subgraph_reads)
+
     def _may_be_half(self, index: int) -> bool:
         node, schema = self.nodes[index], self.schemas[index]
         if (node.op_type in self.fp32_ops or (node.name and node.name in self.fp32_nodes)
@@ -246,11 +256,15 @@ class _Converter:
             return False
         if node.op_type == "Cast" and _attr(node, "to") not in (FLOAT, HALF):
             return False
-        for names, formal in ((node.input, schema.input), (node.output, schema.output)):
+        if node.op_type in _ACCUMULATING_SCATTERS and _attr(node, "reduction", b"none") not in (b"none", "none"):
+            return False
+        for names, formal, outputs in ((node.input, schema.input, False), (node.output, schema.output, True)):
             for slot, name in enumerate(names):
                 if not name:
                     continue
                 elem = self.types.get(name, 0)
+                if elem == 0 and outputs and self._unused(name):
+                    continue  # an unread optional output (Dropout's mask): its type is moot
                 if elem == 0:
                     return False  # unknown type: never guess
                 param = formal(slot)
@@ -401,7 +415,7 @@ class _Converter:
             del node.attribute[:]
             node.attribute.append(helper.make_attribute("value", tensor))
 
-    def _resolve_constants(self, pins: dict[str, int]) -> dict[tuple[str, int], str]:
+    def _resolve_constants(self) -> dict[tuple[str, int], str]:
         """Convert float32 constants read as float16 (in place, or a copy when both are read)."""
         alias: dict[tuple[str, int], str] = {}
         new_nodes: list[onnx.NodeProto] = []
@@ -413,8 +427,8 @@ class _Converter:
             if elem != FLOAT:
                 continue
             reads = {self.required(i, s) for i, s in self.consumers.get(name, ())}
-            if name in pins or name in self.graph_outputs:
-                reads.add(FLOAT)  # a constant graph output keeps its declared float32
+            if name in self.graph_outputs or name in self.subgraph_reads:
+                reads.add(FLOAT)  # graph outputs and subgraph bodies keep the declared float32
             if HALF not in reads:
                 continue
             half = to_half(self.constant_value(name))
@@ -471,7 +485,7 @@ class _Converter:
             if self.types.get(name) == FLOAT and not self.is_constant(name):
                 pins[name] = FLOAT
 
-        alias = self._resolve_constants(pins)
+        alias = self._resolve_constants()
         final_types: dict[str, int] = dict(self.constant_types)
         for name in self.runtime_inputs:
             elem = self.produced_type(name)

@@ -314,19 +314,23 @@ def test_graph_output_also_read_inside_the_graph():
 
 def test_subgraph_reads_of_outer_tensors_keep_float32():
     then_graph = helper.make_graph(
-        [helper.make_node("Neg", ["r"], ["t"])], "then", [], [helper.make_tensor_value_info("t", F, [4])])
+        [helper.make_node("Neg", ["r"], ["t0"]), helper.make_node("Add", ["t0", "c"], ["t"])],
+        "then", [], [helper.make_tensor_value_info("t", F, [4])])
     else_graph = helper.make_graph(
         [helper.make_node("Identity", ["r"], ["f"])], "else", [], [helper.make_tensor_value_info("f", F, [4])])
     model = make_model(
         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
          helper.make_node("If", ["cond"], ["branch"], name="if", then_branch=then_graph, else_branch=else_graph),
-         helper.make_node("Mul", ["branch", "r"], ["y"], name="mul")],
+         helper.make_node("Mul", ["branch", "r"], ["m"], name="mul"),
+         helper.make_node("Add", ["m", "c"], ["y"], name="add")],
         [helper.make_tensor_value_info("x", F, [4]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("y", F, [4])])
+        [helper.make_tensor_value_info("y", F, [4])],
+        [numpy_helper.from_array(np.array([1, 2, 3, 4], np.float32), "c")])
     half = converted(model)
     types = types_of(half)
     assert types["r"] == F and types["r_fp16"] == H and types["branch"] == F
     assert node(half, "mul").input == ["branch_fp16", "r_fp16"]
+    assert types["c"] == F and node(half, "add").input[1] == "c_fp16" and types["c_fp16"] == H
     x = np.array([-1, 0.5, 1, 2], np.float32)
     for cond in (True, False):
         feeds = {"x": x, "cond": np.array(cond)}
@@ -404,3 +408,45 @@ def test_quantized_conv_with_large_bias_and_quantized_output():
     # a float16 conv sum may round across one output step (0.5) near a tie
     assert np.max(np.abs(got - expected)) <= 0.5
     assert np.mean(got == expected) >= 0.95
+
+
+def test_ops_kept_float32_for_onnxruntime():
+    """Accumulating scatters have no float16 CPU kernel."""
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("ScatterElements", ["r", "idx", "upd"], ["s"], name="scatter", axis=1, reduction="add"),
+         helper.make_node("ScatterElements", ["r", "idx", "upd"], ["s2"], name="plain_scatter", axis=1)],
+        [helper.make_tensor_value_info("x", F, [2, 4])],
+        [helper.make_tensor_value_info("s", F, [2, 4]), helper.make_tensor_value_info("s2", F, [2, 4])],
+        [numpy_helper.from_array(np.array([[0, 0], [1, 3]], np.int64), "idx"),
+         numpy_helper.from_array(np.ones((2, 2), np.float32), "upd")])
+    half = converted(model)
+    types = types_of(half)
+    assert (types["s"], types["s2_fp16"]) == (F, H)
+    assert types["upd"] == F and types["upd_fp16"] == H
+    x = np.random.default_rng(10).normal(size=(2, 4)).astype(np.float32)
+    for want, have in zip(run(model, {"x": x}), run(half, {"x": x})):
+        np.testing.assert_allclose(have, want, rtol=2e-3, atol=2e-3)
+
+
+def test_mean_variance_normalization_stays_float32():
+    """onnxruntime expands MVN's function body with float32 constants, which fails in float16."""
+    graph = helper.make_graph([helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="mvn")], "g",
+                              [helper.make_tensor_value_info("x", F, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", F, [1, 2, 3, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9)
+    half = convert_to_fp16(model)  # (onnx's full check rejects MVN's own function body)
+    assert ops(half) == ["MeanVarianceNormalization"]
+    x = np.random.default_rng(12).normal(size=(1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run(half, {"x": x})[0], run(model, {"x": x})[0])
+    assert ops(convert_to_fp16(model, fp32_ops=())) == ["Cast", "MeanVarianceNormalization", "Cast"]
+
+
+def test_unread_output_of_unknown_type_does_not_block_fp16():
+    model = make_model(
+        [helper.make_node("Dropout", ["x"], ["d", "mask"], name="dropout"),
+         helper.make_node("Relu", ["d"], ["y"], name="relu")],
+        [helper.make_tensor_value_info("x", F, [4])], [helper.make_tensor_value_info("y", F, [4])], opset=9)
+    model.ir_version = 4
+    half = converted(model)
+    assert ops(half) == ["Cast", "Dropout", "Relu", "Cast"]

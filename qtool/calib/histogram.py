@@ -268,8 +268,9 @@ class AbsHistogram:
         shift = self._shift
         # Start just below the answer (log2 of abs_max / width from the float
         # exponents, which cannot overflow) and step up.
-        exponent = math.frexp(self._abs_max)[1] - math.frexp(width)[1]
-        shift = max(shift, exponent - self._max_bins.bit_length() - 1)
+        if self._abs_max > 0:
+            exponent = math.frexp(self._abs_max)[1] - math.frexp(width)[1]
+            shift = max(shift, exponent - self._max_bins.bit_length() - 1)
         while math.floor(self._abs_max / math.ldexp(width, shift)) + 1 > self._max_bins:
             shift += 1
         if shift > self._shift:

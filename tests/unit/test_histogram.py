@@ -266,6 +266,9 @@ def test_fix_grid_rules():
     h = AbsHistogram(8)
     h.fix_grid(0.0)
     assert not h.has_grid
+    tiny = AbsHistogram(1)
+    tiny.fix_grid(2.0**-52)  # a fixed grid counts nothing, so it coarsens nothing
+    assert tiny.shift == 0 and tiny.bin_width == grid_width(2.0**-52, 1)
     h.fix_grid(2.0)
     h.fix_grid(2.0)
     assert h.base_width == grid_width(2.0, 8) and h.count == 0

@@ -291,6 +291,20 @@ def test_coverage_equals_percentile_on_abs_histograms(hist, c):
     )
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    hist=hnp.arrays(
+        np.int64,
+        st.integers(1, 300),
+        elements=st.one_of(st.just(0), st.integers(1, 5), st.integers(0, 10**9)),
+    )
+)
+def test_entropy_and_mse_match_reference_on_random_histograms(hist):
+    edges = grid(len(hist))
+    assert METHODS["entropy"](hist, edges) == ref_entropy(hist, edges)
+    assert METHODS["mse"](hist, edges) == ref_mse(hist, edges)
+
+
 def test_mse_candidate_set():
     assert mse_candidates(5).tolist() == [1, 2, 3, 4, 5]
     assert mse_candidates(2048).tolist() == list(range(1, 2049))

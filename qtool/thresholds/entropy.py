@@ -1,5 +1,14 @@
 """entropy: the KL-divergence threshold of TensorRT's EntropyCalibrator2.
 
+Bin 0 first takes the count of bin 1 when bin 1 is not empty. Bin 0 holds the exact zeros (the
+dead half of a ReLU, padding), often most of the mass; zero is represented exactly at any scale,
+so they say nothing about the threshold, yet left as they are they dominate the divergence and
+drive the search to the smallest candidate (a ReLU6 output calibrated to amax 0.375 instead of
+about 6). pytorch-quantization's reference calibrator makes the same substitution. When bin 1 is
+empty the data is discrete near zero (e.g. pixels in steps of 1/16): the zeros then sit alone in
+their chunk, distort nothing, and are kept, since without them a single occupied bin can hold all
+the kept mass and score a divergence of zero at a threshold that clips nearly everything.
+
 For a candidate i (bins kept), with h the counts and T = sum(h):
 
 * P = h[:i], with the outlier mass sum(h[i:]) added to P[i-1];
@@ -48,6 +57,7 @@ def entropy_amax(hist, edges, *, levels: int = DEFAULT_LEVELS) -> float:
         raise QtoolError(f"entropy levels must be an integer >= 2, got {levels!r}")
     levels = int(levels)
     counts, edges = checked_histogram(hist, edges)
+    counts = without_zero_spike(counts)
     end = occupied_end(counts)
     if end == 0:
         return empty_amax(edges)
@@ -56,6 +66,14 @@ def entropy_amax(hist, edges, *, levels: int = DEFAULT_LEVELS) -> float:
     divergence = kl_divergences(counts[:end], levels)
     best = int(np.flatnonzero(divergence <= divergence.min() + TIE_TOLERANCE)[0])
     return float(edges[levels + best])
+
+
+def without_zero_spike(counts: np.ndarray) -> np.ndarray:
+    """A copy of the counts with bin 0 given the count of a non-empty bin 1 (see the module doc)."""
+    counts = counts.copy()
+    if len(counts) > 1 and counts[1] > 0:
+        counts[0] = counts[1]
+    return counts
 
 
 def kl_divergences(counts: np.ndarray, levels: int = DEFAULT_LEVELS) -> np.ndarray:

@@ -80,6 +80,9 @@ def ref_kl(hist, i, levels):
 
 
 def ref_entropy(hist, edges, levels=128):
+    hist = np.array(hist, dtype=np.int64)
+    if len(hist) > 1 and hist[1] > 0:
+        hist[0] = hist[1]  # the exact zeros say nothing about the threshold
     end = last_nonempty_end(hist)
     if end == 0:
         return float(edges[1])
@@ -234,6 +237,22 @@ def test_entropy_special_shapes():
     assert METHODS["entropy"](fits, edges) == edges[100]
     short = np.arange(1, 41)
     assert METHODS["entropy"](short, grid(40)) == grid(40)[40]
+
+
+def test_entropy_ignores_the_zero_spike_of_a_relu():
+    rng = np.random.default_rng(0)
+    relu = np.maximum(rng.normal(size=200_000), 0)  # half of the values are exactly 0
+    relu6 = np.minimum(np.maximum(rng.normal(scale=3, size=200_000), 0), 6)  # saturated too
+    for values, low in ((relu, 2.0), (relu6, 4.0)):
+        hist, edges = abs_hist(values)
+        assert METHODS["entropy"](hist, edges) > low
+    steps = rng.integers(0, 17, size=10_000) / 16  # discrete: bin 1 is empty, zeros are kept
+    hist, edges = abs_hist(steps)
+    assert METHODS["entropy"](hist, edges) == edges[-1]  # the whole range, just above 1.0
+    hist, edges = abs_hist(relu)
+    before = hist.copy()
+    METHODS["entropy"](hist, edges)
+    np.testing.assert_array_equal(hist, before)  # the caller's histogram is left alone
 
 
 def test_entropy_ties_go_to_the_smallest_candidate(monkeypatch):

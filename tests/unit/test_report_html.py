@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import sys
 from html.parser import HTMLParser
@@ -63,6 +64,8 @@ class ReportParser(HTMLParser):
         if tag == "th" and "data-sort" in attrs:
             self.sortable.append("")
             self._in_th_of = "sort"
+        if tag in ("td", "span") and self._ranked_text is not None:
+            self._ranked_text.append(" ")  # cells and badges are separate words
         if tag != "tr":
             if tag == "img" and self._current is not None:
                 self._current["images"].append(attrs.get("src", ""))
@@ -96,7 +99,7 @@ class ReportParser(HTMLParser):
             self._current = None
         elif kind == "ranked":
             name, *text = self._ranked_text
-            self.ranked.append((name, " ".join(" ".join(text).split())))
+            self.ranked.append((name, " ".join("".join(text).split())))
             self._ranked_text = None
 
     def handle_data(self, data):
@@ -131,7 +134,7 @@ def demo(tmp_path_factory):
     from qtool.analysis.sensitivity import SensitivityOptions, measure_sensitivity
 
     compared = compare_models(model, int8, DEMO_TEST, CompareOptions(
-        labels=str(DEMO_LABELS), gates=Gates(min_sqnr=1.0, min_agreement=99.0)))
+        labels=str(DEMO_LABELS), gates=Gates(min_sqnr=200.0, min_cosine=-1.0)))
     compare = folder / "compare.json"
     compare.write_text(json.dumps(compared.to_dict()))
     ranked = measure_sensitivity(model, calib, DEMO_TEST, SensitivityOptions(
@@ -222,8 +225,35 @@ def test_weight_layers_sensitivity_and_compare_sections(demo, page):
     for name, text in parsed.ranked:
         assert ("kept" in text.split()) == (name in kept), name
     assert parsed.outputs == list(demo["compare_result"]["outputs"])
-    text = page["path"].read_text(encoding="utf-8")
-    assert "FAIL" in text and "pass</span>" in text  # min_agreement 99 fails, min_sqnr 1 passes
+    # 200 dB is out of INT8's reach, cosine >= -1 always holds.
+    gates = demo["compare_result"]["gates"]
+    assert [gate["passed"] for gate in gates] == [False, True]
+    section = page["path"].read_text(encoding="utf-8").split('id="compare"')[1]
+    badges = re.findall(r'<span class="badge (ok|fail)">', section)
+    assert badges == ["fail", "ok"]
+
+
+def test_sensitivity_result_as_plain_json(demo, tmp_path):
+    ranking = [
+        {"rank": 1, "node": "res.conv1.conv", "op_type": "Conv", "sqnr_db": 2.5, "cosine": 0.6},
+        {"rank": 2, "node": "fc", "op_type": "Gemm", "sqnr_db": "inf", "cosine": None},
+        {"rank": 3, "node": "stem.conv", "op_type": "Conv", "sqnr_db": 40.0, "cosine": 0.99},
+    ]
+    path = tmp_path / "sensitivity.json"
+    path.write_text(json.dumps({"samples": 8, "all_quantized": {"sqnr_db": 2.0},
+                                "ranking": ranking,
+                                "fallback": {"target": {"min_sqnr": 20}, "excluded":
+                                             ["res.conv1.conv"], "passed": True,
+                                             "final": {"sqnr_db": 25.0}}}))
+    out = tmp_path / "s.html"
+    result = write_report(demo["calib"], out, sensitivity=path)
+    parsed = parse(out)
+    assert [name for name, _ in parsed.ranked] == ["res.conv1.conv", "fc", "stem.conv"]
+    texts = dict(parsed.ranked)
+    assert texts["res.conv1.conv"] == "1 res.conv1.conv kept Conv 2.5 0.6"
+    assert texts["fc"] == "2 fc Gemm ∞ n/a"
+    assert texts["stem.conv"] == "3 stem.conv Conv 40 0.99"
+    assert result.figures == len(parsed.tensors) + 1  # the ranking chart
 
 
 def test_png_dir_holds_every_figure(page):

@@ -102,6 +102,8 @@ def write_report(calibration: str | os.PathLike, output: str | os.PathLike, *,
     refuse_overwrite_input(output, calibration, model, sensitivity, compare)
     if output.is_dir():
         raise QtoolError(f"output {output} is a directory; give a file name such as report.html")
+    if not output.parent.is_dir():  # checked now, before minutes of drawing
+        raise QtoolError(f"output directory does not exist: {output.parent}")
     if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
         raise QtoolError(f"--png-dir {png_dir} exists and is not a directory")
     data = gather(calibration, model=model, sensitivity=sensitivity, compare=compare)

@@ -117,6 +117,56 @@ def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:
         stop.set()
 
 
+class _OutputBuffers:
+    """Runs the augmented session into two reused sets of output arrays, alternately.
+
+    Letting onnxruntime allocate every observed tensor anew for each batch costs page faults and
+    copies comparable to the inference itself; writing into arrays that are already mapped does
+    not. A set is handed to the histogram worker and comes back through `release` once counted,
+    so onnxruntime fills one set while numpy reads the other. A batch of another input shape
+    (dynamic axes) gets sets of its own.
+    """
+
+    SETS = 2
+
+    def __init__(self, session, outputs: list[str]):
+        self.session = session
+        self.outputs = outputs
+        self.key = None
+        self.free: queue.Queue = queue.Queue()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], object]:
+        key = tuple((name, value.shape, value.dtype.str) for name, value in feeds.items())
+        if key != self.key:
+            values = run_session(self.session, feeds, self.outputs)
+            self.key, self.free = key, queue.Queue()
+            for _ in range(self.SETS - 1):
+                self.free.put(self._bound_set([np.empty_like(v) for v in values]))
+            # onnxruntime's freshly allocated arrays join the pool once they have been counted
+            return values, (self.free, self._bound_set(values))
+        buffers = self.free.get()
+        binding, values = buffers
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise QtoolError(f"onnxruntime failed on a batch: {_first_line(exc)}") from None
+        return values, (self.free, buffers)
+
+    def _bound_set(self, values: list[np.ndarray]):
+        binding = self.session.io_binding()
+        for name, value in zip(self.outputs, values):
+            binding.bind_output(name, "cpu", 0, value.dtype, list(value.shape), value.ctypes.data)
+        return binding, values
+
+    @staticmethod
+    def release(token) -> None:
+        if token is not None:
+            pool, buffers = token
+            pool.put(buffers)
+
+
 class _HistogramWorker:
     """Updates histograms in a background thread so numpy overlaps with onnxruntime."""
 
@@ -132,18 +182,20 @@ class _HistogramWorker:
             job = self.jobs.get()
             if job is _DONE:
                 return
-            if self.error is not None:
-                continue
+            pairs, token = job
             try:
-                for name, value in job:
-                    self.histograms[name].update(value)
+                if self.error is None:
+                    for name, value in pairs:
+                        self.histograms[name].update(value)
             except BaseException as exc:
                 self.error = exc
+            finally:
+                _OutputBuffers.release(token)
 
-    def submit(self, pairs: list[tuple[str, np.ndarray]]):
+    def submit(self, pairs: list[tuple[str, np.ndarray]], token=None):
         if self.error is not None:
             raise self.error
-        self.jobs.put(pairs)
+        self.jobs.put((pairs, token))
 
     def close(self):
         self.jobs.put(_DONE)
@@ -176,22 +228,31 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     if not tensors:
         raise QtoolError("the model has no tensors to calibrate (no Conv, Gemm, MatMul, ... inputs)")
     start = time.perf_counter()
-    session = create_session(augment_with_outputs(model, tensors))
     histograms = {name: AbsHistogram(bins) for name in tensors}
     index, count = shard
     num_samples = num_batches = 0
+    # Graph inputs are observed straight from the feeds: onnxruntime does not copy an input to a
+    # bound output buffer, and asking it to is wasted work anyway.
+    fed = {value.name for value in model.graph.input}
+    computed = [name for name in tensors if name not in fed]
+    session = create_session(augment_with_outputs(model, computed))
+    runner = _OutputBuffers(session, computed)
     worker = _HistogramWorker(histograms)
     try:
         for batch_index, feeds in enumerate(prefetch(batches)):
             mine = batch_index % count == index
             if not mine and batch_index != 0:
                 continue
-            values = run_session(session, feeds, tensors)
+            values, token = runner.run(feeds) if computed else ([], None)
+            named = {name: feeds[name] for name in tensors if name in fed}
+            named.update(zip(computed, values))
+            pairs = [(name, named[name]) for name in tensors]
             if not mine:  # batch 0 seen by another shard: fix the grid only
-                for name, value in zip(tensors, values):
+                for name, value in pairs:
                     histograms[name].fix_grid(_finite_abs_max(value))
+                _OutputBuffers.release(token)
                 continue
-            worker.submit(list(zip(tensors, values)))
+            worker.submit(pairs, token)
             samples = _batch_size(feeds)
             num_samples += samples
             num_batches += 1

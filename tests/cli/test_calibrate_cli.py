@@ -168,3 +168,18 @@ def test_config_file_supplies_defaults(qtool, conv_model, npy_dir, tmp_path):
     config.write_text('[calibrate]\nmethd = "max"\n')
     result = qtool("calibrate", conv_model, "--data", npy_dir, "--config", config, "-o", out)
     assert result.code == 2 and "methd" in result.err
+
+
+def test_demo_model_end_to_end(qtool, tmp_path):
+    from tests.conftest import REPO
+
+    out = tmp_path / "demo.calib.json"
+    result = qtool("calibrate", REPO / "demo" / "digits_cnn.onnx", "--data", REPO / "demo" / "data" / "calib.npz",
+                   "--batch-size", "64", "-o", out, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["samples"] == 256
+    calib = read_calibration(out)
+    # every activation input of a weighted op, the residual Add and the pooling/concat inputs
+    assert {"input", "stem.relu.out", "res.conv1.relu.out", "pool.out", "concat.out",
+            "flatten.out", "fc_relu.out"} <= set(calib.amax)
+    assert calib.amax["input"] == pytest.approx(1.0, abs=1e-3)  # pixels / 16 span [0, 1]

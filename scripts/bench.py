@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""qtool against onnxruntime.quantization on real models: time, peak memory, INT8 accuracy.
+
+For each model, on the same machine, the same calibration samples (read by the same reader with
+the same preprocessing) and the same batch size, every run in its own fresh child process:
+
+  FP32 inference     plain onnxruntime CPU inference over the calibration samples (the floor)
+  qtool entropy      `qtool calibrate --method entropy` + `qtool quantize`
+  qtool max          `qtool calibrate --method max` + `qtool quantize`
+  ORT Entropy        onnxruntime.quantization.quantize_static, QDQ, per_channel=True, QInt8
+  ORT Percentile     activations and weights, ActivationSymmetric and WeightSymmetric
+  ORT MinMax
+
+Each run has a wall-clock and a resident-memory limit and is reported as "timeout" or "OOM"
+instead of hanging or taking the machine down. The quantized models are then evaluated with
+onnxruntime CPU against the FP32 model on held-out inputs. A --samples sweep repeats the
+calibration of the sweep models at larger sample counts (data repeated when needed) to show how
+time and peak memory grow.
+
+    bash scripts/fetch_models.sh          # once: models and images into models/
+    python scripts/bench.py               # full run (make bench), writes BENCHMARKS.md
+    python scripts/bench.py --quick       # smoke run: few samples, no sweep, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench_data as data
+from bench_measure import Measured, combine, run_measured
+
+MODELS_DIR = REPO / "models"
+TOOLS = ("qtool entropy", "qtool max", "ORT Entropy", "ORT Percentile", "ORT MinMax")
+INFER = "FP32 inference"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+# ---------------------------------------------------------------------------- models
+
+@dataclass
+class Case:
+    """One model in the benchmark and the data it is calibrated and evaluated on."""
+
+    key: str
+    title: str
+    model: Path
+    task: str                    # classify | detect | recognize | direction
+    preprocess: dict | None      # [preprocess] table for image files; None for .npy samples
+    calib_pool: list[Path]       # calibration samples, one file each, in order
+    eval_files: list[Path]       # evaluation samples
+    describe: str                # what exactly is calibrated and evaluated on
+    labels: dict = field(default_factory=dict)
+    heldout: list[str] = field(default_factory=list)
+    sweep_pool: list[Path] = field(default_factory=list)
+
+
+def build_cases(args, log) -> list[Case]:
+    cases = []
+    imagenet = MODELS_DIR / "imagenet200"
+    photos = data.image_files(imagenet) if imagenet.is_dir() else []
+    even, odd = data.split_even_odd(photos)
+    effnet = MODELS_DIR / "efficientnet_lite0.onnx"
+    if "efficientnet_lite0" in args.models and effnet.is_file() and photos:
+        cases.append(Case(
+            "efficientnet_lite0", "EfficientNet-Lite0 (ImageNet classifier)", effnet, "classify",
+            data.IMAGENET_PREPROCESS, even, photos,
+            f"calibration: the {len(even)} even-position ImageNet photos (sorted by name); "
+            f"accuracy: top-1 vs labels and top-1 agreement with FP32 on the {len(odd)} "
+            f"odd-position (held-out) photos, and agreement on all {len(photos)}",
+            labels=data.read_labels(imagenet), heldout=[p.name for p in odd],
+            sweep_pool=even + odd))
+    elif "efficientnet_lite0" in args.models:
+        log(f"skipping EfficientNet-Lite0: no {effnet} or {imagenet} (run scripts/fetch_models.sh)")
+
+    ocr = MODELS_DIR / "ppocr"
+    det = ocr / "ch_PP-OCRv4_det_infer.onnx"
+    samples = MODELS_DIR / "images" / "skimage"
+    wanted = {"ppocr_det", "ppocr_rec", "ppocr_cls"} & set(args.models)
+    if wanted and not (det.is_file() and photos and samples.is_dir()):
+        log("skipping the PP-OCR models: run scripts/fetch_models.sh (needs ../shared/assets too)")
+        return cases
+    extra = data.image_files(samples) if samples.is_dir() else []
+    if "ppocr_det" in args.models:
+        cases.append(Case(
+            "ppocr_det", f"PP-OCRv4 text detection ({args.det_size}x{args.det_size} input)", det,
+            "detect", data.det_preprocess(args.det_size), even, odd + extra,
+            f"calibration: the {len(even)} even-position ImageNet photos; accuracy: output "
+            f"probability maps vs FP32 on the {len(odd)} odd-position photos and the "
+            f"{len(extra)} scikit-image sample images (a scanned page, text, photos)"))
+    if {"ppocr_rec", "ppocr_cls"} & set(args.models):
+        crops = data.ocr_crop_sets(det, even, odd + extra, args.workdir / "ocr_crops", log)
+        for key, model, task, calib, evaluate, shape in (
+                ("ppocr_rec", "ch_PP-OCRv4_rec_infer.onnx", "recognize", crops.rec_calib,
+                 crops.rec_eval, data.REC_SHAPE),
+                ("ppocr_cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", "direction", crops.cls_calib,
+                 crops.cls_eval, data.CLS_SHAPE)):
+            if key not in args.models:
+                continue
+            title = ("PP-OCRv4 text recognition" if task == "recognize"
+                     else "PP-OCR text direction classifier")
+            cases.append(Case(
+                key, f"{title} ({shape[0]}x{shape[1]} text lines)", ocr / model, task, None,
+                data.npy_files(calib), data.npy_files(evaluate),
+                f"text lines found by the FP32 detector and cut from the photos: calibration on "
+                f"crops of the even-position ImageNet photos ({crops.counts['calib']} crops); "
+                f"accuracy vs FP32 on the {crops.counts['eval']} crops of the odd-position photos "
+                f"and the scikit-image samples"))
+    return cases
+
+
+# ---------------------------------------------------------------------------- runs
+
+def worker_command(job: str, case: Case, data_dir: Path, batch_size: int, *extra: str) -> list[str]:
+    command = [sys.executable, str(HERE / "bench_workers.py"), job, "--model", str(case.model),
+               "--data", str(data_dir), "--batch-size", str(batch_size), *extra]
+    if case.preprocess:
+        command += ["--preprocess", json.dumps(case.preprocess)]
+    return command
+
+
+def qtool_config(case: Case, folder: Path) -> list[str]:
+    if not case.preprocess:
+        return []
+    path = folder / "preprocess.toml"
+    lines = ["[preprocess]"] + [f"{k} = {json.dumps(v)}" for k, v in case.preprocess.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return ["--config", str(path)]
+
+
+def run_tool(tool: str, case: Case, data_dir: Path, out_dir: Path, args) -> tuple[Measured, Path]:
+    limits = {"timeout_s": args.timeout, "mem_limit_mb": args.mem_limit_gb * 1024, "cwd": str(REPO)}
+    slug = tool.lower().replace(" ", "_")
+    output = out_dir / f"{slug}.onnx"
+    if tool.startswith("qtool"):
+        method = tool.split()[1]
+        calib = out_dir / f"{slug}.calib.json"
+        qtool = [sys.executable, "-m", "qtool"]
+        steps = [run_measured(qtool + ["calibrate", str(case.model), "--data", str(data_dir),
+                                       "--method", method, "--batch-size", str(args.batch_size),
+                                       "-o", str(calib), "-q", *qtool_config(case, out_dir)],
+                              **limits)]
+        if steps[0].ok:
+            steps.append(run_measured(qtool + ["quantize", str(case.model), "--calib", str(calib),
+                                               "-o", str(output), "-q"], **limits))
+        measured = combine(steps)
+        measured.parts = {"calibrate": steps[0].seconds}
+        return measured, output
+    method = tool.split()[1]
+    command = worker_command("ort", case, data_dir, args.batch_size, "--method", method,
+                             "--output", str(output))
+    return run_measured(command, **limits), output
+
+
+def run_infer(case: Case, data_dir: Path, args) -> Measured:
+    return run_measured(worker_command("infer", case, data_dir, args.batch_size),
+                        timeout_s=args.timeout, mem_limit_mb=args.mem_limit_gb * 1024,
+                        cwd=str(REPO))
+
+
+def calibration_folder(case: Case, pool: list[Path], count: int, args) -> Path:
+    return data.folder_of(pool, args.workdir / case.key / f"calib_{count}", count)
+
+
+def measure_all(case: Case, pool: list[Path], count: int, args, log,
+                failed_before: dict[str, str] | None = None) -> dict[str, dict]:
+    """Inference and every tool on `count` samples of `pool`; a tool that already failed at a
+    smaller count is not run again (it is reported as skipped)."""
+    folder = calibration_folder(case, pool, count, args)
+    out_dir = args.workdir / case.key / f"out_{count}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    infer = run_infer(case, folder, args)
+    rows[INFER] = row_of(infer, None)
+    log(f"  {case.key} {count:>5} {INFER:<15} {describe(rows[INFER])}")
+    for tool in args.tools:
+        if failed_before and tool in failed_before:
+            rows[tool] = {"status": "skipped", "reason": failed_before[tool]}
+        else:
+            measured, output = run_tool(tool, case, folder, out_dir, args)
+            rows[tool] = row_of(measured, output if measured.ok else None)
+        log(f"  {case.key} {count:>5} {tool:<15} {describe(rows[tool])}")
+    base = rows[INFER].get("seconds") if rows[INFER]["status"] == "ok" else None
+    for row in rows.values():
+        if row.get("seconds") is not None and base:
+            row["ratio"] = row["seconds"] / base
+            if "calib_seconds" in row:
+                row["calib_ratio"] = row["calib_seconds"] / base
+    return rows
+
+
+def row_of(measured: Measured, output: Path | None) -> dict:
+    row = {"status": measured.status, "seconds": measured.seconds,
+           "peak_rss_mb": measured.peak_rss_mb, "model": str(output) if output else None}
+    if "calibrate" in measured.parts:
+        row["calib_seconds"] = measured.parts["calibrate"]
+    if not measured.ok:
+        row["reason"] = measured.reason()
+    return row
+
+
+def describe(row: dict) -> str:
+    if row["status"] == "skipped":
+        return f"skipped ({row['reason']})"
+    text = f"{row['status']:<7} {row['seconds']:8.1f} s {row['peak_rss_mb']:8.0f} MiB"
+    if row["status"] == "error":
+        text += f"  {row['reason'][:160]}"
+    return text
+
+
+def evaluate(case: Case, rows: dict[str, dict], args) -> dict:
+    folder = data.folder_of(case.eval_files, args.workdir / case.key / "eval")
+    spec = {"task": case.task, "fp32": str(case.model), "data": str(folder),
+            "preprocess": case.preprocess, "batch_size": args.batch_size,
+            "labels": case.labels, "heldout": case.heldout, "det_thresh": data.DET_THRESH,
+            "models": {tool: rows[tool].get("model") for tool in args.tools}}
+    spec_path = args.workdir / case.key / "eval.json"
+    spec_path.write_text(json.dumps(spec))
+    result = run_measured([sys.executable, str(HERE / "bench_workers.py"), "eval", "--spec",
+                           str(spec_path)], timeout_s=args.timeout * 2,
+                          mem_limit_mb=args.mem_limit_gb * 1024, cwd=str(REPO))
+    if not result.ok:
+        return {"error": result.reason()}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- tables
+
+METRIC_COLUMNS = {
+    "classify": [("top1", "top-1 held-out", "pct"), ("agree", "agree held-out", "pct"),
+                 ("agree_all", "agree all", "pct")],
+    "detect": [("sqnr", "SQNR dB", "db"), ("cosine", "cosine", "cos"),
+               ("mask_iou", "mask IoU", "pct")],
+    "recognize": [("sqnr", "SQNR dB", "db"), ("cosine", "cosine", "cos"),
+                  ("text_agree", "same text", "pct")],
+    "direction": [("sqnr", "SQNR dB", "db"), ("cosine", "cosine", "cos"),
+                  ("agree", "agree", "pct")],
+}
+
+
+def fmt_metric(value, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "db":
+        return "inf" if math.isinf(value) else f"{value:.1f}"
+    return f"{value:.4f}"
+
+
+def fmt_time(row: dict) -> tuple[str, str]:
+    if row["status"] == "skipped":
+        return "skipped", ""
+    if row["status"] != "ok":
+        return f"{row['status']} after {row['seconds']:.0f} s", ""
+    ratio = row.get("ratio")
+    return f"{row['seconds']:.1f}", (f"{ratio:.2f}x" if ratio is not None else "")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in rows])
+
+
+def case_table(task: str, rows: dict[str, dict], metrics: dict) -> str:
+    columns = METRIC_COLUMNS[task]
+    header = (["run", "wall s", "x inference", "calibrate step x inf", "peak RSS MiB"]
+              + [c[1] for c in columns])
+    body = []
+    scores = metrics.get("metrics", {})
+    for name, row in rows.items():
+        wall, ratio = fmt_time(row)
+        rss = f"{row['peak_rss_mb']:.0f}" if row["status"] != "skipped" else ""
+        label = "fp32" if name == INFER else name
+        values = scores.get(label, {})
+        step = f"{row['calib_ratio']:.2f}x" if "calib_ratio" in row else ""
+        body.append([name, wall, ratio, step, rss] + [fmt_metric(values.get(key), kind)
+                                                      for key, _, kind in columns])
+    return markdown_table(header, body)
+
+
+def sweep_table(sweep: dict[int, dict[str, dict]]) -> str:
+    counts = sorted(sweep)
+    header = ["run"] + [f"{n}: wall s (x inf)" for n in counts] + [f"{n}: peak MiB" for n in counts]
+    body = []
+    for name in [INFER, *TOOLS]:
+        if not all(name in sweep[n] for n in counts):
+            continue
+        times, peaks = [], []
+        for n in counts:
+            row = sweep[n][name]
+            wall, ratio = fmt_time(row)
+            times.append(f"{wall} ({ratio})" if ratio else wall)
+            peaks.append(f"{row['peak_rss_mb']:.0f}" if row["status"] != "skipped" else "")
+        body.append([name] + times + peaks)
+    return markdown_table(header, body)
+
+
+# ---------------------------------------------------------------------------- report
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, IndexError, ValueError):
+        pass
+    from importlib import metadata
+
+    versions = ", ".join(f"{name} {metadata.version(name)}"
+                         for name in ("onnxruntime", "onnx", "numpy", "pillow"))
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return (f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}, {versions}; qtool at commit {commit}")
+
+
+def render(report: dict) -> str:
+    header = (f"Command: `{report['command']}` ({report['minutes']:.1f} minutes in all). "
+              f"Batch size {report['batch_size']} for every run; limits per run: "
+              f"{report['timeout']:.0f} s wall, {report['mem_limit_gb']:g} GiB resident.")
+    lines = [f"Measured {report['date']} on: {report['machine']}.", "", header, ""]
+    for entry in report["cases"]:
+        about = (f"`{entry['model']}`, {entry['calib_samples']} calibration samples; "
+                 f"{entry['describe']}.")
+        lines += [f"### {entry['title']}", "", about, ""]
+        if "error" in entry["metrics"]:
+            lines += [f"Evaluation failed: {entry['metrics']['error']}", ""]
+        lines += [case_table(entry["task"], entry["rows"], entry["metrics"]), ""]
+    sweep_note = ("Same runs on calibration sets of growing size (the samples repeated in order "
+                  "beyond what is on disk); a tool that ran out of time or memory at a smaller "
+                  "count is skipped at larger ones.")
+    for key, sweep in report["sweeps"].items():
+        table = sweep_table({int(n): rows for n, rows in sweep.items()})
+        lines += [f"### Sample-count sweep: {key}", "", sweep_note, "", table, ""]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, generated: str) -> None:
+    """Replace the generated part of BENCHMARKS.md, keeping the hand-written text around it."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
+    block = f"{BEGIN}\n{generated}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- main
+
+def parse_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"sample counts must be positive, got {text!r}")
+    return counts
+
+
+def parse_list(choices):
+    def parse(text: str) -> list[str]:
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [item for item in items if item not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+MODEL_KEYS = ("efficientnet_lite0", "ppocr_det", "ppocr_rec", "ppocr_cls")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=parse_list(MODEL_KEYS), default=list(MODEL_KEYS),
+                        help="comma-separated models (default: all)")
+    parser.add_argument("--tools", type=parse_list(TOOLS), default=list(TOOLS),
+                        help="comma-separated runs (default: all)")
+    parser.add_argument("--calib-samples", type=int, default=100,
+                        help="calibration samples for the accuracy tables (default 100)")
+    parser.add_argument("--samples", type=parse_counts, default=[100, 200, 1000],
+                        help="sample counts of the sweep (default 100,200,1000)")
+    parser.add_argument("--sweep-models", type=parse_list(MODEL_KEYS),
+                        default=["efficientnet_lite0"], help="models swept (default EfficientNet)")
+    parser.add_argument("--batch-size", type=int, default=10,
+                        help="batch size of every run (default 10; sample counts are cut to a "
+                             "multiple of it)")
+    parser.add_argument("--det-size", type=int, default=320,
+                        help="PP-OCR detector input side, a multiple of 32 (default 320)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument("--mem-limit-gb", type=float, default=20.0, help="resident GiB per run")
+    parser.add_argument("--workdir", type=Path, default=REPO / "out" / "bench")
+    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 10 samples, 160x160 detector input, no sweep, "
+                             "BENCHMARKS.md untouched")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.calib_samples < 1:
+        parser.error("--batch-size and --calib-samples must be positive")
+    if args.det_size < 32 or args.det_size % 32:
+        parser.error("--det-size must be a positive multiple of 32")
+    if args.quick:
+        args.calib_samples = min(args.calib_samples, 10)
+        args.det_size = min(args.det_size, 160)
+        args.samples = []
+        args.timeout = min(args.timeout, 300.0)
+        args.no_write = True
+    return args
+
+
+def usable_count(wanted: int, available: int | None, batch_size: int) -> int:
+    """Samples actually used: at most what is available (None: repeat freely), cut down to a
+    multiple of the batch size, because onnxruntime's Entropy and Percentile calibrators stack
+    all batches into one array and fail on a shorter last batch."""
+    count = wanted if available is None else min(wanted, available)
+    return max(batch_size, count - count % batch_size)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    cases = build_cases(args, log)
+    if not cases:
+        log("nothing to measure: run `bash scripts/fetch_models.sh` first")
+        return 1
+    log(f"machine: {machine_description()}")
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
+              "command": " ".join(["python scripts/bench.py", *map(shlex.quote, argv or sys.argv[1:])]),
+              "batch_size": args.batch_size, "timeout": args.timeout,
+              "mem_limit_gb": args.mem_limit_gb, "cases": [], "sweeps": {}}
+    for case in cases:
+        count = usable_count(args.calib_samples, len(case.calib_pool), args.batch_size)
+        log(f"{case.title}: calibrating on {count} samples")
+        rows = measure_all(case, case.calib_pool, count, args, log)
+        metrics = evaluate(case, rows, args)
+        report["cases"].append({"key": case.key, "title": case.title, "task": case.task,
+                                "model": str(case.model.relative_to(REPO)) if case.model.is_relative_to(REPO) else str(case.model),
+                                "calib_samples": count, "describe": case.describe, "rows": rows,
+                                "metrics": metrics})
+        print(f"\n{case.title}, {count} calibration samples\n"
+              f"{case_table(case.task, rows, metrics)}\n", flush=True)
+        if case.key in args.sweep_models and args.samples:
+            sweep, failed = {}, {}
+            pool = case.sweep_pool or case.calib_pool
+            for wanted in args.samples:
+                n = usable_count(wanted, None, args.batch_size)
+                if n == count and pool[:count] == case.calib_pool[:count]:
+                    sweep[n] = rows  # the accuracy run above already measured this set
+                else:
+                    log(f"{case.key}: sweep at {n} samples")
+                    sweep[n] = measure_all(case, pool, n, args, log, failed)
+                for tool in args.tools:
+                    row = sweep[n][tool]
+                    if row["status"] in ("timeout", "OOM") and tool not in failed:
+                        failed[tool] = f"{row['status']} at {n}"
+            report["sweeps"][case.key] = sweep
+            print(f"\nsweep {case.key}\n{sweep_table(sweep)}\n", flush=True)
+    report["minutes"] = (time.perf_counter() - start) / 60
+    (args.workdir / "report.json").write_text(json.dumps(report, indent=1))
+    text = render(report)
+    if not args.no_write:
+        write_markdown(args.output, text)
+        log(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -159,8 +159,10 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             continue
         tensor_type = value.type.tensor_type
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        # Some exporters (Paddle2ONNX) write -1 as a dim_value for a dynamic axis.
         shape = tuple(
-            dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
+            dim.dim_value if dim.HasField("dim_value") and dim.dim_value >= 0
+            else (dim.dim_param or None)
             for dim in tensor_type.shape.dim
         )
         specs.append(InputSpec(value.name, dtype, shape))

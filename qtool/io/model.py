@@ -4,7 +4,6 @@ atomic writes, opset upgrades and the input signature other steps check data aga
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from onnx import external_data_helper, helper
 
 from qtool.errors import QtoolError
 from qtool.io.hashing import sha256_file
+from qtool.io.payloads import check_tensor_payloads
 
 # Protobuf cannot serialise a message of 2 GiB or more; above this size weights go to a .data file.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -44,20 +44,31 @@ def _external_locations(model: onnx.ModelProto) -> list[str]:
 
 
 def check_external_paths(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
-    """Refuse external-data locations that escape the model's folder (absolute, '..', symlinks)."""
+    """Refuse external-data locations that are absolute, contain '..', go through a symbolic link,
+    resolve outside the model's folder or are not regular files; returns the resolved files."""
     base = base_dir.resolve()
     paths = []
     for location in sorted(set(_external_locations(model))):
-        if not location or os.path.isabs(location) or Path(location).is_absolute():
+        if not location or "\x00" in location:
+            raise QtoolError(f"refusing external data location {location!r}: it must be a file name")
+        if os.path.isabs(location) or Path(location).is_absolute():
             raise QtoolError(f"refusing external data location {location!r}: it must be a relative path")
         if ".." in Path(location).parts:
             raise QtoolError(f"refusing external data location {location!r}: it leaves the model's folder")
         full = (base_dir / location)
+        # onnx will not read through a symbolic link either; say so before anything is tried
+        step = base_dir
+        for part in Path(location).parts:
+            step = step / part
+            if step.is_symlink():
+                raise QtoolError(f"refusing external data location {location!r}: "
+                                 f"{step.relative_to(base_dir)} is a symbolic link")
         resolved = full.resolve()
-        if base not in resolved.parents:
+        if resolved != base and base not in resolved.parents:
             raise QtoolError(f"refusing external data location {location!r}: it resolves outside {base_dir}")
         if not resolved.is_file():
-            raise QtoolError(f"external data file not found: {full}")
+            what = "is not a regular file" if resolved.exists() else "not found"
+            raise QtoolError(f"external data file {what}: {full}")
         paths.append(resolved)
     return paths
 
@@ -74,6 +85,7 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
     if not model.graph.node and not model.graph.output:
         raise QtoolError(f"{path} is not an ONNX model (no graph)")
     check_external_paths(model, path.parent)
+    check_tensor_payloads(model, path.parent, str(path))
     if load_weights and _external_locations(model):
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))
@@ -85,7 +97,10 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
 def model_sha256(path: str | os.PathLike) -> str:
     """sha256 of the model file; with external data, of the file and its data files in order."""
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise QtoolError(f"cannot read {path} as an ONNX model: {_first_line(exc)}") from None
     data_files = check_external_paths(model, path.parent)
     if not data_files:
         return sha256_file(path)

@@ -96,7 +96,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
               on_start: Callable[[int | None], None] | None = None) -> CalibrateResult:
     """Calibrate one model on one data set; nothing is written (see calibfile.write_calibration)."""
     options.validate()
-    model = load_model(model_path)
+    # Only the graph is needed here: onnxruntime reads external weights straight from their files.
+    model = load_model(model_path, load_weights=False)
     specs = input_specs(model)
     if data_path is None and options.loader_script is None:
         raise UsageError("give calibration data with --data PATH (or --data-loader-script FILE)")
@@ -107,7 +108,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
         on_start(source.num_samples)
     tensors = tensors_to_observe(model)
     run = collect_histograms(model, source, tensors, bins=options.bins,
-                             shard=parse_shard(options.shard), on_batch=on_batch)
+                             shard=parse_shard(options.shard), on_batch=on_batch,
+                             external_dir=Path(model_path).parent)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,

@@ -24,15 +24,19 @@ class OnnxRunner:
     def __init__(self, model: onnx.ModelProto | str | os.PathLike, label: str | None = None,
                  intra_op_threads: int = 0, extra_inputs: tuple[str, ...] = ()):
         """`extra_inputs`: graph inputs fed through run(extra=...), not from the data."""
+        external_dir = None
         if isinstance(model, onnx.ModelProto):
             self.model = model
             self.label = label or "the model"
         else:
-            self.model = load_model(model)
+            # The graph only: onnxruntime reads external weights from the model's own folder.
+            self.model = load_model(model, load_weights=False)
             self.label = label or str(model)
+            external_dir = Path(model).parent
         self._specs = [spec for spec in input_specs(self.model) if spec.name not in extra_inputs]
         self._outputs = [value.name for value in self.model.graph.output]
-        self.session = create_session(self.model, intra_op_threads=intra_op_threads)
+        self.session = create_session(self.model, intra_op_threads=intra_op_threads,
+                                      external_dir=external_dir)
         known = {value.name for value in self.session.get_inputs()}
         # onnxruntime may drop unused graph inputs; feed only what the session takes.
         self._feed_names = [spec.name for spec in self._specs if spec.name in known]

@@ -97,7 +97,7 @@ def quantize(ctx, **params):
         conv_transpose_per_tensor=params["conv_transpose_per_tensor"],
         high_precision=params["high_precision"],
     )
-    quantized, summary = quantize_model(model, calibration.amax, options)
+    quantized, summary = quantize_model(model, calibration.amax, options, in_place=True)
     record_provenance(quantized, source_sha256=sha256, calibration_method=calibration.method,
                       options=options.to_dict())
     for pattern in summary.unmatched_excludes:

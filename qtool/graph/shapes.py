@@ -3,7 +3,7 @@
 Shape inference serialises the model; with its weights that is slow for large models and
 impossible above protobuf's 2 GB limit. Inference needs only the weights' dtypes and dims (and
 the values of small integer tensors such as Reshape targets), so it runs on a skeleton: the same
-graph with the data of large float tensors dropped.
+graph with the data of large tensors dropped.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
-from qtool.graph.types import FLOAT_TYPES
 
-# Float tensors up to this many elements keep their data (shape inference may read small ones).
+# Tensors up to this many elements keep their data (shape inference may read small ones).
 KEEP_DATA_ELEMENTS = 1024
 
 
@@ -36,7 +35,8 @@ def _num_elements(tensor: TensorProto) -> int:
 
 def _light_tensor(tensor: TensorProto) -> TensorProto:
     is_external = tensor.data_location == TensorProto.EXTERNAL
-    if tensor.data_type in FLOAT_TYPES and (is_external or _num_elements(tensor) > KEEP_DATA_ELEMENTS):
+    # Inference reads only small constants (shapes, axes, pads); INT8 weights are dropped too.
+    if is_external or _num_elements(tensor) > KEEP_DATA_ELEMENTS:
         light = TensorProto(name=tensor.name, data_type=tensor.data_type)
         light.dims.extend(tensor.dims)
         return light

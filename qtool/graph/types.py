@@ -9,11 +9,15 @@ FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, Ten
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference where it works (over 2 GB on the weightless skeleton); else the model."""
+    """Shape inference where it works, on the weightless skeleton first; else the model.
+
+    The result describes types and shapes (graph inputs, outputs, value_info); its large float
+    initializers carry no data. Inference on the full model would serialise every weight twice
+    over (and cannot at all above 2 GB), for nothing: it reads only small integer constants.
+    """
     from qtool.graph.shapes import inference_skeleton  # it imports this module
 
-    # The full model first; over 2 GB it cannot be serialised, but its weightless skeleton can.
-    for attempt in (lambda: model, lambda: inference_skeleton(model)):
+    for attempt in (lambda: inference_skeleton(model), lambda: model):
         try:
             return onnx.shape_inference.infer_shapes(attempt(), strict_mode=False)
         except Exception:  # noqa: BLE001, S112 - custom ops, malformed parts, protobuf size limit

@@ -13,6 +13,7 @@ import onnx
 from onnx import external_data_helper, helper
 
 from qtool.errors import QtoolError
+from qtool.io.external import save_external, stored_nbytes
 from qtool.io.hashing import sha256_file
 from qtool.io.payloads import check_tensor_payloads
 
@@ -113,9 +114,11 @@ def model_sha256(path: str | os.PathLike) -> str:
 
 
 def weights_nbytes(model: onnx.ModelProto) -> int:
+    """Bytes of tensor data held in memory (external data that is not loaded counts 0)."""
     total = 0
     for tensor in external_data_helper._get_all_tensors(model):
-        total += len(tensor.raw_data) if tensor.HasField("raw_data") else 0
+        # raw_data's size from dims and type: reading the field would copy it
+        total += stored_nbytes(tensor) if tensor.HasField("raw_data") else 0
         total += 4 * (len(tensor.float_data) + len(tensor.int32_data))
         total += 8 * (len(tensor.int64_data) + len(tensor.double_data))
     return total
@@ -133,10 +136,7 @@ def save_model(model: onnx.ModelProto, target: str | os.PathLike, external: bool
         tmp_model = Path(tmp) / target.name
         data_name = target.name + ".data"
         if external:
-            onnx.save_model(model, str(tmp_model), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-            # save_model rewrites the tensors in place to point at the file; put them back in memory
-            external_data_helper.load_external_data_for_model(model, tmp)
+            save_external(model, tmp_model, data_name)  # leaves `model` as it is
             os.replace(Path(tmp) / data_name, parent / data_name)
         else:
             onnx.save_model(model, str(tmp_model))

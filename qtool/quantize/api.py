@@ -32,16 +32,21 @@ def refuse_quantized(model: onnx.ModelProto) -> None:
 
 
 def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
-                   options: QuantizeOptions | None = None) -> tuple[onnx.ModelProto, QuantizeSummary]:
+                   options: QuantizeOptions | None = None,
+                   in_place: bool = False) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """Insert Q/DQ following TensorRT's placement rules; returns (new model, summary).
 
     `amax` maps activation tensor names to calibrated amax values; nodes whose activations have
-    none are left in high precision and reported in the summary.
+    none are left in high precision and reported in the summary. `in_place=True` rewrites `model`
+    itself instead of a copy: for callers that no longer need it, it saves a copy of the weights.
     """
     options = (options or QuantizeOptions()).validate()
     refuse_quantized(model)
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
+    if in_place:
+        work = model
+    else:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
     opset_in = opset_version(work)
     work = ensure_opset(work, MIN_OPSET)
 

@@ -66,14 +66,21 @@ class NameAllocator:
         return self._unique(base, self.nodes)
 
 
-def _weight_values(model: onnx.ModelProto, names) -> dict[str, np.ndarray]:
+def _weight_sources(model: onnx.ModelProto, names) -> dict:
+    """name -> the initializer or Constant node holding it; values are read one at a time, so a
+    large model's weights are never all in memory twice."""
     wanted = set(names)
-    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
-              if init.name in wanted}
+    sources = {init.name: init for init in model.graph.initializer if init.name in wanted}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output[0] in wanted:
-            values[node.output[0]] = constant_node_value(node)
-    return values
+            sources[node.output[0]] = node
+    return sources
+
+
+def _weight_value(source) -> np.ndarray:
+    if isinstance(source, onnx.NodeProto):
+        return constant_node_value(source)
+    return numpy_helper.to_array(source)
 
 
 class _Inserter:
@@ -123,9 +130,9 @@ class _Inserter:
             stats.activation_pairs += 1
 
     def weights(self, stats: InsertStats, store_int8: bool) -> None:
-        values = _weight_values(self.model, self.plan.weights)
+        sources = _weight_sources(self.model, self.plan.weights)
         for tensor, spec in self.plan.weights.items():
-            weight = values[tensor]
+            weight = _weight_value(sources[tensor])
             scales = weight_scales(weight, spec.axis)
             scale, zero = self._scale_and_zero(tensor, scales)
             if store_int8:

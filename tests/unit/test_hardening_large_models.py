@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
-import qtool.calib.runner as runner
+from qtool.calib import runner
 from qtool.calibrate import CalibrateOptions, calibrate
 from qtool.graph.types import infer_shapes, tensor_elem_types
 from qtool.io.external import ALIGN, save_external

@@ -1,0 +1,172 @@
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "demo"
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture
+def demo_copy(tmp_path):
+    """The demo model and data in a temporary folder, and a config in a subfolder beside them,
+    so every path in the config is relative to the config file, not to the working directory."""
+    assets = tmp_path / "assets"
+    (assets / "data").mkdir(parents=True)
+    shutil.copy(DEMO / "digits_cnn.onnx", assets)
+    for name in ("calib.npz", "test.npz", "test_labels.npy"):
+        shutil.copy(DEMO / "data" / name, assets / "data")
+    (tmp_path / "configs").mkdir()
+    return tmp_path
+
+
+def write_config(root: Path, extra_compare: str = "", extra: str = "") -> Path:
+    config = root / "configs" / "ci.toml"
+    config.write_text(f"""
+[pipeline]
+model = "../assets/digits_cnn.onnx"
+output_dir = "../out"
+
+[calibrate]
+data = "../assets/data/calib.npz"
+method = "percentile"
+
+[compare]
+data = "../assets/data/test.npz"
+labels = "../assets/data/test_labels.npy"
+batch_size = 100
+max_top1_drop = 1.0
+min_agreement = 98.0
+{extra_compare}
+{extra}
+""")
+    return config
+
+
+def test_repository_demo_config_end_to_end(qtool, tmp_path):
+    out = tmp_path / "demo-out"
+    result = qtool("pipeline", REPO / "configs" / "demo.toml", "-o", out)
+    assert result.code == 0, result.err + result.out
+    for name in ("digits_cnn.calib.json", "digits_cnn.calib.npz", "digits_cnn.int8.onnx",
+                 "check.json", "compare.json", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] is True and summary["exit_status"] == 0
+    assert summary["method"] == "percentile"
+    assert summary["model"]["sha256"] == json.loads((DEMO / "demo.json").read_text())[
+        "sha256"]["digits_cnn.onnx"]
+    assert set(summary["tools"]) >= {"qtool", "onnx", "onnxruntime", "numpy"}
+    metrics = summary["metrics"]["compare"]
+    assert metrics["fp32_top1_percent"] == pytest.approx(100 * 534 / 540)
+    assert metrics["top1_drop_points"] <= 1.0 and metrics["top1_agreement_percent"] >= 98.0
+    assert [g["gate"] for g in summary["gates"]] == ["max_top1_drop", "min_agreement"]
+    assert all(g["passed"] for g in summary["gates"])
+    assert all(step["seconds"] >= 0 for step in summary["steps"].values())
+    assert "FP32 top-1 98.89%" in result.out and "gate passed" in result.out
+
+
+def test_metrics_are_those_of_the_saved_int8_model(qtool, demo_copy):
+    config = write_config(demo_copy)
+    assert qtool("pipeline", config).code == 0
+    out = demo_copy / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    test = np.load(demo_copy / "assets" / "data" / "test.npz")["input"]
+    labels = np.load(demo_copy / "assets" / "data" / "test_labels.npy")
+
+    def top1(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {"input": test[i:i + 100]})[0].argmax(1)
+                               for i in range(0, len(test), 100)])
+
+    fp32, int8 = top1(demo_copy / "assets" / "digits_cnn.onnx"), top1(out / "digits_cnn.int8.onnx")
+    metrics = summary["metrics"]["compare"]
+    assert metrics["fp32_top1_percent"] == pytest.approx(100 * np.mean(fp32 == labels))
+    assert metrics["int8_top1_percent"] == pytest.approx(100 * np.mean(int8 == labels))
+    assert metrics["top1_agreement_percent"] == pytest.approx(100 * np.mean(fp32 == int8))
+
+
+def test_rerun_reuses_the_calibration_until_something_changes(qtool, demo_copy):
+    config = write_config(demo_copy)
+    first = qtool("pipeline", config)
+    assert first.code == 0, first.err
+    calib = demo_copy / "out" / "digits_cnn.calib.json"
+    stamp = calib.stat().st_mtime_ns
+    key = json.loads(calib.read_text())["config"]["cache_key"]
+    second = qtool("pipeline", config)
+    assert second.code == 0
+    assert "calibrate       reused" in second.out and "unchanged" in second.out
+    assert calib.stat().st_mtime_ns == stamp
+    summary = json.loads((demo_copy / "out" / "summary.json").read_text())
+    assert summary["steps"]["calibrate"]["status"] == "reused"
+    assert summary["steps"]["calibrate"]["cache_key"] == key
+    # forced, or with other calibration data: calibrated again
+    assert "calibrate       ok" in qtool("pipeline", config, "--force-calibrate").out
+    data = demo_copy / "assets" / "data" / "calib.npz"
+    arrays = dict(np.load(data))
+    arrays["input"] = arrays["input"][:128]
+    np.savez(data, **arrays)
+    third = qtool("pipeline", config)
+    assert "calibrate       ok" in third.out
+    assert json.loads(calib.read_text())["config"]["cache_key"] != key
+    assert json.loads(calib.read_text())["num_samples"] == 128
+
+
+def test_failing_gate_exits_3_and_skips_the_build(qtool, demo_copy):
+    config = write_config(demo_copy, extra_compare="min_sqnr = 90.0")
+    result = qtool("pipeline", config)
+    assert result.code == 3
+    assert result.err.startswith("error: accuracy gate failed: sqnr_db[logits] ")
+    assert "< 90 (--min-sqnr)" in result.err
+    summary = json.loads((demo_copy / "out" / "summary.json").read_text())
+    assert summary["passed"] is False and summary["exit_status"] == 3
+    assert summary["steps"]["compare"]["status"] == "gate_failed"
+    assert summary["steps"]["build"]["status"] == "skipped"
+    assert "gate FAILED" in result.out
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT installed")
+def test_required_build_without_tensorrt_fails_clearly(qtool, demo_copy):
+    config = write_config(demo_copy, extra="[build]\nrequired = true\n")
+    result = qtool("pipeline", config)
+    assert result.code == 1
+    assert result.err.startswith("error: [build] required = true but TensorRT is not available")
+    summary = json.loads((demo_copy / "out" / "summary.json").read_text())
+    assert summary["steps"]["build"]["status"] == "failed"
+    assert summary["steps"]["compare"]["status"] == "ok"
+    # not required: skipped, and the pipeline passes
+    config = write_config(demo_copy, extra="[build]\nrequired = false\n")
+    result = qtool("pipeline", config)
+    assert result.code == 0 and "build           skipped" in result.out
+
+
+def test_config_errors(qtool, demo_copy):
+    config = write_config(demo_copy, extra="[compare2]\nx = 1\n")
+    result = qtool("pipeline", config)
+    assert result.code == 2 and "unknown table [compare2]" in result.err
+    config = write_config(demo_copy, extra_compare="min_agreemnt = 99.0")
+    result = qtool("pipeline", config)
+    assert result.code == 2 and "unknown key 'min_agreemnt' in [compare]" in result.err
+    config = write_config(demo_copy, extra_compare="num_samples = \"ten\"")
+    assert "must be an integer" in qtool("pipeline", config).err
+    config.write_text("[pipeline]\nmodel = 'missing.onnx'\n")
+    result = qtool("pipeline", config)
+    assert result.code == 1 and "model not found" in result.err
+    assert (config.parent / "out" / "ci" / "summary.json").is_file()
+    result = qtool("pipeline", demo_copy / "none.toml")
+    assert result.code == 1 and "config file not found" in result.err
+
+
+def test_quantize_table_and_exclude_file_relative_to_config(qtool, demo_copy):
+    (demo_copy / "configs" / "keep.txt").write_text("# keep the head in FP32\nfc\n")
+    config = write_config(demo_copy, extra='[quantize]\nexclude_file = "keep.txt"\n'
+                                             'exclude = ["head.matmul"]\n')
+    result = qtool("pipeline", config, "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    skipped = {s["node"]: s["reason"] for s in summary["steps"]["quantize"]["skipped"]}
+    assert skipped["fc"] == "excluded_name" and skipped["head.matmul"] == "excluded_name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -44,7 +45,8 @@ def apply_config(ctx: click.Context, params: dict, config_path, table: str) -> t
     """Fill every option the user did not pass on the command line from `[table]` of the config.
 
     Returns (params, whole config). Unknown keys in the table are a usage error, so a typo in a
-    config never silently does nothing.
+    config never silently does nothing. Relative file paths in the config name files beside the
+    config file (as `qtool pipeline` reads them), whatever the working directory.
     """
     config = load_config(config_path)
     values = section(config, table)
@@ -62,7 +64,17 @@ def apply_config(ctx: click.Context, params: dict, config_path, table: str) -> t
                 params[name] = param.type_cast_value(ctx, value)
             except click.BadParameter as exc:
                 raise UsageError(f"[{table}] {key} in {config_path}: {exc.message}") from None
+            if isinstance(param.type, click.Path):
+                params[name] = _beside_config(config_path, params[name])
     return params, config
+
+
+def _beside_config(config_path, value):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_beside_config(config_path, item) for item in value)
+    if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+        return os.path.join(os.path.dirname(os.path.abspath(config_path)), value)
+    return value
 
 
 def emit(result: dict, as_json: bool, text: str) -> None:

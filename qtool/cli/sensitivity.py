@@ -4,6 +4,7 @@ target find the fewest layers to keep in high precision (an exclusion file for `
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -86,7 +87,8 @@ def sensitivity(ctx, **params):
         raise UsageError("missing --data PATH (or --data-loader-script FILE)")
     if params["top"] < 0:
         raise UsageError("--top must be 0 or more")
-    quantize = quantize_options(section(config, "quantize"))
+    config_dir = Path(params["config_path"]).resolve().parent if params["config_path"] else None
+    quantize = quantize_options(section(config, "quantize"), config_dir)
     excludes = list(quantize.exclude) + list(params["exclude"])
     if params["exclude_file"]:
         excludes += read_exclude_file(params["exclude_file"])

@@ -139,6 +139,14 @@ def test_config_table_sets_gates(qtool, setup, tmp_path):
     config.write_text("[compare]\nmin_sqnr = 500.0\nbatch_size = 4\n")
     result = qtool("compare", ref, cand, "--data", data, "--config", config)
     assert result.code == 3 and "(--min-sqnr)" in result.err
+    # relative paths in a config name files beside it, not in the working directory
+    (tmp_path / "sub").mkdir()
+    config = tmp_path / "sub" / "rel.toml"
+    config.write_text(f'[compare]\ndata = "../{data.name}"\noutput = "report.json"\n')
+    assert data.parent == tmp_path
+    result = qtool("compare", ref, cand, "--config", config)
+    assert result.code == 0, result.err
+    assert (tmp_path / "sub" / "report.json").is_file()
     # a flag overrides the config
     assert qtool("compare", ref, cand, "--data", data, "--config", config, "--min-sqnr", -50).code == 0
 

@@ -26,3 +26,17 @@ class GateFailed(QtoolError):
     """An accuracy threshold was not met: exit status 3."""
 
     exit_code = 3
+
+
+class Interrupted(SystemExit):
+    """Ctrl-C (SIGINT) or SIGTERM: the command ends with status 128 + the signal's number.
+
+    A SystemExit rather than a KeyboardInterrupt, so that neither `except Exception` on the way
+    out nor click's own Ctrl-C handling (which prints a blank line) gets in between.
+    """
+
+    @property
+    def signal_name(self) -> str:
+        import signal
+
+        return "interrupted" if self.code == 128 + signal.SIGINT else "terminated"

@@ -109,22 +109,30 @@ def histogram_path_for(calib_path: str | os.PathLike) -> Path:
 
 def write_calibration(calib: Calibration, path: str | os.PathLike,
                       histograms: dict[str, AbsHistogram] | None = None) -> None:
-    """Write the JSON (and the histogram .npz beside it) atomically; npz first, JSON last."""
+    """Write the JSON (and the histogram .npz beside it) atomically.
+
+    Both are complete in temporary files before either is renamed into place (npz first, JSON
+    last), so an interruption or error leaves neither, or at worst a new npz beside the old JSON
+    (which then refuses it by its sha256), never a JSON without its histograms.
+    """
     path = Path(path)
-    if histograms:
-        npz_path = histogram_path_for(path)
-        arrays = {}
-        for index, name in enumerate(calib.tensors):
-            key = f"t{index}"
-            calib.tensors[name].key = key
-            for part, value in histograms[name].to_arrays().items():
-                arrays[f"{key}/{part}"] = np.asarray(value)
-        with atomic_path(npz_path) as tmp:
-            with open(tmp, "wb") as handle:
+    if not histograms:
+        write_json(path, to_dict(calib))
+        return
+    npz_path = histogram_path_for(path)
+    arrays = {}
+    for index, name in enumerate(calib.tensors):
+        key = f"t{index}"
+        calib.tensors[name].key = key
+        for part, value in histograms[name].to_arrays().items():
+            arrays[f"{key}/{part}"] = np.asarray(value)
+    with atomic_path(path) as json_tmp:
+        with atomic_path(npz_path) as npz_tmp:
+            with open(npz_tmp, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
-        calib.histogram_file = npz_path.name
-        calib.histogram_sha256 = sha256_file(npz_path)
-    write_json(path, to_dict(calib))
+            calib.histogram_file = npz_path.name
+            calib.histogram_sha256 = sha256_file(npz_tmp)
+            write_json(json_tmp, to_dict(calib))
 
 
 def to_dict(calib: Calibration) -> dict:

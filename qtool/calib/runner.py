@@ -8,6 +8,7 @@ numpy both release the GIL). Memory is O(tensors x bins) plus a couple of batche
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import queue
@@ -121,20 +122,33 @@ def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(entry) -> bool:
+        """Queue an entry unless the consumer has gone (then a full queue would block forever)."""
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
+        iterator = iter(())
         try:
-            for item in iterable:
-                while not stop.is_set():
-                    try:
-                        items.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            iterator = iter(iterable)
+            for item in iterator:
+                if not put((True, item)):
                     return
-            items.put((True, _DONE))
+            put((True, _DONE))
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            items.put((False, exc))
+            put((False, exc))
+        finally:
+            # A consumer that stopped early leaves a half-read source: close it here, in the one
+            # thread that runs it, so its own clean-up (files, decoder threads) runs now.
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # its clean-up must not mask anything
+                    close()
 
     thread = threading.Thread(target=produce, daemon=True, name="qtool-prefetch")
     thread.start()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
 
 import click
 
 from qtool import __version__
-from qtool.errors import QtoolError
+from qtool.errors import Interrupted, QtoolError
 
 # command name -> "module:attribute"; each module holds one thin click command.
 COMMANDS = {
@@ -61,15 +62,33 @@ def cli():
     """
 
 
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
+def _interrupt(signum, frame):
+    raise Interrupted(128 + signum)
+
+
+def _install_signal_handlers() -> dict:
+    """Ctrl-C and SIGTERM raise Interrupted in the main thread; returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def main(argv=None) -> None:
     """Console entry point: user errors become one line on stderr and an exit status."""
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = _install_signal_handlers()
+    try:
+        _run(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(argv) -> None:
     try:
         status = cli.main(args=argv, prog_name="qtool", standalone_mode=False)
+    except Interrupted as exc:
+        click.echo(exc.signal_name, err=True)
+        sys.exit(exc.code)
     except QtoolError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -82,10 +101,6 @@ def main(argv=None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except SystemExit as exc:
-        if isinstance(exc.code, int) and exc.code in (128 + signal.SIGTERM,):
-            click.echo("terminated", err=True)
-        raise
     # click returns the exit code of `ctx.exit(n)` / --help; commands themselves return None.
     sys.exit(status if isinstance(status, int) else 0)
 

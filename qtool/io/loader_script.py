@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from qtool.errors import QtoolError
+from qtool.errors import Interrupted, QtoolError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def _where_in_script(exc: BaseException, script: Path) -> str:
 
 
 def script_error(exc: BaseException, script: Path, doing: str) -> QtoolError:
+    if isinstance(exc, Interrupted):
+        raise exc  # Ctrl-C or SIGTERM while the script ran is not the script's failure
     log.debug("traceback of the loader script error:\n%s",
               "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

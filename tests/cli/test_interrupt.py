@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.tiny_models import conv_relu_gemm, save
@@ -25,7 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 # hands histograms to the worker thread).
 LOADER = '''
 import os, time
-import numpy as np
 
 def load_data():
     marker, delay = os.environ["QTOOL_TEST_MARKER"], float(os.environ["QTOOL_TEST_DELAY"])
@@ -107,7 +105,7 @@ def test_an_uninterrupted_run_writes_everything(workdir):
     """The same command, made finite with --num-samples, completes: the test above is no fluke."""
     tmp_path, model = workdir
     process = start_calibration(tmp_path, model, 0.0, "--num-samples", "40", "-q")
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "net.cache", "net.calib.json", "net.calib.npz"]

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 # hands histograms to the worker thread).
 LOADER = '''
 import os, time
+import numpy as np
 
 def load_data():
     marker, delay = os.environ["QTOOL_TEST_MARKER"], float(os.environ["QTOOL_TEST_DELAY"])

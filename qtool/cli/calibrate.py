@@ -51,14 +51,20 @@ def calibrate(ctx, **params):
     Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
     """
     from qtool.calibrate import CalibrateOptions, calibrate as run_calibration
-    from qtool.calib.calibfile import write_calibration
+    from qtool.calib.calibfile import histogram_path_for, write_calibration
     from qtool.io.atomic import refuse_overwrite_input
 
     params, config = apply_config(ctx, params, params["config_path"], "calibrate")
     setup_logging(params["verbose"], params["quiet"])
     model = params["model"]
     output = Path(params["output"] or default_output(model))
-    refuse_overwrite_input(output, model, params["data"])
+    inputs = (model, params["data"], params["loader_script"], params["from_trt_cache"])
+    for target in (output, histogram_path_for(output), params["trt_cache"]):
+        if target is not None:
+            refuse_overwrite_input(target, *inputs)
+    if params["trt_cache"] and Path(params["trt_cache"]).resolve() in (
+            output.resolve(), histogram_path_for(output).resolve()):
+        raise UsageError(f"--trt-cache {params['trt_cache']} is the calibration file's own path")
     if params["from_trt_cache"]:
         return _from_trt_cache(model, params, output)
 

@@ -66,7 +66,7 @@ def quantize(ctx, **params):
     """
     from qtool.calib.calibfile import check_model_match, read_calibration
     from qtool.io.atomic import refuse_overwrite_input
-    from qtool.io.model import load_model, model_sha256, save_model
+    from qtool.io.model import load_model, model_sha256, refuse_overwrite_model_data, save_model
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
     from qtool.quantize.exclude import read_exclude_file
     from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions
@@ -78,6 +78,8 @@ def quantize(ctx, **params):
         raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
     output = Path(params["output"] or default_output(model_path))
     refuse_overwrite_input(output, model_path, params["calib"], params["exclude_file"])
+    refuse_overwrite_input(f"{output}.data", model_path, params["calib"], params["exclude_file"])
+    refuse_overwrite_model_data(model_path, output, f"{output}.data")
 
     model = load_model(model_path)
     refuse_quantized(model)  # before the calibration check: the more useful message

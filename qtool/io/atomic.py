@@ -49,8 +49,15 @@ def write_json(target: str | os.PathLike, obj) -> None:
 
 
 def refuse_overwrite_input(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
-    """Refuse an output path that is one of the inputs (never modify an input)."""
+    """Refuse an output path that is one of the inputs, or an existing file inside an input
+    folder (never modify an input)."""
     out = Path(output).resolve()
     for path in inputs:
-        if path is not None and Path(path).exists() and Path(path).resolve() == out:
+        if path is None or not Path(path).exists():
+            continue
+        source = Path(path).resolve()
+        if source == out:
             raise QtoolError(f"output {output} would overwrite the input {path}; choose another -o")
+        if source.is_dir() and source in out.parents and out.exists():
+            raise QtoolError(f"output {output} would overwrite a file in the input folder {path}; "
+                             f"choose another -o")

@@ -113,6 +113,23 @@ def model_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def refuse_overwrite_model_data(model_path: str | os.PathLike, *outputs: str | os.PathLike) -> None:
+    """Refuse outputs that are external data files of the model (only an output that exists
+    already can be one, so the model is parsed only then)."""
+    existing = [Path(out) for out in outputs if out is not None and Path(out).exists()]
+    if not existing:
+        return
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:
+        raise QtoolError(f"cannot read {model_path} as an ONNX model: {_first_line(exc)}") from None
+    data_files = set(check_external_paths(model, Path(model_path).parent))
+    for out in existing:
+        if out.resolve() in data_files:
+            raise QtoolError(f"output {out} would overwrite the external data of the input "
+                             f"{model_path}; choose another -o")
+
+
 def weights_nbytes(model: onnx.ModelProto) -> int:
     """Bytes of tensor data held in memory (external data that is not loaded counts 0)."""
     total = 0

@@ -210,7 +210,8 @@ def render(result, top: int) -> str:
         target = target_text(result)
         lines.append("")
         lines.append(f"fallback for {target} on {result.eval_samples} samples: "
-                     f"{fallback.checks} checks in {seconds.get('fallback', 0):.1f}s")
+                     f"{fallback.checks} check{'s' if fallback.checks != 1 else ''} in "
+                     f"{seconds.get('fallback', 0):.1f}s")
         final = fallback.final.metrics
         if fallback.passed:
             lines.append(f"  {len(fallback.excluded)} of {len(result.layers)} layers in high "

@@ -1,11 +1,17 @@
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"
@@ -57,7 +63,8 @@ def test_repository_demo_config_end_to_end(qtool, tmp_path):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["passed"] is True and summary["exit_status"] == 0
-    assert summary["method"] == "percentile"
+    with open(REPO / "configs" / "demo.toml", "rb") as handle:
+        assert summary["method"] == tomllib.load(handle)["calibrate"]["method"]
     assert summary["model"]["sha256"] == json.loads((DEMO / "demo.json").read_text())[
         "sha256"]["digits_cnn.onnx"]
     assert set(summary["tools"]) >= {"qtool", "onnx", "onnxruntime", "numpy"}

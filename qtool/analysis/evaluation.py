@@ -90,7 +90,8 @@ class ReferenceSet:
 
     def __init__(self, reference_run: Callable[[Feeds], Mapping[str, np.ndarray]], source,
                  specs, *, labels: np.ndarray | None = None, logits: str | None = None,
-                 classification: bool = False, budget: int = DEFAULT_BUDGET):
+                 classification: bool = False, budget: int = DEFAULT_BUDGET,
+                 option: str = "--num-samples"):
         start = time.perf_counter()
         batches: list[Batch] = []
         self.samples = 0
@@ -105,8 +106,8 @@ class ReferenceSet:
                 batch_labels = labels[self.samples:self.samples + count]
             used += sum(a.nbytes for a in feeds.values()) + sum(a.nbytes for a in outputs.values())
             if used > budget:
-                raise QtoolError(f"the evaluation samples take more than {budget >> 20} MiB of "
-                                 f"memory; use fewer samples")
+                raise QtoolError(f"the samples kept for evaluation take more than "
+                                 f"{budget >> 20} MiB of memory; use fewer ({option} N)")
             batches.append((feeds, outputs, batch_labels))
             self.samples += count
         if not batches:

@@ -140,14 +140,14 @@ def _default_batch(specs) -> int | None:
 
 
 def _reference_set(runner: OnnxRunner, data, options: SensitivityOptions, num_samples,
-                   batch_size):
+                   batch_size, option: str = "--num-samples"):
     """(ReferenceSet, its data source)."""
     specs = runner.input_specs
     source = open_data(data, specs, preprocess=options.preprocess or None, batch_size=batch_size,
                        num_samples=num_samples, loader_script=options.loader_script)
     labels = read_labels(options.labels, source) if options.labels else None
     reference = ReferenceSet(runner.run, source, specs, labels=labels, logits=options.logits,
-                             classification=options.classification)
+                             classification=options.classification, option=option)
     return reference, source
 
 
@@ -204,7 +204,7 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
             evaluation_set = sample
         else:
             evaluation_set, _ = _reference_set(reference_runner, data, options,
-                                               options.eval_samples, batch_size)
+                                               options.eval_samples, batch_size, "--eval-samples")
         result.eval_samples = evaluation_set.samples
         result.eval_fp32_top1 = evaluation_set.reference_accuracy()
         result.fallback = find_fallback(model, calibration.amax, options, result.ranking,

@@ -177,3 +177,49 @@ def test_quantize_table_and_exclude_file_relative_to_config(qtool, demo_copy):
     summary = json.loads(result.out)
     skipped = {s["node"]: s["reason"] for s in summary["steps"]["quantize"]["skipped"]}
     assert skipped["fc"] == "excluded_name" and skipped["head.matmul"] == "excluded_name"
+
+
+def test_build_and_engine_compare_steps_when_tensorrt_is_there(qtool, demo_copy, monkeypatch):
+    """The wiring of the build steps, with TensorRT stood in for: the 'engine' is the INT8
+    ONNX model run by onnxruntime, so its comparison must equal the ONNX comparison."""
+    from types import SimpleNamespace
+
+    import qtool.analysis.compare as compare_module
+    import qtool.backends.availability as availability
+    import qtool.backends.tensorrt.build as build_module
+    from qtool.backends.onnxruntime import OnnxRunner
+
+    built = {}
+
+    def fake_build(model_path, output, options):
+        built.update(model=Path(model_path), options=options)
+        Path(output).write_bytes(b"engine")
+        return SimpleNamespace(tensorrt_version="10.99", typing="weakly typed, INT8",
+                               build_seconds=0.5, engine_sha256="0" * 64)
+
+    real_open = compare_module.open_runner
+
+    def fake_open(path):
+        if str(path).endswith(".engine"):
+            return OnnxRunner(Path(path).with_suffix(".onnx"))
+        return real_open(path)
+
+    monkeypatch.setattr(availability, "tensorrt_component",
+                        lambda start_builder=True: availability.Component("tensorrt", True, "10.99"))
+    monkeypatch.setattr(build_module, "build_engine", fake_build)
+    monkeypatch.setattr(compare_module, "open_runner", fake_open)
+    config = write_config(demo_copy, extra='[build]\nrequired = true\nfp16 = true\n'
+                                           'shapes = ["input:1,1,8,8x100,1,8,8x100,1,8,8"]\n')
+    result = qtool("pipeline", config)
+    assert result.code == 0, result.err
+    out = demo_copy / "out"
+    assert built["model"] == out / "digits_cnn.int8.onnx"
+    assert built["options"].int8 and built["options"].fp16
+    assert built["options"].shapes == ["input:1,1,8,8x100,1,8,8x100,1,8,8"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["steps"]) == ["calibrate", "quantize", "check", "compare", "build",
+                                      "compare_engine"]
+    assert summary["steps"]["build"]["status"] == "ok"
+    assert summary["tools"]["tensorrt"] == "10.99"
+    assert summary["metrics"]["compare_engine"] == summary["metrics"]["compare"]
+    assert len(summary["gates"]) == 4 and (out / "compare_engine.json").is_file()

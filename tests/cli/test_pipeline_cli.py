@@ -185,8 +185,8 @@ def test_build_and_engine_compare_steps_when_tensorrt_is_there(qtool, demo_copy,
     from types import SimpleNamespace
 
     import qtool.analysis.compare as compare_module
-    import qtool.backends.availability as availability
     import qtool.backends.tensorrt.build as build_module
+    from qtool.backends import availability
     from qtool.backends.onnxruntime import OnnxRunner
 
     built = {}

@@ -430,7 +430,7 @@ class _Runner:
             preprocess=self.table("preprocess"),
             loader_script=None if script is None else str(script),
             labels=None if labels is None else str(labels), task=table.get("task"),
-            output=table.get("logits"),
+            logits=table.get("logits"),
             gates=Gates(number("min_sqnr"), number("min_cosine"), number("max_top1_drop"),
                         number("min_agreement")),
         )

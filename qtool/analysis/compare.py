@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -39,7 +38,7 @@ class CompareOptions:
     loader_script: str | None = None
     labels: str | None = None
     task: str | None = None          # "classification"; implied by labels
-    output: str | None = None        # classifier output (default: the first common output)
+    logits: str | None = None        # classifier output (default: the first common output)
     gates: Gates = field(default_factory=Gates)
 
     @property
@@ -239,7 +238,7 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
                              options.labels)
         classifier = None
         if options.classification:
-            output = options.output or names[0]
+            output = options.logits or names[0]
             if output not in names:
                 raise QtoolError(f"output {output!r} is not an output of both models "
                                  f"(they share {', '.join(names)})")
@@ -270,8 +269,3 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         batches=batches, outputs=outputs, classification=classifier, gate_results=gate_results,
         seconds=time.perf_counter() - start, skipped_outputs=skipped,
     )
-
-
-def default_report_name(candidate: str | os.PathLike) -> Path:
-    path = Path(candidate)
-    return path.with_name(path.stem + ".compare.json")

@@ -86,7 +86,7 @@ def compare(ctx, **params):
     options = CompareOptions(
         num_samples=params["num_samples"], batch_size=params["batch_size"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
-        labels=params["labels"], task=params["task"], output=params["logits"],
+        labels=params["labels"], task=params["task"], logits=params["logits"],
         gates=Gates(params["min_sqnr"], params["min_cosine"], params["max_top1_drop"],
                     params["min_agreement"]),
     )

@@ -31,6 +31,7 @@ failed, 1 when a step failed (check errors, a missing required TensorRT, bad dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -222,9 +223,13 @@ def calibration_key(model_sha256: str, options, fingerprint: dict) -> str:
 
 def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike | None = None,
                  force_calibrate: bool = False,
-                 on_step: Callable[[StepRecord], None] | None = None) -> PipelineResult:
+                 on_step: Callable[[StepRecord], None] | None = None,
+                 progress: Callable[[str], object] | None = None) -> PipelineResult:
     """Run every step; summary.json is written even when a step fails. Never raises for a failed
-    step or gate: the result's exit_status and error say what happened."""
+    step or gate: the result's exit_status and error say what happened.
+
+    `progress(label)` may return an object with begin(total), advance(samples) and finish(), told
+    about the batches of the calibrate and compare steps."""
     config_path = Path(config_path)
     config = load_config(config_path)
     check_tables(config, config_path)
@@ -239,7 +244,7 @@ def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike |
         out = paths.get("pipeline", "output_dir") or base / "out" / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
     result = PipelineResult(config_path, out, model_path)
-    runner = _Runner(config, paths, result, force_calibrate, on_step)
+    runner = _Runner(config, paths, result, force_calibrate, on_step, progress)
     try:
         runner.run()
     except QtoolError as exc:
@@ -250,6 +255,17 @@ def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike |
         result.info.setdefault("tools", _versions(result))
         write_json(result.summary_path, result.to_dict())
     return result
+
+
+class _NoProgress:
+    def begin(self, total) -> None:
+        pass
+
+    def advance(self, samples: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
 
 
 def _versions(result: PipelineResult) -> dict:
@@ -264,12 +280,13 @@ def _versions(result: PipelineResult) -> dict:
 
 class _Runner:
     def __init__(self, config: dict, paths: _Paths, result: PipelineResult, force_calibrate: bool,
-                 on_step):
+                 on_step, progress=None):
         self.config = config
         self.paths = paths
         self.result = result
         self.force_calibrate = force_calibrate
         self.on_step = on_step
+        self.progress = progress
         self.table = lambda name: config.get(name, {})
         stem = result.model_path.stem
         self.calib_path = result.output_dir / f"{stem}.calib.json"
@@ -294,6 +311,14 @@ class _Runner:
                 self.on_step(record)
         return record
 
+    @contextlib.contextmanager
+    def _progress(self, label: str):
+        bar = self.progress(label) if self.progress is not None else _NoProgress()
+        try:
+            yield bar
+        finally:
+            bar.finish()
+
     def skip(self, name: str, reason: str) -> None:
         record = StepRecord(name, "skipped", detail=reason)
         self.result.steps[name] = record
@@ -308,7 +333,7 @@ class _Runner:
             raise QtoolError(f"model not found: {result.model_path} ([pipeline] model)")
         result.info.update({
             "config": {"path": str(result.config_path),
-                       "sha256": sha256_file(result.config_path)},
+                       "sha256": sha256_file(result.config_path), "tables": self.config},
             "model": {"path": str(result.model_path), "sha256": model_sha256(result.model_path)},
             "output_dir": str(result.output_dir),
         })
@@ -366,7 +391,9 @@ class _Runner:
                 record.data.update(tensors=len(existing.tensors),
                                    samples=existing.num_samples)
                 return
-        run = calibrate(self.result.model_path, None if script is not None else data, options)
+        with self._progress("calibrating") as bar:
+            run = calibrate(self.result.model_path, None if script is not None else data, options,
+                            on_batch=bar.advance, on_start=bar.begin)
         calibration = run.calibration
         calibration.config["cache_key"] = key
         write_calibration(calibration, self.calib_path, run.histograms)
@@ -444,8 +471,10 @@ class _Runner:
         options = self._compare_options()
         if data is None and options.loader_script is None:
             raise UsageError("[compare] data (or loader_script) is required")
-        compared = compare_models(self.result.model_path, candidate,
-                                  None if options.loader_script else data, options)
+        with self._progress("comparing") as bar:
+            compared = compare_models(self.result.model_path, candidate,
+                                      None if options.loader_script else data, options,
+                                      on_batch=bar.advance, on_start=bar.begin)
         path = self.result.output_dir / f"{name}.json"
         report = compared.to_dict()
         write_json(path, report)

@@ -39,7 +39,13 @@ def pipeline(config, output_dir, force_calibrate, as_json, verbose, quiet):
             click.echo(f"{record.name:<15} {record.status:<11} {record.seconds:6.2f}s  "
                        f"{record.detail}")
 
-    result = run_pipeline(config, output_dir, force_calibrate=force_calibrate, on_step=show)
+    def progress(label: str):
+        from qtool.cli.progress import SampleProgress
+
+        return SampleProgress(label, enabled=not quiet)
+
+    result = run_pipeline(config, output_dir, force_calibrate=force_calibrate, on_step=show,
+                          progress=progress)
     summary = result.to_dict()
     lines = [""]
     compare = result.steps.get("compare")

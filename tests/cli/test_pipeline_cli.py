@@ -68,6 +68,7 @@ def test_repository_demo_config_end_to_end(qtool, tmp_path):
     assert summary["model"]["sha256"] == json.loads((DEMO / "demo.json").read_text())[
         "sha256"]["digits_cnn.onnx"]
     assert set(summary["tools"]) >= {"qtool", "onnx", "onnxruntime", "numpy"}
+    assert summary["config"]["tables"]["compare"]["min_agreement"] == 98.0
     metrics = summary["metrics"]["compare"]
     assert metrics["fp32_top1_percent"] == pytest.approx(100 * 534 / 540)
     assert metrics["top1_drop_points"] <= 1.0 and metrics["top1_agreement_percent"] >= 98.0

@@ -50,7 +50,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ASSETS / "efficientnet_lite0.onnx")
     parser.add_argument("--images", type=Path, default=ASSETS / "imagenet200")
-    parser.add_argument("--method", default="percentile")
+    parser.add_argument("--method", default="entropy")
     parser.add_argument("--samples", type=int, default=32, help="ranking sample")
     parser.add_argument("--agreement", type=float, default=99.5, help="fallback target, percent")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench_sensitivity")

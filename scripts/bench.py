@@ -4,7 +4,8 @@
 For each model, on the same machine, the same calibration samples (read by the same reader with
 the same preprocessing) and the same batch size, every run in its own fresh child process:
 
-  FP32 inference     plain onnxruntime CPU inference over the calibration samples (the floor)
+  FP32 inference     plain onnxruntime CPU inference over the calibration samples (the floor;
+                     the faster of two runs)
   qtool entropy      `qtool calibrate --method entropy` + `qtool quantize`
   qtool max          `qtool calibrate --method max` + `qtool quantize`
   ORT Entropy        onnxruntime.quantization.quantize_static, QDQ, per_channel=True, QInt8
@@ -46,6 +47,7 @@ from bench_measure import Measured, combine, run_measured
 MODELS_DIR = REPO / "models"
 TOOLS = ("qtool entropy", "qtool max", "ORT Entropy", "ORT Percentile", "ORT MinMax")
 INFER = "FP32 inference"
+INFER_RUNS = 2
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -78,7 +80,8 @@ def build_cases(args, log) -> list[Case]:
         cases.append(Case(
             "efficientnet_lite0", "EfficientNet-Lite0 (ImageNet classifier)", effnet, "classify",
             data.IMAGENET_PREPROCESS, even, photos,
-            f"calibration: the {len(even)} even-position ImageNet photos (sorted by name); "
+            f"calibration pool: the {len(even)} even-position ImageNet photos (sorted by name), "
+            f"taken in order; "
             f"accuracy: top-1 vs labels and top-1 agreement with FP32 on the {len(odd)} "
             f"odd-position (held-out) photos, and agreement on all {len(photos)}",
             labels=data.read_labels(imagenet), heldout=[p.name for p in odd],
@@ -98,7 +101,7 @@ def build_cases(args, log) -> list[Case]:
         cases.append(Case(
             "ppocr_det", f"PP-OCRv4 text detection ({args.det_size}x{args.det_size} input)", det,
             "detect", data.det_preprocess(args.det_size), even, odd + extra,
-            f"calibration: the {len(even)} even-position ImageNet photos; accuracy: output "
+            f"calibration pool: the {len(even)} even-position ImageNet photos; accuracy: output "
             f"probability maps vs FP32 on the {len(odd)} odd-position photos and the "
             f"{len(extra)} scikit-image sample images (a scanned page, text, photos)"))
     if {"ppocr_rec", "ppocr_cls"} & set(args.models):
@@ -115,7 +118,7 @@ def build_cases(args, log) -> list[Case]:
             cases.append(Case(
                 key, f"{title} ({shape[0]}x{shape[1]} text lines)", ocr / model, task, None,
                 data.npy_files(calib), data.npy_files(evaluate),
-                f"text lines found by the FP32 detector and cut from the photos: calibration on "
+                f"text lines found by the FP32 detector and cut from the photos: calibration pool: "
                 f"crops of the even-position ImageNet photos ({crops.counts['calib']} crops); "
                 f"accuracy vs FP32 on the {crops.counts['eval']} crops of the odd-position photos "
                 f"and the scikit-image samples"))
@@ -183,8 +186,10 @@ def measure_all(case: Case, pool: list[Path], count: int, args, log,
     out_dir = args.workdir / case.key / f"out_{count}"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
-    infer = run_infer(case, folder, args)
-    rows[INFER] = row_of(infer, None)
+    # The floor is the faster of two runs: other load on the machine only ever adds time.
+    runs = [run_infer(case, folder, args) for _ in range(INFER_RUNS)]
+    rows[INFER] = row_of(min(runs, key=lambda r: (not r.ok, r.seconds)), None)
+    rows[INFER]["all_seconds"] = [r.seconds for r in runs]
     log(f"  {case.key} {count:>5} {INFER:<15} {describe(rows[INFER])}")
     for tool in args.tools:
         if failed_before and tool in failed_before:
@@ -306,6 +311,8 @@ def sweep_table(sweep: dict[int, dict[str, dict]]) -> str:
         for n in counts:
             row = sweep[n][name]
             wall, ratio = fmt_time(row)
+            if "calib_ratio" in row:
+                ratio += f", calibrate {row['calib_ratio']:.2f}x"
             times.append(f"{wall} ({ratio})" if ratio else wall)
             peaks.append(f"{row['peak_rss_mb']:.0f}" if row["status"] != "skipped" else "")
         body.append([name] + times + peaks)
@@ -346,6 +353,10 @@ def render(report: dict) -> str:
     header = (f"Command: `{report['command']}` ({report['minutes']:.1f} minutes in all). "
               f"Batch size {report['batch_size']} for every run; limits per run: "
               f"{report['timeout']:.0f} s wall, {report['mem_limit_gb']:g} GiB resident.")
+    load = report.get("load")
+    if load:
+        header += (f" Load average (1 min) before and after: {load[0]:.2f}, {load[1]:.2f} "
+                   f"(other processes on the machine add noise to the times).")
     lines = [f"Measured {report['date']} on: {report['machine']}.", "", header, ""]
     for entry in report["cases"]:
         about = (f"`{entry['model']}`, {entry['calib_samples']} calibration samples; "
@@ -464,6 +475,7 @@ def main(argv=None) -> int:
         log("nothing to measure: run `bash scripts/fetch_models.sh` first")
         return 1
     log(f"machine: {machine_description()}")
+    load_before = os.getloadavg()[0]
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
               "command": " ".join(["python scripts/bench.py", *map(shlex.quote, argv or sys.argv[1:])]),
               "batch_size": args.batch_size, "timeout": args.timeout,
@@ -496,6 +508,7 @@ def main(argv=None) -> int:
             report["sweeps"][case.key] = sweep
             print(f"\nsweep {case.key}\n{sweep_table(sweep)}\n", flush=True)
     report["minutes"] = (time.perf_counter() - start) / 60
+    report["load"] = [load_before, os.getloadavg()[0]]
     (args.workdir / "report.json").write_text(json.dumps(report, indent=1))
     text = render(report)
     if not args.no_write:

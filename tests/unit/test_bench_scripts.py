@@ -281,3 +281,25 @@ def test_negative_dim_value_is_a_dynamic_axis():
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value], [out])
     model = helper.make_model(graph)
     assert input_specs(model)[0].shape == (None, 3, None, None)
+
+
+def test_sweep_table_shows_growth_and_skips():
+    def ok(seconds, ratio, rss, **extra):
+        return {"status": "ok", "seconds": seconds, "ratio": ratio, "peak_rss_mb": rss, **extra}
+
+    sweep = {
+        100: {bench.INFER: ok(2.0, 1.0, 300), "ORT Entropy": ok(30.0, 15.0, 6000),
+              "qtool entropy": ok(4.0, 2.0, 1100, calib_ratio=1.5)},
+        1000: {bench.INFER: ok(20.0, 1.0, 310),
+               "ORT Entropy": {"status": "OOM", "seconds": 50.0, "peak_rss_mb": 20480.0},
+               "qtool entropy": ok(40.0, 2.0, 1100, calib_ratio=1.8)},
+    }
+    lines = bench.sweep_table(sweep).splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert cells[0] == ["run", "100: wall s (x inf)", "1000: wall s (x inf)", "100: peak MiB",
+                        "1000: peak MiB"]
+    assert cells[2] == [bench.INFER, "2.0 (1.00x)", "20.0 (1.00x)", "300", "310"]
+    assert cells[3] == ["qtool entropy", "4.0 (2.00x, calibrate 1.50x)",
+                        "40.0 (2.00x, calibrate 1.80x)", "1100", "1100"]
+    assert cells[4] == ["ORT Entropy", "30.0 (15.00x)", "OOM after 50 s", "6000", "20480"]
+    assert len(cells) == 5  # runs missing from a count are left out

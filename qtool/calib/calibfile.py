@@ -82,10 +82,10 @@ class Calibration:
         if self.histogram_sha256 and sha256_file(path) != self.histogram_sha256:
             raise QtoolError(f"histogram file {path} does not match its calibration file (sha256 differs)")
         try:
-            with np.load(path, allow_pickle=False) as archive:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
         except Exception as exc:
-            raise QtoolError(f"cannot read histogram file {path}: {exc}") from None
+            raise QtoolError(f"cannot read histogram file {path}: {_first_line(exc)}") from None
         histograms = {}
         for name, tensor in self.tensors.items():
             prefix = f"{tensor.key}/"
@@ -97,8 +97,13 @@ class Calibration:
             except QtoolError:
                 raise
             except Exception as exc:
-                raise QtoolError(f"histogram of {name!r} in {path} is invalid: {exc}") from None
+                raise QtoolError(f"histogram of {name!r} in {path} is invalid: {_first_line(exc)}") from None
         return histograms
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 def histogram_path_for(calib_path: str | os.PathLike) -> Path:

@@ -353,7 +353,8 @@ class AbsHistogram:
         def scalar(key, kind):
             value = np.asarray(arrays[key])
             if value.shape != () or value.dtype.kind not in kind:
-                raise QtoolError(f"histogram field {key!r} must be a scalar, got {value!r}")
+                raise QtoolError(f"histogram field {key!r} must be a scalar, got a {value.dtype} "
+                                 f"array of shape {value.shape}")
             return value.item()
 
         bins, max_bins = scalar("bins", "iu"), scalar("max_bins", "iu")

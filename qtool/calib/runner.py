@@ -238,6 +238,13 @@ class _HistogramWorker:
                 self.error = exc
             finally:
                 _OutputBuffers.release(token)
+                self.jobs.task_done()
+
+    def drain(self) -> None:
+        """Wait until every submitted batch is counted (the histograms are then up to date)."""
+        self.jobs.join()
+        if self.error is not None:
+            raise self.error
 
     def submit(self, pairs: list[tuple[str, np.ndarray]], token=None):
         if self.error is not None:
@@ -273,8 +280,11 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     `external_dir`: the model's folder, for a model loaded without its weights (see
     create_session); onnxruntime then reads them from there and they are never in memory twice.
 
-    With a shard K/N (N > 1) this run counts batches K, K+N, ...; batch 0 is always run so every
-    shard shares the grid (bin width) of batch 0 and `merge-calib` gives exactly one run's result.
+    With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
+    counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
+    the first batch where it is not all zero, exactly like one whole run, and `merge-calib`
+    gives exactly that run's result. (A tensor that is zero in every batch makes each shard run
+    every batch; the result is still exact.)
     """
     if not tensors:
         raise QtoolError("the model has no tensors to calibrate (no Conv, Gemm, MatMul, ... inputs)")
@@ -292,15 +302,21 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     try:
         for batch_index, feeds in enumerate(prefetch(batches)):
             mine = batch_index % count == index
-            if not mine and batch_index != 0:
-                continue
+            if not mine:
+                # Another shard's batch is run only while some tensor has no grid yet: each takes
+                # its grid from the first batch where it is not all zero, as one whole run would.
+                if batch_index:
+                    worker.drain()
+                if all(hist.has_grid for hist in histograms.values()):
+                    continue
             values, token = runner.run(feeds) if computed else ([], None)
             named = {name: feeds[name] for name in tensors if name in fed}
             named.update(zip(computed, values))
             pairs = [(name, named[name]) for name in tensors]
-            if not mine:  # batch 0 seen by another shard: fix the grid only
+            if not mine:  # fix the grid only
                 for name, value in pairs:
-                    histograms[name].fix_grid(_finite_abs_max(value))
+                    if not histograms[name].has_grid:
+                        histograms[name].fix_grid(_finite_abs_max(value))
                 _OutputBuffers.release(token)
                 continue
             worker.submit(pairs, token)

@@ -74,18 +74,23 @@ def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Hea
                     headers[key] = _read_header(handle, f"{path} [{key}]")
     except QtoolError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, RuntimeError, ...
         raise QtoolError(f"{path} is not a readable .npz archive: {_first_line(exc)}") from None
     return keys, headers
 
 
 def load_npy(path: Path) -> np.ndarray:
+    # The file is opened here, not by np.load, so that it is closed whatever np.load makes of it.
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:
+            array = np.load(handle, allow_pickle=False)
+            if not isinstance(array, np.ndarray):
+                array.close()
+                raise QtoolError(f"{path} is a .npz archive, not a .npy array; rename it to .npz")
+    except QtoolError:
+        raise
     except Exception as exc:  # ValueError (pickle, bad header), OSError, EOFError on truncation
         raise QtoolError(f"cannot load {path} as a .npy array: {_first_line(exc)}") from None
-    if not isinstance(array, np.ndarray):
-        raise QtoolError(f"{path} is a .npz archive, not a .npy array; rename it to .npz")
     _refuse_objects(array.dtype, str(path))
     return array
 
@@ -94,7 +99,7 @@ def load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     """Load the named arrays of a .npz archive (other arrays are never read)."""
     out = {}
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             for key in keys:
                 out[key] = archive[key]
     except QtoolError:

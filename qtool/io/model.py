@@ -16,6 +16,8 @@ from qtool.errors import QtoolError
 from qtool.io.external import save_external, stored_nbytes
 from qtool.io.hashing import sha256_file
 from qtool.io.payloads import check_tensor_payloads
+from qtool.io.structure import check_structure
+from qtool.io.text_fields import check_text_fields
 
 # Protobuf cannot serialise a message of 2 GiB or more; above this size weights go to a .data file.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -85,8 +87,10 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
         raise QtoolError(f"cannot read {path} as an ONNX model: {_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise QtoolError(f"{path} is not an ONNX model (no graph)")
+    check_text_fields(model, str(path))
     check_external_paths(model, path.parent)
     check_tensor_payloads(model, path.parent, str(path))
+    check_structure(model, str(path))
     if load_weights and _external_locations(model):
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))

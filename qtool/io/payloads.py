@@ -65,8 +65,15 @@ def _typed_count(tensor: onnx.TensorProto, count: int) -> tuple[str, int] | None
     return field, count * (2 if data_type in _COMPLEX else 1)
 
 
+_EXTERNAL_KEYS = ("location", "offset", "length", "checksum", "basepath")
+
+
 def _external_info(tensor: onnx.TensorProto, where: str) -> tuple[str, int, int | None]:
     info = {entry.key: entry.value for entry in tensor.external_data}
+    unknown = sorted(set(info) - set(_EXTERNAL_KEYS))
+    if unknown:
+        raise QtoolError(f"{where}: external data of {_label(tensor)} has unknown key(s) "
+                         f"{', '.join(repr(key) for key in unknown)}")
     numbers = {}
     for key in ("offset", "length"):
         if key not in info:

@@ -123,7 +123,7 @@ class _Inserter:
 
     def activations(self, stats: InsertStats) -> None:
         for tensor, amax in self.plan.shared_amax().items():
-            scale, zero = self._scale_and_zero(tensor, np.float32(scale_from_amax(amax)))
+            scale, zero = self._scale_and_zero(tensor, np.float32(scale_from_amax(amax, tensor)))
             q = self._quantize(tensor, scale, zero, None)
             dq = self._dequantize(tensor, q.output[0], scale, zero, None)
             self._place(tensor, [q, dq])

@@ -21,14 +21,19 @@ QMIN = -128
 MIN_SCALE = np.float32(1e-12)
 
 
-def scale_from_amax(amax: float) -> np.float32:
-    """Per-tensor scale for a calibrated amax; amax must be finite and non-negative."""
+def scale_from_amax(amax: float, tensor: str | None = None) -> np.float32:
+    """Per-tensor scale for a calibrated amax; amax must be finite and non-negative, and small
+    enough that amax / 127 is a finite float32 (a float64 tensor can exceed that)."""
     try:
         value = float(amax)
     except (TypeError, ValueError):
         value = math.nan
+    what = f"amax of {tensor!r}" if tensor else "amax"
     if not math.isfinite(value) or value < 0:
-        raise QtoolError(f"amax must be a finite non-negative number, got {amax!r}")
+        raise QtoolError(f"{what} must be a finite non-negative number, got {amax!r}")
+    if value / QMAX > float(np.finfo(np.float32).max):
+        raise QtoolError(f"{what} is {value!r}: its scale would overflow float32; leave the "
+                         f"tensor's consumers unquantized (--exclude)")
     return max(np.float32(value / QMAX), MIN_SCALE)
 
 

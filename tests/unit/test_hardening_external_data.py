@@ -173,6 +173,15 @@ def test_external_ranges_are_checked_before_reading(layout, kwargs, message):
         load_model(write_model(model_dir, "w.bin", **kwargs))
 
 
+def test_unknown_external_data_keys_are_refused(layout):
+    model_dir, _ = layout
+    model = matmul_model(external_tensor("w", "w.bin"))
+    model.graph.initializer[0].external_data.add(key="offest", value="0")
+    (model_dir / "typo.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(QtoolError, match="external data of tensor 'w' has unknown key\\(s\\) 'offest'"):
+        load_model(model_dir / "typo.onnx")
+
+
 def test_offset_and_length_that_fit_load_exactly(layout):
     model_dir, _ = layout
     (np.concatenate([np.zeros(3, np.float32), WEIGHT.ravel()])).tofile(model_dir / "padded.bin")

@@ -30,7 +30,7 @@ from qtool.io.atomic import write_text
 
 @dataclass
 class Step:
-    phase: str                     # baseline | grow | bisect | prune
+    phase: str                     # baseline | grow | bisect | prune | final
     excluded: tuple[str, ...]
     passed: bool
     metrics: dict

@@ -206,6 +206,11 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_sha256(value) -> bool:
+    return (isinstance(value, str) and len(value) == 64
+            and all(ch in "0123456789abcdef" for ch in value))
+
+
 def _is_number(value) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
@@ -218,7 +223,9 @@ def from_dict(data) -> Calibration:
     model = data.get("model")
     _require(isinstance(model, dict), "'model' must be an object")
     sha = model.get("sha256")
-    _require(isinstance(sha, str) and len(sha) == 64, "'model.sha256' must be a sha256 hex string")
+    _require(_is_sha256(sha), "'model.sha256' must be a sha256 hex string")
+    _require(model.get("file") is None or isinstance(model.get("file"), str),
+             "'model.file' must be a string")
     method = data.get("method")
     _require(method in METHODS, f"unknown method {method!r}")
     tensors_in = data.get("tensors")
@@ -244,8 +251,10 @@ def from_dict(data) -> Calibration:
                                     and isinstance(histograms.get("file"), str)),
              "'histograms' must be null or an object with a 'file'")
     if histograms is not None:
-        _require(Path(histograms["file"]).name == histograms["file"],
+        _require(Path(histograms["file"]).name == histograms["file"] and "\x00" not in histograms["file"],
                  "'histograms.file' must be a file name beside the calibration file")
+        _require(histograms.get("sha256") is None or _is_sha256(histograms.get("sha256")),
+                 "'histograms.sha256' must be a sha256 hex string")
         _require(all(tensor.key for tensor in tensors.values()),
                  "every tensor needs a histogram 'key' when 'histograms' is set")
     for key in ("num_samples", "num_batches"):
@@ -255,7 +264,10 @@ def from_dict(data) -> Calibration:
     for key in ("params", "tools", "config"):
         _require(isinstance(data.get(key, {}), dict), f"'{key}' must be an object")
     inputs = model.get("inputs", [])
-    _require(isinstance(inputs, list), "'model.inputs' must be a list")
+    _require(isinstance(inputs, list) and all(isinstance(item, dict) for item in inputs),
+             "'model.inputs' must be a list of objects")
+    _require(data.get("shard") is None or isinstance(data.get("shard"), str),
+             "'shard' must be a string like '0/4'")
     return Calibration(
         model_sha256=sha, method=method, tensors=tensors, params=data.get("params", {}),
         bins=bins, model_file=model.get("file"), inputs=inputs,

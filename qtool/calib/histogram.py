@@ -55,6 +55,8 @@ DEFAULT_MAX_BINS_FACTOR = 64
 # Placeholder bin width for a histogram that never saw a non-zero value: an
 # all-zero tensor then gets amax = 2**-24 (about 6e-8) from the max method.
 EMPTY_BIN_WIDTH = 2.0**-24
+# Largest base bin count a histogram file may declare (8 bytes each are allocated on reading).
+MAX_FILE_BINS = 1 << 24
 
 # Elements handled per step: the float/index buffers (under 1 MB) stay in the
 # L2 cache, which makes update() about 3x faster than whole-array operations.
@@ -365,6 +367,10 @@ class AbsHistogram:
         counts = np.asarray(arrays["counts"])
         if counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
             raise QtoolError("histogram counts must be a 1-D array of non-negative integers")
+        # A forged file must not ask for terabytes (the base bins are allocated) or overflow the
+        # bin width: sizes and shift are bounded before anything is built.
+        if not 1 <= bins <= MAX_FILE_BINS or not 0 <= shift <= 2100:
+            raise QtoolError(f"histogram sizes are out of range (bins {bins}, shift {shift})")
         hist = cls(bins, max_bins)
         if min(shift, nan_count, inf_count) < 0 or not (math.isfinite(abs_max) and abs_max >= 0):
             raise QtoolError("histogram data has negative counts or an invalid abs_max")
@@ -377,6 +383,12 @@ class AbsHistogram:
             hist._width = width
             hist._shift = shift
             hist._abs_max = abs_max
+            try:
+                coarse = hist.bin_width
+            except OverflowError:
+                coarse = math.inf
+            if not math.isfinite(coarse):
+                raise QtoolError(f"histogram bin width {width!r} x 2**{shift} is not finite")
             expected = max(-(-bins >> shift), math.floor(abs_max / hist.bin_width) + 1)
             if len(counts) != expected or len(counts) > max_bins:
                 raise QtoolError(

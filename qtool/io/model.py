@@ -194,7 +194,11 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        except (KeyError, TypeError, ValueError):  # not a tensor, or an unknown element type
+            raise QtoolError(f"model input {value.name!r} is not a tensor of a known element type "
+                             f"(type {tensor_type.elem_type})") from None
         # Some exporters (Paddle2ONNX) write -1 as a dim_value for a dynamic axis.
         shape = tuple(
             dim.dim_value if dim.HasField("dim_value") and dim.dim_value >= 0

@@ -39,14 +39,16 @@ def scale_from_amax(amax: float, tensor: str | None = None) -> np.float32:
 
 def weight_scales(weight: np.ndarray, axis: int | None) -> np.ndarray:
     """max|w| / 127 per channel along `axis` (shape [C]), or per tensor (a 0-d array) for None."""
-    magnitude = np.abs(np.asarray(weight, dtype=np.float32))
-    if axis is None:
-        amax = np.float64(magnitude.max()) if magnitude.size else 0.0
-        scales = np.asarray(np.float32(amax / QMAX))
-    else:
-        reduce_axes = tuple(i for i in range(magnitude.ndim) if i != axis)
-        amax = magnitude.max(axis=reduce_axes) if magnitude.size else np.zeros(weight.shape[axis])
-        scales = (amax.astype(np.float64) / QMAX).astype(np.float32)
+    # NaN/Inf weights are reported below as one error, not as numpy warnings on stderr first.
+    with np.errstate(invalid="ignore", over="ignore"):
+        magnitude = np.abs(np.asarray(weight, dtype=np.float32))
+        if axis is None:
+            amax = np.float64(magnitude.max()) if magnitude.size else 0.0
+            scales = np.asarray(np.float32(amax / QMAX))
+        else:
+            reduce_axes = tuple(i for i in range(magnitude.ndim) if i != axis)
+            amax = magnitude.max(axis=reduce_axes) if magnitude.size else np.zeros(weight.shape[axis])
+            scales = (amax.astype(np.float64) / QMAX).astype(np.float32)
     if not np.all(np.isfinite(scales)):
         raise QtoolError("weight contains NaN or Inf values; it cannot be quantized")
     return np.maximum(scales, MIN_SCALE).astype(np.float32)

@@ -402,3 +402,46 @@ def test_fuzz_trt_cache(scratch):
     case()
     print(tally.report())
     assert tally.counts["QtoolError"] > 0
+
+
+# -- what the fuzzing found, kept as plain regression tests ---------------------------------------
+
+def _seed_proto(scratch) -> onnx.ModelProto:
+    return onnx.ModelProto.FromString(seed_model(scratch))
+
+
+def _bad_utf8_name(model):
+    data = bytearray(model.SerializeToString())
+    position = data.index(b"flatten")
+    data[position] = 0xFF
+    return bytes(data)
+
+
+def _untyped_input(model):
+    model.graph.input[0].type.tensor_type.elem_type = 0
+    return model.SerializeToString()
+
+
+def _add_with_one_input(model):
+    add = next(node for node in model.graph.node if node.op_type == "Add")
+    del add.input[1]
+    return model.SerializeToString()
+
+
+def _gemm_without_b(model):
+    gemm = next(node for node in model.graph.node if node.op_type == "Gemm")
+    del gemm.input[1]
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (_bad_utf8_name, "is not valid UTF-8 text"),  # names came back as bytes
+    (_untyped_input, "input 'x' is not a tensor of a known element type"),  # KeyError
+    (_add_with_one_input, "is not a valid ONNX model"),  # IndexError in residual placement
+    (_gemm_without_b, "is not a valid ONNX model"),
+])
+def test_fuzz_regressions(scratch, corrupt, message):
+    path = scratch / "regression.onnx"
+    path.write_bytes(corrupt(_seed_proto(scratch)))
+    with pytest.raises(QtoolError, match=message):
+        exercise_model(path)

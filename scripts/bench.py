@@ -160,7 +160,7 @@ def run_tool(tool: str, case: Case, data_dir: Path, out_dir: Path, args) -> tupl
             steps.append(run_measured(qtool + ["quantize", str(case.model), "--calib", str(calib),
                                                "-o", str(output), "-q"], **limits))
         measured = combine(steps)
-        measured.parts = {"calibrate": steps[0].seconds}
+        measured.parts = {"calibrate": (steps[0].seconds, steps[0].cpu_seconds)}
         return measured, output
     method = tool.split()[1]
     command = worker_command("ort", case, data_dir, args.batch_size, "--method", method,
@@ -198,20 +198,31 @@ def measure_all(case: Case, pool: list[Path], count: int, args, log,
             measured, output = run_tool(tool, case, folder, out_dir, args)
             rows[tool] = row_of(measured, output if measured.ok else None)
         log(f"  {case.key} {count:>5} {tool:<15} {describe(rows[tool])}")
-    base = rows[INFER].get("seconds") if rows[INFER]["status"] == "ok" else None
-    for row in rows.values():
-        if row.get("seconds") is not None and base:
-            row["ratio"] = row["seconds"] / base
-            if "calib_seconds" in row:
-                row["calib_ratio"] = row["calib_seconds"] / base
+    add_ratios(rows)
     return rows
+
+
+def add_ratios(rows: dict[str, dict]) -> None:
+    """Wall and CPU time of every run (and of qtool's calibrate step) over FP32 inference's."""
+    floor = rows[INFER]
+    if floor["status"] != "ok":
+        return
+    for row in rows.values():
+        if row.get("status") != "ok":
+            continue
+        row["ratio"] = row["seconds"] / floor["seconds"]
+        row["cpu_ratio"] = row["cpu_seconds"] / floor["cpu_seconds"]
+        if "calib_seconds" in row:
+            row["calib_ratio"] = row["calib_seconds"] / floor["seconds"]
+            row["calib_cpu_ratio"] = row["calib_cpu_seconds"] / floor["cpu_seconds"]
 
 
 def row_of(measured: Measured, output: Path | None) -> dict:
     row = {"status": measured.status, "seconds": measured.seconds,
-           "peak_rss_mb": measured.peak_rss_mb, "model": str(output) if output else None}
+           "cpu_seconds": measured.cpu_seconds, "peak_rss_mb": measured.peak_rss_mb,
+           "model": str(output) if output else None}
     if "calibrate" in measured.parts:
-        row["calib_seconds"] = measured.parts["calibrate"]
+        row["calib_seconds"], row["calib_cpu_seconds"] = measured.parts["calibrate"]
     if not measured.ok:
         row["reason"] = measured.reason()
     return row
@@ -266,13 +277,23 @@ def fmt_metric(value, kind: str) -> str:
     return f"{value:.4f}"
 
 
-def fmt_time(row: dict) -> tuple[str, str]:
+TIME_HEADER = ["wall s", "x inference", "CPU s", "CPU x inf", "calibrate step x inf (wall, CPU)",
+               "peak RSS MiB"]
+
+
+def time_cells(row: dict) -> list[str]:
+    """The TIME_HEADER cells of one run."""
     if row["status"] == "skipped":
-        return "skipped", ""
+        return ["skipped", "", "", "", "", ""]
+    rss = f"{row['peak_rss_mb']:.0f}"
     if row["status"] != "ok":
-        return f"{row['status']} after {row['seconds']:.0f} s", ""
-    ratio = row.get("ratio")
-    return f"{row['seconds']:.1f}", (f"{ratio:.2f}x" if ratio is not None else "")
+        return [f"{row['status']} after {row['seconds']:.0f} s", "", "", "", "", rss]
+    def ratio(key):
+        return f"{row[key]:.2f}x" if key in row else ""
+    step = (f"{row['calib_ratio']:.2f}x, {row['calib_cpu_ratio']:.2f}x"
+            if "calib_ratio" in row else "")
+    return [f"{row['seconds']:.1f}", ratio("ratio"), f"{row['cpu_seconds']:.1f}",
+            ratio("cpu_ratio"), step, rss]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -285,38 +306,24 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def case_table(task: str, rows: dict[str, dict], metrics: dict) -> str:
     columns = METRIC_COLUMNS[task]
-    header = (["run", "wall s", "x inference", "calibrate step x inf", "peak RSS MiB"]
-              + [c[1] for c in columns])
+    header = ["run", *TIME_HEADER] + [c[1] for c in columns]
     body = []
     scores = metrics.get("metrics", {})
     for name, row in rows.items():
-        wall, ratio = fmt_time(row)
-        rss = f"{row['peak_rss_mb']:.0f}" if row["status"] != "skipped" else ""
-        label = "fp32" if name == INFER else name
-        values = scores.get(label, {})
-        step = f"{row['calib_ratio']:.2f}x" if "calib_ratio" in row else ""
-        body.append([name, wall, ratio, step, rss] + [fmt_metric(values.get(key), kind)
-                                                      for key, _, kind in columns])
+        values = scores.get("fp32" if name == INFER else name, {})
+        body.append([name, *time_cells(row)] + [fmt_metric(values.get(key), kind)
+                                                 for key, _, kind in columns])
     return markdown_table(header, body)
 
 
 def sweep_table(sweep: dict[int, dict[str, dict]]) -> str:
-    counts = sorted(sweep)
-    header = ["run"] + [f"{n}: wall s (x inf)" for n in counts] + [f"{n}: peak MiB" for n in counts]
+    """One row per run and sample count, grouped by run."""
     body = []
     for name in [INFER, *TOOLS]:
-        if not all(name in sweep[n] for n in counts):
-            continue
-        times, peaks = [], []
-        for n in counts:
-            row = sweep[n][name]
-            wall, ratio = fmt_time(row)
-            if "calib_ratio" in row:
-                ratio += f", calibrate {row['calib_ratio']:.2f}x"
-            times.append(f"{wall} ({ratio})" if ratio else wall)
-            peaks.append(f"{row['peak_rss_mb']:.0f}" if row["status"] != "skipped" else "")
-        body.append([name] + times + peaks)
-    return markdown_table(header, body)
+        for count in sorted(sweep):
+            if name in sweep[count]:
+                body.append([name, str(count), *time_cells(sweep[count][name])])
+    return markdown_table(["run", "samples", *TIME_HEADER], body)
 
 
 # ---------------------------------------------------------------------------- report

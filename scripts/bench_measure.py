@@ -25,6 +25,7 @@ class Measured:
     status: str            # ok | timeout | OOM | error
     seconds: float         # wall time from start to exit (or to the kill)
     peak_rss_mb: float     # the child's peak resident set, MiB
+    cpu_seconds: float = 0.0  # user + system CPU time of the child (all its threads)
     stdout: str = ""
     stderr: str = ""
     returncode: int | None = None
@@ -65,22 +66,28 @@ def run_measured(command: list[str], *, timeout_s: float, mem_limit_mb: float,
                                  stdin=subprocess.DEVNULL)
         killed_for = None
         peak_polled = 0.0
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            elapsed = time.perf_counter() - start
-            current = rss_mb(child.pid)
-            peak_polled = max(peak_polled, current)
-            if killed_for is None and current > mem_limit_mb:
-                killed_for = OOM
-            elif killed_for is None and elapsed > timeout_s:
-                killed_for = TIMEOUT
-            if killed_for is not None:
-                child.send_signal(signal.SIGKILL)
-                pid, status, usage = os.wait4(child.pid, 0)
-                break
-            time.sleep(POLL_SECONDS)
+        try:
+            while True:
+                pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                elapsed = time.perf_counter() - start
+                current = rss_mb(child.pid)
+                peak_polled = max(peak_polled, current)
+                if killed_for is None and current > mem_limit_mb:
+                    killed_for = OOM
+                elif killed_for is None and elapsed > timeout_s:
+                    killed_for = TIMEOUT
+                if killed_for is not None:
+                    child.send_signal(signal.SIGKILL)
+                    pid, status, usage = os.wait4(child.pid, 0)
+                    break
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            # Interrupted or terminated: never leave the child running on its own.
+            child.kill()
+            child.wait()
+            raise
         seconds = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
         out.seek(0)
@@ -95,7 +102,8 @@ def run_measured(command: list[str], *, timeout_s: float, mem_limit_mb: float,
         verdict = ERROR
     else:
         verdict = OK
-    return Measured(verdict, seconds, peak, stdout, stderr, child.returncode)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(verdict, seconds, peak, cpu, stdout, stderr, child.returncode)
 
 
 def combine(steps: list[Measured]) -> Measured:
@@ -104,5 +112,5 @@ def combine(steps: list[Measured]) -> Measured:
     failed = next((s for s in steps if not s.ok), None)
     last = failed or steps[-1]
     return Measured(last.status, sum(s.seconds for s in steps), max(s.peak_rss_mb for s in steps),
-                    "".join(s.stdout for s in steps), "".join(s.stderr for s in steps),
-                    last.returncode)
+                    sum(s.cpu_seconds for s in steps), "".join(s.stdout for s in steps),
+                    "".join(s.stderr for s in steps), last.returncode)

@@ -73,23 +73,43 @@ def test_markdown_table_pads_columns():
     assert text.splitlines() == ["| a  | bbb |", "|----|-----|", "| xx | 1   |", "| y  | 22  |"]
 
 
+def ok_row(seconds, cpu, rss, **extra):
+    return {"status": "ok", "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": rss, **extra}
+
+
+def table_cells(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
+
+
+def test_ratios_are_over_inference():
+    rows = {bench.INFER: ok_row(2.0, 3.0, 100.0),
+            "qtool max": ok_row(5.0, 6.0, 300.0, calib_seconds=4.0, calib_cpu_seconds=4.5),
+            "ORT MinMax": {"status": "OOM", "seconds": 9.0, "cpu_seconds": 9.0, "peak_rss_mb": 1.0}}
+    bench.add_ratios(rows)
+    assert (rows[bench.INFER]["ratio"], rows[bench.INFER]["cpu_ratio"]) == (1.0, 1.0)
+    q = rows["qtool max"]
+    assert (q["ratio"], q["cpu_ratio"], q["calib_ratio"], q["calib_cpu_ratio"]) == (2.5, 2.0, 2.0, 1.5)
+    assert "ratio" not in rows["ORT MinMax"]
+
+
 def test_case_table_rows_and_failures():
     rows = {
-        bench.INFER: {"status": "ok", "seconds": 2.0, "peak_rss_mb": 100.0, "ratio": 1.0},
-        "qtool entropy": {"status": "ok", "seconds": 5.0, "peak_rss_mb": 300.4, "ratio": 2.5,
-                          "calib_ratio": 1.25},
-        "ORT Entropy": {"status": "OOM", "seconds": 61.2, "peak_rss_mb": 20480.0},
+        bench.INFER: ok_row(2.0, 3.0, 100.0),
+        "qtool entropy": ok_row(5.0, 6.0, 300.4, calib_seconds=2.5, calib_cpu_seconds=4.5),
+        "ORT Entropy": {"status": "OOM", "seconds": 61.2, "cpu_seconds": 60.0,
+                        "peak_rss_mb": 20480.0},
         "ORT MinMax": {"status": "skipped", "reason": "OOM at 200"},
     }
+    bench.add_ratios(rows)
     metrics = {"metrics": {"fp32": {"top1": 0.9}, "qtool entropy": {"top1": 0.89, "agree": 0.97,
                                                                     "agree_all": 0.985}}}
-    lines = bench.case_table("classify", rows, metrics).splitlines()
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    assert cells[0][:5] == ["run", "wall s", "x inference", "calibrate step x inf", "peak RSS MiB"]
-    assert cells[2] == [bench.INFER, "2.0", "1.00x", "", "100", "90.0%", "", ""]
-    assert cells[3] == ["qtool entropy", "5.0", "2.50x", "1.25x", "300", "89.0%", "97.0%", "98.5%"]
-    assert cells[4][:5] == ["ORT Entropy", "OOM after 61 s", "", "", "20480"]
-    assert cells[5][:5] == ["ORT MinMax", "skipped", "", "", ""]
+    cells = table_cells(bench.case_table("classify", rows, metrics))
+    assert cells[0] == ["run", *bench.TIME_HEADER, "top-1 held-out", "agree held-out", "agree all"]
+    assert cells[2] == [bench.INFER, "2.0", "1.00x", "3.0", "1.00x", "", "100", "90.0%", "", ""]
+    assert cells[3] == ["qtool entropy", "5.0", "2.50x", "6.0", "2.00x", "1.25x, 1.50x", "300",
+                        "89.0%", "97.0%", "98.5%"]
+    assert cells[4][:7] == ["ORT Entropy", "OOM after 61 s", "", "", "", "", "20480"]
+    assert cells[5][:7] == ["ORT MinMax", "skipped", "", "", "", "", ""]
 
 
 def test_fmt_metric():
@@ -121,6 +141,7 @@ def test_measured_ok_run_reports_output_and_peak():
     assert result.status == OK and result.ok and result.reason() == ""
     assert result.stdout == "hi\n"
     assert result.peak_rss_mb >= 40  # the 40 MiB array was resident
+    assert 0 < result.cpu_seconds < result.seconds * 4
 
 
 def test_measured_error_gives_last_stderr_line():
@@ -143,10 +164,11 @@ def test_measured_memory_limit_kills_the_child():
 
 
 def test_combine_adds_times_and_keeps_first_failure():
-    a = Measured(OK, 1.5, 100.0, "a", "")
-    b = Measured(ERROR, 2.0, 300.0, "", "boom", 1)
+    a = Measured(OK, 1.5, 100.0, 1.0, "a", "")
+    b = Measured(ERROR, 2.0, 300.0, 0.5, "", "boom", 1)
     both = combine([a, b])
-    assert (both.status, both.seconds, both.peak_rss_mb, both.reason()) == (ERROR, 3.5, 300.0, "boom")
+    assert (both.status, both.seconds, both.peak_rss_mb, both.cpu_seconds, both.reason()) == (
+        ERROR, 3.5, 300.0, 1.5, "boom")
     assert combine([a, Measured(OK, 1.0, 50.0)]).status == OK
 
 
@@ -283,23 +305,17 @@ def test_negative_dim_value_is_a_dynamic_axis():
     assert input_specs(model)[0].shape == (None, 3, None, None)
 
 
-def test_sweep_table_shows_growth_and_skips():
-    def ok(seconds, ratio, rss, **extra):
-        return {"status": "ok", "seconds": seconds, "ratio": ratio, "peak_rss_mb": rss, **extra}
-
+def test_sweep_table_one_row_per_run_and_count():
     sweep = {
-        100: {bench.INFER: ok(2.0, 1.0, 300), "ORT Entropy": ok(30.0, 15.0, 6000),
-              "qtool entropy": ok(4.0, 2.0, 1100, calib_ratio=1.5)},
-        1000: {bench.INFER: ok(20.0, 1.0, 310),
-               "ORT Entropy": {"status": "OOM", "seconds": 50.0, "peak_rss_mb": 20480.0},
-               "qtool entropy": ok(40.0, 2.0, 1100, calib_ratio=1.8)},
+        100: {bench.INFER: ok_row(2.0, 2.0, 300, ratio=1.0, cpu_ratio=1.0),
+              "ORT Entropy": ok_row(30.0, 40.0, 6000, ratio=15.0, cpu_ratio=20.0)},
+        1000: {bench.INFER: ok_row(20.0, 20.0, 310, ratio=1.0, cpu_ratio=1.0),
+               "ORT Entropy": {"status": "OOM", "seconds": 50.0, "peak_rss_mb": 20480.0}},
     }
-    lines = bench.sweep_table(sweep).splitlines()
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    assert cells[0] == ["run", "100: wall s (x inf)", "1000: wall s (x inf)", "100: peak MiB",
-                        "1000: peak MiB"]
-    assert cells[2] == [bench.INFER, "2.0 (1.00x)", "20.0 (1.00x)", "300", "310"]
-    assert cells[3] == ["qtool entropy", "4.0 (2.00x, calibrate 1.50x)",
-                        "40.0 (2.00x, calibrate 1.80x)", "1100", "1100"]
-    assert cells[4] == ["ORT Entropy", "30.0 (15.00x)", "OOM after 50 s", "6000", "20480"]
-    assert len(cells) == 5  # runs missing from a count are left out
+    cells = table_cells(bench.sweep_table(sweep))
+    assert cells[0] == ["run", "samples", *bench.TIME_HEADER]
+    assert [row[:3] for row in cells[2:]] == [[bench.INFER, "100", "2.0"],
+                                             [bench.INFER, "1000", "20.0"],
+                                             ["ORT Entropy", "100", "30.0"],
+                                             ["ORT Entropy", "1000", "OOM after 50 s"]]
+    assert cells[4] == ["ORT Entropy", "100", "30.0", "15.00x", "40.0", "20.00x", "", "6000"]

@@ -272,6 +272,10 @@ def trap_layout(tmp_path):
     WEIGHT.tofile(model_dir / "w.bin")
     rng = np.random.default_rng(0)
     np.save(tmp_path / "data.npy", rng.normal(size=(8, 4)).astype(np.float32))
+    # a valid calibration for the commands that read one before the model
+    good = write_model(model_dir, "w.bin", "good.onnx")
+    assert run_cli("calibrate", good, "--data", tmp_path / "data.npy",
+                   "-o", tmp_path / "good.calib.json", "-q")[0] == 0
     trap = FifoTrap(outside / "secret.bin")
     yield tmp_path, model_dir, outside, trap
     trap.release()
@@ -291,7 +295,8 @@ def test_valid_external_model_runs_every_command(tmp_path, capsys):
     assert [n.op_type for n in quantized.graph.node].count("DequantizeLinear") == 2
 
 
-@pytest.mark.parametrize("command", ["calibrate", "quantize", "check"])
+@pytest.mark.parametrize("command", ["calibrate", "quantize", "check", "compare", "sensitivity",
+                                     "report"])
 def test_cli_refuses_escapes_without_opening_them(trap_layout, capsys, command):
     tmp_path, model_dir, outside, trap = trap_layout
     os.symlink(outside / "secret.bin", model_dir / "link.bin")
@@ -299,14 +304,20 @@ def test_cli_refuses_escapes_without_opening_them(trap_layout, capsys, command):
                  "w.bin\x00", ""]
     for location in locations:
         model = write_model(model_dir, location)
-        extra = {"calibrate": ["--data", tmp_path / "data.npy", "-o", tmp_path / "c.json"],
-                 "quantize": ["--calib", tmp_path / "c.json", "-o", tmp_path / "q.onnx"],
-                 "check": []}[command]
+        args = {"calibrate": [model, "--data", tmp_path / "data.npy", "-o", tmp_path / "c.json"],
+                "quantize": [model, "--calib", tmp_path / "c.json", "-o", tmp_path / "q.onnx"],
+                "check": [model],
+                "compare": [model, model, "--data", tmp_path / "data.npy"],
+                "sensitivity": [model, "--calib", tmp_path / "good.calib.json",
+                                "--data", tmp_path / "data.npy"],
+                "report": [tmp_path / "good.calib.json", "--model", model,
+                           "-o", tmp_path / "r.html"]}[command]
         capsys.readouterr()
-        code, _ = run_cli(command, model, *extra)
+        code, _ = run_cli(command, *args)
         err = capsys.readouterr().err
         assert code == 1, (location, err)
         assert err.startswith("error: refusing external data location"), err
         assert err.count("\n") == 1 and "Traceback" not in err
-        assert not (tmp_path / "c.json").exists() and not (tmp_path / "q.onnx").exists()
+        for name in ("c.json", "q.onnx", "r.html"):
+            assert not (tmp_path / name).exists()
     assert trap.release() is False, "a command opened the data file outside the model's folder"

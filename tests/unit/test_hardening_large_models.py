@@ -14,6 +14,7 @@ from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
 from qtool.calib import runner
 from qtool.calibrate import CalibrateOptions, calibrate
+from qtool.errors import QtoolError
 from qtool.graph.types import infer_shapes, tensor_elem_types
 from qtool.io.external import ALIGN, save_external
 from qtool.io.model import load_model, save_model
@@ -215,3 +216,36 @@ def test_quantize_in_place_rewrites_the_given_model_and_default_copies():
     rewritten, _ = quantize_model(model, amax, in_place=True)
     assert rewritten is model
     assert rewritten.SerializeToString() == copied.SerializeToString()
+
+
+def test_structure_check_never_serialises_large_weights(monkeypatch, tmp_path):
+    """load_model runs onnx's checker on a light copy: initializers and Constant-node weights
+    become empty placeholders, so the check costs no copy of the weights."""
+    model = chain_model(width=128)
+    big = numpy_helper.from_array(np.ones((128, 128), np.float32), "k")
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["k"], value=big, name="const"))
+    model.graph.node[1].input[1] = "k"
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    seen = []
+    real = onnx.checker.check_model
+
+    def spy(proto, *args, **kwargs):
+        seen.append(proto.ByteSize())
+        return real(proto, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.checker, "check_model", spy)
+    loaded = load_model(tmp_path / "m.onnx")
+    assert seen and max(seen) < 1000 and model.ByteSize() > 250_000
+    np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.node[0].attribute[0].t),
+                                  np.ones((128, 128), np.float32))
+
+
+def test_structure_errors_are_one_line_naming_the_node(tmp_path):
+    model = chain_model()
+    model.graph.node[2].input[0] = "nowhere"
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(QtoolError) as info:
+        load_model(tmp_path / "m.onnx")
+    message = str(info.value)
+    assert "\n" not in message and "is not a valid ONNX model" in message
+    assert "input 'nowhere' of node: name: mm1 OpType: MatMul" in message

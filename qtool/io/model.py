@@ -77,7 +77,10 @@ def check_external_paths(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
 
 
 def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.ModelProto:
-    """Load a model file, validating any external data before reading it."""
+    """Load a model file, checked as untrusted input before any weight is read: valid UTF-8
+    names, external data inside the model's folder and within its files, every tensor's data
+    the size of its shape, and a structure onnx's checker accepts. With load_weights=False
+    external weights stay on disk (onnxruntime can read them there, see create_session)."""
     path = Path(path)
     if not path.is_file():
         raise QtoolError(f"model not found: {path}")

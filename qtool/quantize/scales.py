@@ -66,5 +66,8 @@ def broadcast_scale(scales: np.ndarray, ndim: int, axis: int | None) -> np.ndarr
 def quantize_int8(values: np.ndarray, scales: np.ndarray, axis: int | None) -> np.ndarray:
     """INT8 values as QuantizeLinear computes them: float32 x / scale, half to even, clamped."""
     x = np.asarray(values, dtype=np.float32)
-    q = np.rint(x / broadcast_scale(scales, x.ndim, axis))
-    return np.clip(q, QMIN, QMAX).astype(np.int8)
+    q = x / broadcast_scale(scales, x.ndim, axis)
+    # in place: one float32 temporary per weight, not three (a large model's weights are big)
+    np.rint(q, out=q)
+    np.clip(q, QMIN, QMAX, out=q)
+    return q.astype(np.int8)

@@ -18,7 +18,8 @@ onnxruntime CPU against the FP32 model on held-out inputs. A --samples sweep rep
 calibration of the sweep models at larger sample counts (data repeated when needed) to show how
 time and peak memory grow.
 
-    bash scripts/fetch_models.sh          # once: models and images into models/
+    bash scripts/fetch_models.sh          # once: models and images into models/ (bench.py runs
+                                          # it itself when models/ is empty)
     python scripts/bench.py               # full run (make bench), writes BENCHMARKS.md
     python scripts/bench.py --quick       # smoke run: few samples, no sweep, prints only
 """
@@ -444,6 +445,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=REPO / "out" / "bench")
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
+    parser.add_argument("--no-fetch", action="store_true",
+                        help="do not run scripts/fetch_models.sh when models/ is empty")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 10 samples, 160x160 detector input, no sweep, "
                              "BENCHMARKS.md untouched")
@@ -477,6 +480,11 @@ def main(argv=None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if not args.no_fetch and not (MODELS_DIR / "SOURCES.txt").is_file():
+        log("models/ is empty: fetching the models first (scripts/fetch_models.sh)")
+        env = dict(os.environ, PY=sys.executable)
+        if subprocess.run(["bash", str(HERE / "fetch_models.sh")], env=env, check=False).returncode:
+            return 1
     cases = build_cases(args, log)
     if not cases:
         log("nothing to measure: run `bash scripts/fetch_models.sh` first")

@@ -14,7 +14,7 @@ from typing import Callable
 
 from qtool.calib.calibfile import Calibration, TensorCalibration
 from qtool.calib.histogram import AbsHistogram
-from qtool.calib.runner import collect_histograms, parse_shard
+from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.observe import tensors_to_observe
 from qtool.io.data import open_data
@@ -90,6 +90,27 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
     )
 
 
+def tensors_to_calibrate(model) -> list[str]:
+    """The activation tensors the default Q/DQ placement quantizes (every other option only
+    removes Q/DQ). Histogramming the other candidates (Adds that will not fuse, inputs of
+    unquantized Concats) cost 2.7-3.7x the needed work on PP-OCR models. Falls back to every
+    candidate when the placement cannot be planned here (weights left on disk, or an opset that
+    quantize would upgrade first).
+    """
+    from qtool.quantize.options import QuantizeOptions
+    from qtool.quantize.placement import make_plan
+
+    candidates = tensors_to_observe(model)
+    if has_unloaded_weights(model):  # weights still on disk: placement cannot see them
+        return candidates
+    try:
+        plan, _ = make_plan(model, dict.fromkeys(candidates, 1.0), QuantizeOptions())
+    except Exception:  # planning is an optimisation here; observing more is always correct
+        return candidates
+    needed = [name for name in candidates if name in plan.activations]
+    return needed or candidates
+
+
 def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None,
               options: CalibrateOptions,
               on_batch: Callable[[int], None] | None = None,
@@ -106,7 +127,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                        loader_script=options.loader_script)
     if on_start is not None:
         on_start(source.num_samples)
-    tensors = tensors_to_observe(model)
+    tensors = tensors_to_calibrate(model)
     run = collect_histograms(model, source, tensors, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent)

@@ -52,7 +52,9 @@ def test_multi_input_npz(qtool, tmp_path):
              b=rng.normal(size=(3, 8, 5)).astype(np.float32), c=rng.normal(size=(3, 4, 5)).astype(np.float32))
     result = qtool("calibrate", model, "--data", tmp_path / "feeds.npz", "-o", tmp_path / "mm.json")
     assert result.code == 0, result.err
-    assert set(read_calibration(tmp_path / "mm.json").amax) == {"a", "b", "ab", "c", "sum"}
+    # both activation inputs of the attention-style MatMul and the projection's input; the Add
+    # fuses into nothing (no conv), so its inputs are not quantized and not observed
+    assert set(read_calibration(tmp_path / "mm.json").amax) == {"a", "b", "sum"}
 
 
 def test_shards_merge_to_exactly_one_run(qtool, conv_model, npy_dir, tmp_path):
@@ -183,3 +185,25 @@ def test_demo_model_end_to_end(qtool, tmp_path):
     assert {"input", "stem.relu.out", "res.conv1.relu.out", "pool.out", "concat.out",
             "flatten.out", "fc_relu.out"} <= set(calib.amax)
     assert calib.amax["input"] == pytest.approx(1.0, abs=1e-3)  # pixels / 16 span [0, 1]
+
+
+def _demo():
+    from tests.conftest import REPO
+
+    return onnx.load(str(REPO / "demo" / "digits_cnn.onnx"))
+
+
+@pytest.mark.parametrize("build", [conv_relu_gemm, two_input_matmul, _demo])
+def test_calibration_covers_everything_quantize_places(tmp_path, build):
+    """Only the tensors the default placement quantizes are observed, and none is missing."""
+    from qtool.calibrate import tensors_to_calibrate
+    from qtool.graph.observe import tensors_to_observe
+    from qtool.quantize.api import quantize_model
+
+    model = build()
+    observed = tensors_to_calibrate(model)
+    assert set(observed) <= set(tensors_to_observe(model))
+    _, summary = quantize_model(model, dict.fromkeys(observed, 1.0))
+    assert not [skip for skip in summary.skipped if skip.reason == "no_calibration"]
+    _, everything = quantize_model(model, dict.fromkeys(tensors_to_observe(model), 1.0))
+    assert summary.quantized == everything.quantized

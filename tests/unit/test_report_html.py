@@ -22,7 +22,7 @@ from PIL import Image
 from qtool.calib.calibfile import read_calibration, write_calibration
 from qtool.calibrate import CalibrateOptions, calibrate
 from qtool.errors import MissingDependency, QtoolError
-from qtool.graph.observe import tensors_to_observe
+from qtool.calibrate import tensors_to_calibrate
 from qtool.io.model import load_model, save_model
 from qtool.quantize.api import quantize_model, record_provenance
 from qtool.report.api import write_report
@@ -158,7 +158,7 @@ def page(demo):
 
 def test_a_histogram_figure_for_every_observed_tensor(demo, page):
     parsed = page["parsed"]
-    observed = tensors_to_observe(load_model(DEMO_MODEL))
+    observed = tensors_to_calibrate(load_model(DEMO_MODEL))
     assert list(parsed.tensors) == observed
     assert set(observed) == set(read_calibration(demo["calib"]).tensors)
     for name, row in parsed.tensors.items():

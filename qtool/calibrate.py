@@ -8,9 +8,9 @@ histogram files of shards exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from qtool.calib.calibfile import Calibration, TensorCalibration
 from qtool.calib.histogram import AbsHistogram

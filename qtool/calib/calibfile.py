@@ -108,7 +108,7 @@ def _first_line(exc: BaseException) -> str:
 
 def histogram_path_for(calib_path: str | os.PathLike) -> Path:
     path = Path(calib_path)
-    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    stem = path.name.removesuffix(".json")
     return path.with_name(stem + ".npz")
 
 
@@ -131,13 +131,12 @@ def write_calibration(calib: Calibration, path: str | os.PathLike,
         calib.tensors[name].key = key
         for part, value in histograms[name].to_arrays().items():
             arrays[f"{key}/{part}"] = np.asarray(value)
-    with atomic_path(path) as json_tmp:
-        with atomic_path(npz_path) as npz_tmp:
-            with open(npz_tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-            calib.histogram_file = npz_path.name
-            calib.histogram_sha256 = sha256_file(npz_tmp)
-            write_json(json_tmp, to_dict(calib))
+    with atomic_path(path) as json_tmp, atomic_path(npz_path) as npz_tmp:
+        with open(npz_tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        calib.histogram_file = npz_path.name
+        calib.histogram_sha256 = sha256_file(npz_tmp)
+        write_json(json_tmp, to_dict(calib))
 
 
 def to_dict(calib: Calibration) -> dict:

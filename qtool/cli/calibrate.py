@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from qtool.cli.common import apply_config, config_option, emit, json_option, log, setup_logging, verbosity_options
+from qtool.cli.common import (
+    apply_config,
+    config_option,
+    emit,
+    json_option,
+    log,
+    setup_logging,
+    verbosity_options,
+)
 from qtool.cli.progress import SampleProgress
 from qtool.config import section
 from qtool.errors import QtoolError, UsageError
@@ -50,8 +58,9 @@ def calibrate(ctx, **params):
 
     Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
     """
-    from qtool.calibrate import CalibrateOptions, calibrate as run_calibration
     from qtool.calib.calibfile import histogram_path_for, write_calibration
+    from qtool.calibrate import CalibrateOptions
+    from qtool.calibrate import calibrate as run_calibration
     from qtool.io.atomic import refuse_overwrite_input
 
     params, config = apply_config(ctx, params, params["config_path"], "calibrate")

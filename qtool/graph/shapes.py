@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
-
 # Tensors up to this many elements keep their data (shape inference may read small ones).
 KEEP_DATA_ELEMENTS = 1024
 
@@ -81,7 +80,7 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     skeleton = inference_skeleton(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
-    except Exception:  # noqa: BLE001 - custom ops or malformed parts: keep what the file declares
+    except Exception:
         inferred = skeleton
     graph = inferred.graph
     infos: dict[str, TensorInfo] = {}

@@ -20,7 +20,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     for attempt in (lambda: inference_skeleton(model), lambda: model):
         try:
             return onnx.shape_inference.infer_shapes(attempt(), strict_mode=False)
-        except Exception:  # noqa: BLE001, S112 - custom ops, malformed parts, protobuf size limit
+        except Exception:  # noqa: S112 - custom ops, malformed parts, protobuf size limit
             continue
     return model
 

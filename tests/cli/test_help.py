@@ -30,7 +30,8 @@ SCRIPT = textwrap.dedent(f"""
 
 
 def test_every_module_and_help_without_optional_packages():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                            timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == f"ok {len(COMMANDS)}"
     for name in COMMANDS:

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
-from qtool.calib.calibfile import (Calibration, TensorCalibration, check_model_match, read_calibration,
-                                   to_dict, write_calibration)
+from qtool.calib.calibfile import (
+    Calibration,
+    TensorCalibration,
+    check_model_match,
+    read_calibration,
+    to_dict,
+    write_calibration,
+)
 from qtool.errors import QtoolError
 
 SHA = "a" * 64

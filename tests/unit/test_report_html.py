@@ -20,9 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from qtool.calib.calibfile import read_calibration, write_calibration
-from qtool.calibrate import CalibrateOptions, calibrate
+from qtool.calibrate import CalibrateOptions, calibrate, tensors_to_calibrate
 from qtool.errors import MissingDependency, QtoolError
-from qtool.calibrate import tensors_to_calibrate
 from qtool.io.model import load_model, save_model
 from qtool.quantize.api import quantize_model, record_provenance
 from qtool.report.api import write_report

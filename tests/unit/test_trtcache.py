@@ -27,7 +27,7 @@ def test_cache_round_trips_bit_exactly(tmp_path):
     ]
     original = tmp_path / "orig.cache"
     original.write_text("\n".join(lines) + "\n")
-    header, read = read_cache(original)
+    _, read = read_cache(original)
     amax = cache_amax(read)
     again = tmp_path / "again.cache"
     write_cache(again, amax, "8.6.1")

@@ -9,9 +9,11 @@ import click
 from qtool.cli.common import (
     apply_config,
     config_option,
+    data_options,
     emit,
     json_option,
     log,
+    require_data,
     setup_logging,
     verbosity_options,
 )
@@ -28,18 +30,13 @@ def default_output(model: str) -> Path:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data", type=click.Path(), default=None,
-              help="Calibration data: .npy/.npz file or folder, or a folder of images.")
-@click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False), default=None,
-              help="Python file whose load_data() yields feed dicts (runs your code).")
+@data_options
 @click.option("--method", type=click.Choice(list(METHODS)), default="entropy", show_default=True,
               help="Threshold method.")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins.")
 @click.option("--percentile", type=float, default=99.99, show_default=True,
               help="Percentile for --method percentile.")
 @click.option("--coverage", type=float, default=None, help="Covered mass for --method coverage.")
-@click.option("--num-samples", type=int, default=None, help="Use at most this many samples.")
-@click.option("--batch-size", type=int, default=None, help="Re-batch the data to this size.")
 @click.option("--shard", default=None, metavar="K/N", help="Calibrate every N-th batch from K.")
 @click.option("--trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT (implicit INT8) calibration cache.")
@@ -83,8 +80,7 @@ def calibrate(ctx, **params):
         batch_size=params["batch_size"], shard=params["shard"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
     )
-    if params["data"] is None and params["loader_script"] is None:
-        raise UsageError("missing --data PATH (or --data-loader-script FILE)")
+    require_data(params)
     progress = SampleProgress("calibrating", enabled=not params["quiet"])
     try:
         result = run_calibration(model, params["data"], options,

@@ -32,6 +32,26 @@ def config_option(func):
     )(func)
 
 
+def data_options(func):
+    """--data, --data-loader-script, --num-samples, --batch-size: every command that reads data."""
+    func = click.option("--batch-size", type=int, default=None,
+                        help="Re-batch the data to this size.")(func)
+    func = click.option("--num-samples", type=int, default=None,
+                        help="Use at most this many samples.")(func)
+    func = click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False),
+                        default=None,
+                        help="Python file whose load_data() yields feed dicts (runs your code).")(func)
+    func = click.option("--data", "data", type=click.Path(), default=None,
+                        help=".npy/.npz file or folder, or a folder of images ([preprocess] in "
+                             "--config).")(func)
+    return func
+
+
+def require_data(params: dict) -> None:
+    if params["data"] is None and params["loader_script"] is None:
+        raise UsageError("missing --data PATH (or --data-loader-script FILE)")
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)

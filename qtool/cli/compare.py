@@ -8,25 +8,13 @@ import click
 from qtool.cli.common import (
     apply_config,
     config_option,
+    data_options,
     emit,
     json_option,
+    require_data,
     setup_logging,
     verbosity_options,
 )
-
-
-def data_options(func):
-    """--data, --data-loader-script, --num-samples, --batch-size, as in calibrate."""
-    func = click.option("--batch-size", type=int, default=None,
-                        help="Re-batch the data to this size.")(func)
-    func = click.option("--num-samples", type=int, default=None,
-                        help="Use at most this many samples.")(func)
-    func = click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False),
-                        default=None,
-                        help="Python file whose load_data() yields feed dicts (runs your code).")(func)
-    func = click.option("--data", "data", type=click.Path(), default=None,
-                        help=".npy/.npz file or folder, or a folder of images.")(func)
-    return func
 
 
 def gate_options(func):
@@ -73,13 +61,12 @@ def compare(ctx, **params):
     from qtool.analysis.gates import Gates
     from qtool.cli.progress import SampleProgress
     from qtool.config import section
-    from qtool.errors import GateFailed, UsageError
+    from qtool.errors import GateFailed
     from qtool.io.atomic import refuse_overwrite_input, write_json
 
     params, config = apply_config(ctx, params, params["config_path"], "compare")
     setup_logging(params["verbose"], params["quiet"])
-    if params["data"] is None and params["loader_script"] is None:
-        raise UsageError("missing --data PATH (or --data-loader-script FILE)")
+    require_data(params)
     if params["output"]:
         refuse_overwrite_input(params["output"], params["reference"], params["candidate"],
                                params["data"], params["labels"])

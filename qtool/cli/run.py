@@ -7,6 +7,7 @@ import click
 from qtool.cli.common import (
     apply_config,
     config_option,
+    data_options,
     emit,
     json_option,
     setup_logging,
@@ -16,12 +17,7 @@ from qtool.cli.common import (
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("engine", type=click.Path(dir_okay=False))
-@click.option("--data", "data", type=click.Path(), default=None,
-              help="Input data: .npy/.npz file or folder, or a folder of images ([preprocess] in --config).")
-@click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False), default=None,
-              help="Python file whose load_data() yields feed dicts (runs your code).")
-@click.option("--batch-size", type=int, default=None, help="Re-batch the data to this size.")
-@click.option("--num-samples", type=int, default=None, help="Run at most this many samples.")
+@data_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Outputs file (default: ENGINE stem + .outputs.npz beside the engine).")
 @config_option

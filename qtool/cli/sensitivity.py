@@ -11,13 +11,14 @@ import click
 from qtool.cli.common import (
     apply_config,
     config_option,
+    data_options,
     emit,
     json_option,
     log,
+    require_data,
     setup_logging,
     verbosity_options,
 )
-from qtool.cli.compare import data_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,8 +84,7 @@ def sensitivity(ctx, **params):
     setup_logging(params["verbose"], params["quiet"])
     if not params["calib"]:
         raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
-    if params["data"] is None and params["loader_script"] is None:
-        raise UsageError("missing --data PATH (or --data-loader-script FILE)")
+    require_data(params)
     if params["top"] < 0:
         raise UsageError("--top must be 0 or more")
     config_dir = Path(params["config_path"]).resolve().parent if params["config_path"] else None

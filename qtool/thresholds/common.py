@@ -64,6 +64,15 @@ def first_index_at_mass(counts: np.ndarray, fraction: float) -> int:
     return int(np.searchsorted(np.cumsum(counts), need, side="left"))
 
 
+def mass_amax(hist, edges, fraction: float) -> float:
+    """Upper edge of the smallest prefix of bins holding >= fraction of all values (no
+    interpolation inside the bin); the empty-histogram amax when there are no values."""
+    counts, edges = checked_histogram(hist, edges)
+    if not counts.any():
+        return empty_amax(edges)
+    return float(edges[first_index_at_mass(counts, fraction) + 1])
+
+
 def check_fraction(name: str, value, *, low: float, high: float) -> float:
     """A float in (low, high], or a QtoolError."""
     try:

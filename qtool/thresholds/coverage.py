@@ -18,20 +18,11 @@ and parameter for configurations written for the two-sided method.
 
 from __future__ import annotations
 
-from qtool.thresholds.common import (
-    check_fraction,
-    checked_histogram,
-    empty_amax,
-    first_index_at_mass,
-)
+from qtool.thresholds.common import check_fraction, mass_amax
 
 DEFAULT_COVERAGE = 0.9999
 
 
 def coverage_amax(hist, edges, *, coverage: float = DEFAULT_COVERAGE) -> float:
     """Upper edge of the smallest prefix of bins holding >= coverage of all values."""
-    fraction = check_fraction("coverage", coverage, low=0.0, high=1.0)
-    counts, edges = checked_histogram(hist, edges)
-    if not counts.any():
-        return empty_amax(edges)
-    return float(edges[first_index_at_mass(counts, fraction) + 1])
+    return mass_amax(hist, edges, check_fraction("coverage", coverage, low=0.0, high=1.0))

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from qtool.thresholds.common import (
-    check_fraction,
-    checked_histogram,
-    empty_amax,
-    first_index_at_mass,
-)
+from qtool.thresholds.common import check_fraction, mass_amax
 
 DEFAULT_PERCENTILE = 99.99
 
@@ -19,7 +14,4 @@ def percentile_amax(hist, edges, *, percentile: float = DEFAULT_PERCENTILE) -> f
     of the values. p = 100 gives the max method's histogram value. Monotone in p.
     """
     p = check_fraction("percentile", percentile, low=0.0, high=100.0)
-    counts, edges = checked_histogram(hist, edges)
-    if not counts.any():
-        return empty_amax(edges)
-    return float(edges[first_index_at_mass(counts, p / 100.0) + 1])
+    return mass_amax(hist, edges, p / 100.0)

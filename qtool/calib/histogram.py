@@ -223,6 +223,17 @@ class AbsHistogram:
         for start in range(0, flat.size, _CHUNK):
             self._count_chunk(flat[start : start + _CHUNK], abuf, ibuf)
 
+    def fix_grid_from(self, x) -> None:
+        """Set the grid from one batch exactly as update() would, counting nothing (a shard takes
+        its grid from batches other shards count). A grid already set is left as it is."""
+        if self._width is not None:
+            return
+        arr = np.asarray(x)
+        flat = arr.reshape(-1)
+        if flat.size:
+            abuf = np.empty(min(_CHUNK, flat.size), dtype=_work_dtype(arr.dtype))
+            self.fix_grid(self._finite_abs_max(flat, abuf))
+
     @staticmethod
     def _finite_abs_max(flat: np.ndarray, abuf: np.ndarray) -> float:
         best = 0.0

@@ -319,8 +319,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             pairs = [(name, named[name]) for name in tensors]
             if not mine:  # fix the grid only
                 for name, value in pairs:
-                    if not histograms[name].has_grid:
-                        histograms[name].fix_grid(_finite_abs_max(value))
+                    histograms[name].fix_grid_from(value)
                 _OutputBuffers.release(token)
                 continue
             worker.submit(pairs, token)
@@ -334,11 +333,6 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     if num_batches == 0:
         raise QtoolError("no calibration batches were run (empty data, or a shard with no batches)")
     return HistogramRun(histograms, num_samples, num_batches, time.perf_counter() - start)
-
-
-def _finite_abs_max(value: np.ndarray) -> float:
-    magnitude = np.abs(value[np.isfinite(value)]) if value.size else value
-    return float(magnitude.max()) if magnitude.size else 0.0
 
 
 def _batch_size(feeds: dict[str, np.ndarray]) -> int:

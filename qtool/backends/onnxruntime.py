@@ -41,7 +41,7 @@ class OnnxRunner:
         # onnxruntime may drop unused graph inputs; feed only what the session takes.
         self._feed_names = [spec.name for spec in self._specs if spec.name in known]
 
-    def __enter__(self) -> OnnxRunner:
+    def __enter__(self) -> OnnxRunner:  # noqa: PYI034 (typing.Self needs 3.11)
         return self
 
     def __exit__(self, *exc_info) -> None:

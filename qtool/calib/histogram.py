@@ -6,14 +6,17 @@ the pure functions in qtool.thresholds.
 Grid
     Bins are ``[k*w, (k+1)*w)`` for k = 0, 1, ...: left-closed, so a value
     exactly on an edge belongs to the bin above it. The bin of a finite |x| is
-    ``floor(|x| / w)``, the quotient rounded once to float64; it depends only on
-    the value, never on the batch it came in or on what was seen before, which
-    is what makes streaming, sharding and merging exact.
+    ``floor(|x| * r)`` with ``r = 1 / w`` (both float64, the product rounded
+    once to float64; qtool.calib.binning), so an edge is exact to a float64
+    rounding. It depends only on the value, never on the batch it came in or on
+    what was seen before, which is what makes streaming, sharding and merging
+    exact. (A product, not a quotient: a division costs several times more per
+    value, and calibration spends most of its time here.)
 
     The width w is fixed by the first batch whose largest finite |x| (m) is not
     zero: ``w = m / bins``, widened by the smallest float64 steps needed so that
     m itself falls into the last bin (index bins - 1); the histogram then spans
-    ``[0, bins*w)`` with ``bins*w`` a hair above m. ``fix_grid(amax)`` applies the
+    about ``[0, bins*w)`` with ``bins*w`` a hair above m. ``fix_grid(amax)`` applies the
     same rule from outside without counting, so shards of one data set can share
     the grid of its first batch. Zeros seen before the grid exists are counted
     at once: zero is in bin 0 on every grid.
@@ -23,11 +26,11 @@ Growth
     re-binned. To bound memory against huge outliers the histogram never holds
     more than ``max_bins`` bins (default 64 * bins): past that, bins are merged
     in groups of 2**s, s the smallest shift that makes the largest value fit.
-    A merged bin k holds exactly the values whose base index floor(|x|/w) lies
-    in ``[k*2**s, (k+1)*2**s)``, i.e. it is computed as ``floor(|x| / (w*2**s))``
-    and summing 2**d adjacent bins is the same thing, so the result is still
-    independent of batch order (for quotients below 2**53, far past any
-    realistic range). Memory is O(max_bins) per tensor, never O(samples).
+    A merged bin k holds exactly the values whose base index floor(|x|*r) lies
+    in ``[k*2**s, (k+1)*2**s)``: it is computed as ``floor(|x| * (r*2**-s))``,
+    and scaling by a power of two is exact in floating point, so summing 2**d
+    adjacent bins is the same thing and the result is still independent of
+    batch order (for products below 2**53, far past any realistic range). Memory is O(max_bins) per tensor, never O(samples).
 
 Non-finite values
     NaN and +/-Inf are left out of the histogram, of ``abs_max`` and of
@@ -47,6 +50,7 @@ import math
 
 import numpy as np
 
+from qtool.calib.binning import compiled_kernel, count_compiled, count_numpy, range_limit
 from qtool.errors import QtoolError
 
 DEFAULT_BINS = 2048
@@ -76,13 +80,19 @@ _FORMAT_KEYS = (
 def grid_width(amax: float, bins: int) -> float:
     """The bin width for a first batch whose largest |x| is amax (> 0, finite).
 
-    amax / bins rounded up until floor(amax / width) == bins - 1, so amax lands
-    in the last of `bins` left-closed bins.
+    amax / bins rounded up until floor(amax * (1 / width)) == bins - 1, so amax
+    lands in the last of `bins` left-closed bins. At least the smallest normal
+    float64, so that 1 / width is finite.
     """
     width = max(amax / bins, np.finfo(np.float64).tiny)
-    while math.floor(amax / width) >= bins:
+    while bin_index(amax, width) >= bins:
         width = math.nextafter(width, math.inf)
     return width
+
+
+def bin_index(value: float, width: float, shift: int = 0) -> int:
+    """The bin of one |x| on the grid of base width `width` merged by 2**shift (see module doc)."""
+    return math.floor(value * math.ldexp(1.0 / width, -shift))
 
 
 def _work_dtype(dtype: np.dtype) -> type:
@@ -220,8 +230,31 @@ class AbsHistogram:
             batch_max = self._finite_abs_max(flat, abuf)
             if batch_max > 0:
                 self._width = grid_width(batch_max, self._bins)
-        for start in range(0, flat.size, _CHUNK):
+        compiled = flat.dtype == np.float32 and compiled_kernel() is not None
+        start = 0
+        while start < flat.size:
+            if compiled and self._width is not None:
+                start = self._count_compiled(flat, start)
+                if start == flat.size:
+                    break
+            # numpy takes the next chunk: all of it without numba, else the stretch where the
+            # compiled loop met a value that is not finite or needs a wider grid
             self._count_chunk(flat[start : start + _CHUNK], abuf, ibuf)
+            start += _CHUNK
+
+    def _count_compiled(self, flat: np.ndarray, start: int) -> int:
+        """Count flat[start:stop] with the compiled loop; returns stop (see binning)."""
+        reciprocal = self._reciprocal()
+        limit = range_limit(reciprocal, len(self._counts))
+        stop, top = count_compiled(flat, start, reciprocal, limit, self._counts)
+        self._count += stop - start
+        # every counted value is below limit, so it already has a bin: no growth needed
+        self._abs_max = max(self._abs_max, top)
+        return stop
+
+    def _reciprocal(self) -> float:
+        """r * 2**-shift: the factor that turns |x| into the index of its current bin."""
+        return math.ldexp(1.0 / self._width, -self._shift)
 
     def fix_grid_from(self, x) -> None:
         """Set the grid from one batch exactly as update() would, counting nothing (a shard takes
@@ -269,11 +302,7 @@ class AbsHistogram:
         if m > self._abs_max:
             self._abs_max = float(m)
             self._fit_range()
-        idx = ibuf[: a.size]
-        # One float64 division, truncated to an index on the way out (|x| >= 0).
-        np.divide(a, np.float64(self.bin_width), out=idx, casting="unsafe")
-        found = np.bincount(idx)
-        self._counts[: found.size] += found
+        count_numpy(a, self._reciprocal(), self._counts, ibuf)
 
     def _fit_range(self) -> None:
         """Coarsen and/or extend the bins so that abs_max has a bin (exactly)."""
@@ -284,14 +313,14 @@ class AbsHistogram:
         if self._abs_max > 0:
             exponent = math.frexp(self._abs_max)[1] - math.frexp(width)[1]
             shift = max(shift, exponent - self._max_bins.bit_length() - 1)
-        while math.floor(self._abs_max / math.ldexp(width, shift)) + 1 > self._max_bins:
+        while bin_index(self._abs_max, width, shift) + 1 > self._max_bins:
             shift += 1
         if shift > self._shift:
             self._counts = _coarsen(self._counts, shift - self._shift)
             self._shift = shift
         needed = max(
             -(-self._bins >> shift),  # ceil(bins / 2**shift)
-            math.floor(self._abs_max / self.bin_width) + 1,
+            bin_index(self._abs_max, width, shift) + 1,
         )
         if needed > len(self._counts):
             grown = np.zeros(needed, dtype=np.int64)
@@ -400,7 +429,7 @@ class AbsHistogram:
                 coarse = math.inf
             if not math.isfinite(coarse):
                 raise QtoolError(f"histogram bin width {width!r} x 2**{shift} is not finite")
-            expected = max(-(-bins >> shift), math.floor(abs_max / hist.bin_width) + 1)
+            expected = max(-(-bins >> shift), bin_index(abs_max, width, shift) + 1)
             if len(counts) != expected or len(counts) > max_bins:
                 raise QtoolError(
                     f"histogram has {len(counts)} bins where its range implies {expected}"

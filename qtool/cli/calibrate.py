@@ -81,6 +81,7 @@ def calibrate(ctx, **params):
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
     )
     require_data(params)
+    _log_counting_path()
     progress = SampleProgress("calibrating", enabled=not params["quiet"])
     try:
         result = run_calibration(model, params["data"], options,
@@ -105,6 +106,16 @@ def calibrate(ctx, **params):
          f"calibrated {summary['tensors']} tensors on {summary['samples']} samples "
          f"({summary['batches']} batches) in {result.seconds:.2f}s, method {calibration.method}\n"
          f"wrote {output}" + (f" and {params['trt_cache']}" if params["trt_cache"] else ""))
+
+
+def _log_counting_path() -> None:
+    from qtool.calib.binning import compiled_kernel
+
+    if compiled_kernel() is None:
+        log.info("histograms are counted with numpy: the compiled loop (qtool/calib/_binning.c) was "
+                 "not built; reinstall where a C compiler is available for faster calibration")
+    else:
+        log.info("histograms are counted with the compiled loop")
 
 
 def _warn_non_finite(calibration) -> None:

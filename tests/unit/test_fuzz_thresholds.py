@@ -89,10 +89,10 @@ def test_fuzz_histogram_counts_are_exact(batches, bins, factor):
     if h.has_grid:
         # the largest value has a bin (bins * width may round to exactly abs_max: still its bin)
         assert h.abs_max <= edges[-1]
-        assert math.floor(h.abs_max / h.bin_width) == len(h.hist) - 1
-        width = h.bin_width
-        expected = np.bincount(np.floor(np.abs(values) / width).astype(np.int64),
-                               minlength=len(h.hist))
+        factor = math.ldexp(1.0 / h.base_width, -h.shift)
+        assert math.floor(h.abs_max * factor) == len(h.hist) - 1
+        expected = np.bincount(np.floor(np.abs(values).astype(np.float64) * factor)
+                               .astype(np.int64), minlength=len(h.hist))
         assert h.hist.tolist() == expected.tolist()
 
 

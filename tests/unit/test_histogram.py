@@ -17,13 +17,13 @@ from qtool.thresholds import METHODS, compute_amax
 
 
 def reference(values, width: float, shift: int = 0, length: int | None = None) -> np.ndarray:
-    """Counts of floor(|v| / (width * 2**shift)), one value at a time, finite values only."""
-    coarse = width * 2.0**shift
+    """Counts of floor(|v| * (1/width) * 2**-shift), one value at a time, finite values only."""
+    factor = math.ldexp(1.0 / width, -shift)
     counts: dict[int, int] = {}
     for v in np.asarray(values).ravel().tolist():
         a = abs(float(v))
         if math.isfinite(a):
-            k = math.floor(a / coarse)
+            k = math.floor(a * factor)
             counts[k] = counts.get(k, 0) + 1
     size = max([length or 0] + [k + 1 for k in counts])
     out = np.zeros(size, dtype=np.int64)
@@ -62,7 +62,7 @@ def test_first_batch_sets_grid_and_its_max_lands_in_last_bin():
     x = np.array([0.5, -3.0, 1.25, 0.0], dtype=np.float32)
     h = streamed([x], bins=16)
     assert h.has_grid and h.base_width == grid_width(3.0, 16)
-    assert math.floor(3.0 / h.base_width) == 15
+    assert math.floor(3.0 * (1.0 / h.base_width)) == 15
     assert len(h.hist) == 16 and h.hist[15] == 1
     assert h.edges[0] == 0 and h.edges[-1] > 3.0
     assert h.hist.tolist() == reference(x, h.base_width, length=16).tolist()
@@ -72,8 +72,8 @@ def test_first_batch_sets_grid_and_its_max_lands_in_last_bin():
 def test_grid_width_is_the_smallest_widening_that_fits():
     for amax, bins in [(3.0, 16), (1.0, 2048), (0.1, 7), (5.0, 5), (1e-30, 2048), (3e38, 2048)]:
         w = grid_width(amax, bins)
-        assert math.floor(amax / w) == bins - 1
-        assert math.floor(amax / math.nextafter(w, 0)) >= bins or w == amax / bins
+        assert math.floor(amax * (1.0 / w)) == bins - 1
+        assert math.floor(amax * (1.0 / math.nextafter(w, 0))) >= bins or w == amax / bins
 
 
 def test_value_on_an_edge_belongs_to_the_bin_above():
@@ -207,7 +207,7 @@ def test_huge_outlier_coarsens_by_powers_of_two_exactly(small_chunks):
     everything = np.concatenate([first, *others])
     assert h.hist.tolist() == reference(everything, width, h.shift).tolist()
     # the smallest shift that fits: one less would need more than max_bins bins
-    assert math.floor(1e9 / (width * 2.0 ** (h.shift - 1))) + 1 > 64
+    assert math.floor(1e9 * math.ldexp(1.0 / width, 1 - h.shift)) + 1 > 64
     # outlier first (after the grid batch) gives the same bins
     g = streamed([first, others[1], others[0]], bins=16, max_bins=64)
     assert state(g) == state(h)

@@ -78,7 +78,7 @@ class TensorRTRunner:
     def label(self) -> str:
         return str(self._source) if isinstance(self._source, (str, os.PathLike)) else "the engine"
 
-    def __enter__(self) -> TensorRTRunner:
+    def __enter__(self) -> TensorRTRunner:  # noqa: PYI034 (typing.Self needs 3.11)
         try:
             self.open()
         except BaseException:

@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qtool.calib.calibfile import Calibration, TensorCalibration
+from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
 from qtool.errors import QtoolError, UsageError
-from qtool.graph.observe import tensors_to_observe
+from qtool.graph.bounded import bounded_tensors
+from qtool.graph.observe import channel_axes, tensors_to_observe
 from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.thresholds import METHODS, compute_amax
@@ -34,6 +36,7 @@ class CalibrateOptions:
     shard: str | None = None
     preprocess: dict = field(default_factory=dict)
     loader_script: str | None = None
+    bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
 
     def method_params(self) -> dict:
         if self.method == "percentile":
@@ -63,6 +66,7 @@ class CalibrateResult:
     calibration: Calibration
     histograms: dict[str, AbsHistogram]
     seconds: float
+    means: dict[str, ChannelMean] = field(default_factory=dict)
 
 
 def amax_from_histograms(histograms: dict[str, AbsHistogram], method: str,
@@ -76,11 +80,17 @@ def amax_from_histograms(histograms: dict[str, AbsHistogram], method: str,
 
 def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, params: dict, bins: int,
                       sha256: str, model_file: str | None, inputs: list, num_samples: int,
-                      num_batches: int, shard: str | None, config: dict) -> Calibration:
+                      num_batches: int, shard: str | None, config: dict,
+                      bounded: set[str] = frozenset()) -> Calibration:
+    """Thresholds with `method`, except that the `bounded` tensors (outputs of bounded
+    activations) take their observed max; their entries record rule "bounded"."""
     amax = amax_from_histograms(histograms, method, params)
+    bounded = {name for name in bounded if name in histograms} if method != "max" else set()
+    amax.update(amax_from_histograms({name: histograms[name] for name in bounded}, "max"))
     tensors = {
         name: TensorCalibration(amax=amax[name], abs_max=hist.abs_max, count=hist.count,
-                                nan=hist.nan_count, inf=hist.inf_count)
+                                nan=hist.nan_count, inf=hist.inf_count,
+                                rule="bounded" if name in bounded else None)
         for name, hist in histograms.items()
     }
     return Calibration(
@@ -130,15 +140,17 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     tensors = tensors_to_calibrate(model)
     run = collect_histograms(model, source, tensors, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
-                             external_dir=Path(model_path).parent)
+                             external_dir=Path(model_path).parent,
+                             mean_axes=channel_axes(model))
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
         inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in specs],
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path),
+        bounded=bounded_tensors(model) if options.bounded_max else set(),
     )
-    return CalibrateResult(calibration, run.histograms, run.seconds)
+    return CalibrateResult(calibration, run.histograms, run.seconds, run.means)
 
 
 def merge(calibrations: list[Calibration], method: str | None = None,
@@ -155,9 +167,17 @@ def merge(calibrations: list[Calibration], method: str | None = None,
         if set(other.tensors) != set(first.tensors):
             raise QtoolError(f"{other.path} observed other tensors than {first.path}")
     merged = first.load_histograms()
+    means = first.load_channel_mean_sums()
     for other in calibrations[1:]:
         for name, hist in other.load_histograms().items():
             merged[name].merge(hist)
+        theirs = other.load_channel_mean_sums()
+        # means survive a merge only where every shard has them
+        for name in list(means):
+            if name in theirs:
+                means[name].merge(theirs[name])
+            else:
+                del means[name]
     method = method or first.method
     if method == "trt-cache":
         raise QtoolError("calibrations made from a TensorRT cache have no histograms to merge")
@@ -169,8 +189,9 @@ def merge(calibrations: list[Calibration], method: str | None = None,
         model_file=first.model_file, inputs=first.inputs,
         num_samples=sum(c.num_samples for c in calibrations),
         num_batches=sum(c.num_batches for c in calibrations), shard=None, config=config,
+        bounded={name for name, tensor in first.tensors.items() if tensor.rule == "bounded"},
     )
-    return CalibrateResult(calibration, merged, 0.0)
+    return CalibrateResult(calibration, merged, 0.0, means)
 
 
 def _effective_config(options: CalibrateOptions, data_path) -> dict:

@@ -6,7 +6,7 @@ Config tables and their keys (the same names as the commands' options, with '_' 
     [pipeline]    model (required), output_dir, reuse_calibration (default true)
     [preprocess]  image preprocessing, for calibration and comparison data alike
     [calibrate]   data (required), loader_script, method, bins, percentile, coverage,
-                  num_samples, batch_size
+                  num_samples, batch_size, bounded_max
     [quantize]    op_types, exclude, exclude_op_type, exclude_file, per_tensor_weights, weights,
                   conv_transpose_per_tensor, high_precision
     [check]       strict, ignore
@@ -53,7 +53,7 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
     "pipeline": {"model": (str,), "output_dir": (str,), "reuse_calibration": (bool,)},
     "calibrate": {"data": (str,), "loader_script": (str,), "method": (str,), "bins": (int,),
                   "percentile": (int, float), "coverage": (int, float), "num_samples": (int,),
-                  "batch_size": (int,)},
+                  "batch_size": (int,), "bounded_max": (bool,)},
     "quantize": {"op_types": (str, list), "exclude": (str, list), "exclude_op_type": (str, list),
                  "exclude_file": (str,), "per_tensor_weights": (bool,), "weights": (str,),
                  "conv_transpose_per_tensor": (bool,), "high_precision": (str,)},
@@ -361,7 +361,7 @@ class _Runner:
             percentile=float(table.get("percentile", 99.99)),
             coverage=None if "coverage" not in table else float(table["coverage"]),
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
-            preprocess=self.table("preprocess"),
+            bounded_max=table.get("bounded_max", True), preprocess=self.table("preprocess"),
             loader_script=None if script is None else str(script),
         )
         options.validate()
@@ -396,7 +396,7 @@ class _Runner:
                             on_batch=bar.advance, on_start=bar.begin)
         calibration = run.calibration
         calibration.config["cache_key"] = key
-        write_calibration(calibration, self.calib_path, run.histograms)
+        write_calibration(calibration, self.calib_path, run.histograms, run.means)
         self.amax = calibration.amax
         record.status = "ok"
         record.detail = (f"{len(calibration.tensors)} tensors on {calibration.num_samples} samples, "

@@ -59,7 +59,7 @@ def worker(args) -> None:
                                    preprocess=IMAGENET_PREPROCESS)
         result = calibrate(args.model, args.images, options)
         with tempfile.TemporaryDirectory() as tmp:
-            write_calibration(result.calibration, Path(tmp) / "c.json", result.histograms)
+            write_calibration(result.calibration, Path(tmp) / "c.json", result.histograms, result.means)
         samples = result.calibration.num_samples
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "samples": samples, "peak_rss_mb": peak_rss_mb()}))

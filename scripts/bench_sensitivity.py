@@ -42,7 +42,7 @@ def calibration_for(model: Path, images: Path, method: str, out: Path) -> tuple[
     start = time.perf_counter()
     run = calibrate(model, images, CalibrateOptions(method=method, batch_size=32,
                                                     preprocess=PREPROCESS))
-    write_calibration(run.calibration, path, run.histograms)
+    write_calibration(run.calibration, path, run.histograms, run.means)
     return path, time.perf_counter() - start
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.errors import QtoolError
 from qtool.io.atomic import atomic_path, write_json
@@ -42,6 +43,7 @@ class TensorCalibration:
     nan: int = 0
     inf: int = 0
     key: str | None = None  # entry prefix in the histogram .npz; None when there is no histogram
+    rule: str | None = None  # "bounded": amax is the observed max, not the method's threshold
 
 
 @dataclass
@@ -75,6 +77,37 @@ class Calibration:
     def load_histograms(self) -> dict[str, AbsHistogram]:
         """Read the histograms back (checked against the recorded sha256)."""
         path = self.histogram_path()
+        return {name: _parse(AbsHistogram.from_arrays, parts, f"histogram of {name!r} in {path}")
+                for name, parts in self._read_entries().items()}
+
+    def load_channel_mean_sums(self) -> dict[str, ChannelMean]:
+        """The per-channel mean accumulators stored with the histograms ({} when there are none)."""
+        if self.histogram_path() is None:
+            return {}
+        found = {}
+        path = self.histogram_path()
+        for name, parts in self._read_entries().items():
+            accumulator = _parse(ChannelMean.from_arrays, parts, f"channel means of {name!r} in {path}")
+            if accumulator is not None:
+                found[name] = accumulator
+        return found
+
+    def load_channel_means(self) -> dict[str, tuple[int, np.ndarray]] | None:
+        """tensor -> (channel axis, float64 mean per channel) for bias correction; None when the
+        calibration has none (no histogram file, or one written before means were recorded).
+        Means that are not finite (NaN or Inf in the activations) are left out."""
+        if self.histogram_path() is None or not self.histogram_path().is_file():
+            return None
+        means = {}
+        for name, accumulator in self.load_channel_mean_sums().items():
+            mean = accumulator.mean
+            if mean is not None and np.all(np.isfinite(mean)):
+                means[name] = (accumulator.axis, mean)
+        return means or None
+
+    def _read_entries(self) -> dict[str, dict[str, np.ndarray]]:
+        """The .npz arrays of each tensor, keyed by tensor name (parts without the prefix)."""
+        path = self.histogram_path()
         if path is None:
             raise QtoolError("this calibration file has no histograms (made from a TensorRT cache?)")
         if not path.is_file():
@@ -86,19 +119,24 @@ class Calibration:
                 arrays = {name: archive[name] for name in archive.files}
         except Exception as exc:
             raise QtoolError(f"cannot read histogram file {path}: {_first_line(exc)}") from None
-        histograms = {}
+        entries = {}
         for name, tensor in self.tensors.items():
             prefix = f"{tensor.key}/"
             parts = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             if not parts:
                 raise QtoolError(f"histogram file {path} has no entry for tensor {name!r}")
-            try:
-                histograms[name] = AbsHistogram.from_arrays(parts)
-            except QtoolError:
-                raise
-            except Exception as exc:
-                raise QtoolError(f"histogram of {name!r} in {path} is invalid: {_first_line(exc)}") from None
-        return histograms
+            entries[name] = parts
+        return entries
+
+
+def _parse(reader, parts: dict, what: str):
+    """reader(parts), any failure as one QtoolError line naming `what`."""
+    try:
+        return reader(parts)
+    except QtoolError as exc:
+        raise QtoolError(f"{what}: {exc}") from None
+    except Exception as exc:
+        raise QtoolError(f"{what} is invalid: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -113,8 +151,12 @@ def histogram_path_for(calib_path: str | os.PathLike) -> Path:
 
 
 def write_calibration(calib: Calibration, path: str | os.PathLike,
-                      histograms: dict[str, AbsHistogram] | None = None) -> None:
+                      histograms: dict[str, AbsHistogram] | None = None,
+                      means: dict[str, ChannelMean] | None = None) -> None:
     """Write the JSON (and the histogram .npz beside it) atomically.
+
+    `means`: per-channel means of some tensors (for bias correction), stored beside their
+    histograms in the .npz.
 
     Both are complete in temporary files before either is renamed into place (npz first, JSON
     last), so an interruption or error leaves neither, or at worst a new npz beside the old JSON
@@ -131,6 +173,9 @@ def write_calibration(calib: Calibration, path: str | os.PathLike,
         calib.tensors[name].key = key
         for part, value in histograms[name].to_arrays().items():
             arrays[f"{key}/{part}"] = np.asarray(value)
+        if means and name in means:
+            for part, value in means[name].to_arrays().items():
+                arrays[f"{key}/{part}"] = np.asarray(value)
     with atomic_path(path) as json_tmp, atomic_path(npz_path) as npz_tmp:
         with open(npz_tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -148,6 +193,8 @@ def to_dict(calib: Calibration) -> dict:
         entry.update(count=int(tensor.count), nan=int(tensor.nan), inf=int(tensor.inf))
         if tensor.key is not None:
             entry["key"] = tensor.key
+        if tensor.rule is not None:
+            entry["rule"] = tensor.rule
         tensors[name] = entry
     histograms = None
     if calib.histogram_file:
@@ -242,9 +289,11 @@ def from_dict(data) -> Calibration:
             _require(_is_int(value) and value >= 0, f"tensor {name!r}: {counter} must be a count")
         key = entry.get("key")
         _require(key is None or isinstance(key, str), f"tensor {name!r}: key must be a string")
+        rule = entry.get("rule")
+        _require(rule in (None, "bounded"), f"tensor {name!r}: unknown rule {rule!r}")
         tensors[name] = TensorCalibration(
             float(amax), None if abs_max is None else float(abs_max),
-            entry.get("count", 0), entry.get("nan", 0), entry.get("inf", 0), key)
+            entry.get("count", 0), entry.get("nan", 0), entry.get("inf", 0), key, rule)
     histograms = data.get("histograms")
     _require(histograms is None or (isinstance(histograms, dict)
                                     and isinstance(histograms.get("file"), str)),

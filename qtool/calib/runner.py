@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper
 
+from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.errors import QtoolError
 from qtool.graph.types import tensor_elem_types
@@ -35,6 +36,7 @@ _DONE = object()
 @dataclass
 class HistogramRun:
     histograms: dict[str, AbsHistogram]
+    means: dict[str, ChannelMean]
     num_samples: int
     num_batches: int
     seconds: float
@@ -221,8 +223,9 @@ class _OutputBuffers:
 class _HistogramWorker:
     """Updates histograms in a background thread so numpy overlaps with onnxruntime."""
 
-    def __init__(self, histograms: dict[str, AbsHistogram]):
+    def __init__(self, histograms: dict[str, AbsHistogram], means: dict[str, ChannelMean]):
         self.histograms = histograms
+        self.means = means
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._work, daemon=True, name="qtool-histograms")
@@ -238,6 +241,8 @@ class _HistogramWorker:
                 if self.error is None:
                     for name, value in pairs:
                         self.histograms[name].update(value)
+                        if name in self.means:
+                            self.means[name].update(value)
             except BaseException as exc:
                 self.error = exc
             finally:
@@ -278,8 +283,12 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
                        tensors: list[str], *, bins: int = 2048, shard: tuple[int, int] = (0, 1),
                        on_batch: Callable[[int], None] | None = None,
-                       external_dir: str | os.PathLike | None = None) -> HistogramRun:
+                       external_dir: str | os.PathLike | None = None,
+                       mean_axes: dict[str, int] | None = None) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each observed tensor.
+
+    `mean_axes`: observed tensors whose per-channel means are also kept (tensor -> channel axis),
+    for bias correction.
 
     `external_dir`: the model's folder, for a model loaded without its weights (see
     create_session); onnxruntime then reads them from there and they are never in memory twice.
@@ -294,6 +303,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         raise QtoolError("the model has no tensors to calibrate (no Conv, Gemm, MatMul, ... inputs)")
     start = time.perf_counter()
     histograms = {name: AbsHistogram(bins) for name in tensors}
+    means = {name: ChannelMean(axis) for name, axis in (mean_axes or {}).items()
+             if name in histograms}
     index, count = shard
     num_samples = num_batches = 0
     # Graph inputs are observed straight from the feeds: onnxruntime does not copy an input to a
@@ -302,7 +313,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     computed = [name for name in tensors if name not in fed]
     session = create_session(model, extra_outputs=computed, external_dir=external_dir)
     runner = _OutputBuffers(session, computed)
-    worker = _HistogramWorker(histograms)
+    worker = _HistogramWorker(histograms, means)
     try:
         for batch_index, feeds in enumerate(prefetch(batches)):
             mine = batch_index % count == index
@@ -332,7 +343,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         worker.close()
     if num_batches == 0:
         raise QtoolError("no calibration batches were run (empty data, or a shard with no batches)")
-    return HistogramRun(histograms, num_samples, num_batches, time.perf_counter() - start)
+    return HistogramRun(histograms, means, num_samples, num_batches, time.perf_counter() - start)
 
 
 def _batch_size(feeds: dict[str, np.ndarray]) -> int:

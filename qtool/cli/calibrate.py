@@ -37,6 +37,9 @@ def default_output(model: str) -> Path:
 @click.option("--percentile", type=float, default=99.99, show_default=True,
               help="Percentile for --method percentile.")
 @click.option("--coverage", type=float, default=None, help="Covered mass for --method coverage.")
+@click.option("--bounded-max/--no-bounded-max", "bounded_max", default=True, show_default=True,
+              help="Outputs of bounded activations (ReLU6 and other Clips, Sigmoid, Tanh, "
+                   "Softmax) take their observed max instead of the method's threshold.")
 @click.option("--shard", default=None, metavar="K/N", help="Calibrate every N-th batch from K.")
 @click.option("--trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT (implicit INT8) calibration cache.")
@@ -77,7 +80,7 @@ def calibrate(ctx, **params):
     options = CalibrateOptions(
         method=params["method"], bins=params["bins"], percentile=params["percentile"],
         coverage=params["coverage"], num_samples=params["num_samples"],
-        batch_size=params["batch_size"], shard=params["shard"],
+        batch_size=params["batch_size"], shard=params["shard"], bounded_max=params["bounded_max"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
     )
     require_data(params)
@@ -90,7 +93,7 @@ def calibrate(ctx, **params):
         progress.finish()
     calibration = result.calibration
     _warn_non_finite(calibration)
-    write_calibration(calibration, output, result.histograms)
+    write_calibration(calibration, output, result.histograms, result.means)
     if params["trt_cache"]:
         from qtool.calib.trtcache import write_cache
 

@@ -33,7 +33,7 @@ def merge_calib(calibrations, output, method, percentile, as_json, verbose, quie
     refuse_overwrite_input(histogram_path_for(output), *inputs)
     params = {"percentile": percentile} if percentile is not None else None
     result = merge(shards, method, params)
-    write_calibration(result.calibration, Path(output), result.histograms)
+    write_calibration(result.calibration, Path(output), result.histograms, result.means)
     calibration = result.calibration
     emit({"output": output, "tensors": len(calibration.tensors), "samples": calibration.num_samples,
           "method": calibration.method, "inputs": list(calibrations)}, as_json,

@@ -33,3 +33,41 @@ def tensors_to_observe(model: onnx.ModelProto, op_types=OBSERVED_OPS) -> list[st
             if name and name not in constants and name in floats:
                 seen[name] = None
     return list(seen)
+
+
+def channel_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """Activation tensors whose per-channel means bias correction can use, with the channel axis.
+
+    The input-channel axis of each weighted op with a constant weight: Conv input 1; Gemm input
+    A 1, or 0 with transA; MatMul with a constant 2-D right operand -1 (the last axis). A
+    tensor feeding several such ops keeps the first axis found (quantize checks it matches).
+    """
+    constants = constant_names(model)
+    floats = float_tensors(model)
+    ranks = _constant_ranks(model)
+    axes: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        data, weight = node.input[0], node.input[1]
+        if not data or data in constants or data not in floats or weight not in constants:
+            continue
+        if node.op_type == "Conv":
+            axes.setdefault(data, 1)
+        elif node.op_type == "Gemm":
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            axes.setdefault(data, 0 if trans_a else 1)
+        elif node.op_type == "MatMul" and ranks.get(weight, 2) == 2:
+            axes.setdefault(data, -1)
+    return axes
+
+
+def _constant_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Ranks of initializers and Constant-node tensors, read from their dims (no data loaded)."""
+    ranks = {tensor.name: len(tensor.dims) for tensor in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    ranks[node.output[0]] = len(attribute.t.dims)
+    return ranks

@@ -207,3 +207,63 @@ def test_calibration_covers_everything_quantize_places(tmp_path, build):
     assert not [skip for skip in summary.skipped if skip.reason == "no_calibration"]
     _, everything = quantize_model(model, dict.fromkeys(tensors_to_observe(model), 1.0))
     assert summary.quantized == everything.quantized
+
+
+def test_calibration_file_keeps_the_means_of_conv_inputs(qtool, tmp_path):
+    model = tmp_path / "net.onnx"
+    onnx.save_model(conv_relu_gemm(), str(model))
+    rng = np.random.default_rng(3)
+    data = [(rng.normal(size=(n, 2, 6, 6)) + [[[[0.5]], [[-2.0]]]]).astype(np.float32) for n in (3, 4)]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index, batch in enumerate(data):
+        np.save(folder / f"b{index}.npy", batch)
+    assert qtool("calibrate", model, "--data", folder, "-o", tmp_path / "c.json").code == 0
+    means = read_calibration(tmp_path / "c.json").load_channel_means()
+    assert set(means) == {"x", "flat"}
+    axis, mean = means["x"]
+    assert axis == 1
+    np.testing.assert_allclose(mean, np.concatenate(data).astype(np.float64).mean(axis=(0, 2, 3)),
+                               rtol=1e-6)
+    # shards merged keep the same means
+    for k in range(2):
+        assert qtool("calibrate", model, "--data", folder, "--shard", f"{k}/2",
+                     "-o", tmp_path / f"s{k}.json").code == 0
+    assert qtool("merge-calib", tmp_path / "s0.json", tmp_path / "s1.json",
+                 "-o", tmp_path / "m.json").code == 0
+    merged = read_calibration(tmp_path / "m.json").load_channel_means()
+    np.testing.assert_allclose(merged["x"][1], mean, rtol=1e-12)
+    # without its .npz a calibration simply has no means
+    (tmp_path / "c.npz").unlink()
+    assert read_calibration(tmp_path / "c.json").load_channel_means() is None
+
+
+def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qtool.thresholds import compute_amax
+    from tests.tiny_models import _model
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"], name="relu6"),
+             helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+                    numpy_helper.from_array(rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "w")])
+    path = save(model, tmp_path / "clip.onnx")
+    data = np.minimum(rng.exponential(0.3, size=(640, 2, 4, 4)), 6.0).astype(np.float32)
+    data.reshape(-1)[:10] = 7.0  # saturates at 6 after the Clip
+    np.save(tmp_path / "data.npy", data)
+    assert qtool("calibrate", path, "--data", tmp_path / "data.npy", "-o", tmp_path / "on.json").code == 0
+    result = qtool("calibrate", path, "--data", tmp_path / "data.npy", "--no-bounded-max",
+                   "-o", tmp_path / "off.json")
+    assert result.code == 0, result.err
+    on, off = read_calibration(tmp_path / "on.json"), read_calibration(tmp_path / "off.json")
+    assert on.tensors["clipped"].rule == "bounded" and on.amax["clipped"] == 6.0
+    hist = off.load_histograms()["clipped"]
+    assert off.tensors["clipped"].rule is None
+    assert off.amax["clipped"] == compute_amax("entropy", hist.hist, hist.edges,
+                                               abs_max=hist.abs_max) < 6.0
+    assert json.loads((tmp_path / "on.json").read_text())["tensors"]["clipped"]["rule"] == "bounded"

@@ -1,0 +1,72 @@
+"""Which tensors a bounded activation limits, and how calibration thresholds them."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.calib.histogram import AbsHistogram
+from qtool.calibrate import build_calibration
+from qtool.graph.bounded import bounded_tensors
+
+
+def _graph(nodes, initializers=(), opset=17):
+    """A graph for the analysis only (never run, so not checked)."""
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+        list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _scalar(name, value):
+    return numpy_helper.from_array(np.array(value, np.float32), name)
+
+
+def test_clip_with_both_ends_and_what_keeps_its_range():
+    nodes = [
+        helper.make_node("Clip", ["x", "lo", "hi"], ["relu6"]),
+        helper.make_node("MaxPool", ["relu6"], ["pooled"], kernel_shape=[2, 2]),
+        helper.make_node("Clip", ["x", "lo"], ["relu"]),  # no max: unbounded
+        helper.make_node("Concat", ["pooled", "relu"], ["mixed"], axis=1),
+        helper.make_node("Concat", ["relu6", "relu6"], ["both"], axis=1),
+        helper.make_node("Sigmoid", ["x"], ["gate"]),
+        helper.make_node("Flatten", ["gate"], ["flat"]),
+        helper.make_node("Add", ["flat", "flat"], ["sum"]),
+    ]
+    found = bounded_tensors(_graph(nodes, [_scalar("lo", 0.0), _scalar("hi", 6.0)]))
+    assert found == {"relu6", "pooled", "both", "gate", "flat"}
+
+
+def test_clip_bounds_as_attributes_before_opset_11_and_as_constant_nodes():
+    old = _graph([helper.make_node("Clip", ["x"], ["y"], min=0.0, max=6.0),
+                  helper.make_node("Clip", ["y"], ["z"], min=0.0)], opset=10)
+    assert bounded_tensors(old) == {"y"}
+    nodes = [helper.make_node("Constant", [], ["hi"], value=numpy_helper.from_array(
+                 np.array(1.0, np.float32))),
+             helper.make_node("Clip", ["x", "", "hi"], ["y"]),  # min omitted: unbounded below
+             helper.make_node("Clip", ["x", "hi", "hi"], ["z"])]
+    assert bounded_tensors(_graph(nodes)) == {"z"}
+
+
+def test_bounded_tensors_take_their_max_and_say_so():
+    rng = np.random.default_rng(0)
+    values = np.minimum(rng.exponential(0.3, size=20000), 6.0)  # a ReLU6 output
+    values[:10] = 6.0  # with a few saturated values
+    histograms = {}
+    for name in ("relu6", "other"):
+        histograms[name] = AbsHistogram(2048)
+        histograms[name].update(values.astype(np.float32))
+
+    def build(method, bounded):
+        return build_calibration(histograms, method=method, params={}, bins=2048, sha256="0" * 64,
+                                 model_file=None, inputs=[], num_samples=1, num_batches=1,
+                                 shard=None, config={}, bounded=bounded)
+
+    plain = build("entropy", set())
+    ruled = build("entropy", {"relu6", "not-observed"})
+    assert plain.tensors["relu6"].amax < 6.0  # entropy clips the saturated pile
+    assert ruled.tensors["relu6"].amax == histograms["relu6"].abs_max == 6.0
+    assert ruled.tensors["relu6"].rule == "bounded" and ruled.tensors["other"].rule is None
+    assert ruled.tensors["other"].amax == plain.tensors["other"].amax
+    assert build("max", {"relu6"}).tensors["relu6"].rule is None  # max needs no rule

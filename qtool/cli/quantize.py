@@ -15,7 +15,7 @@ from qtool.cli.common import (
     setup_logging,
     verbosity_options,
 )
-from qtool.errors import UsageError
+from qtool.errors import QtoolError, UsageError
 
 _DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul,Add,AveragePool,GlobalAveragePool,Concat"
 
@@ -54,6 +54,10 @@ def split_op_types(values) -> tuple[str, ...]:
               help="Per-tensor scales for ConvTranspose weights only.")
 @click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
               show_default=True, help="Precision of the layers left unquantized.")
+@click.option("--bias-correction/--no-bias-correction", "bias_correction", default=True,
+              show_default=True,
+              help="Fold the mean output shift of weight rounding into the biases (needs the "
+                   "channel means `qtool calibrate` records).")
 @config_option
 @json_option
 @verbosity_options
@@ -62,7 +66,8 @@ def quantize(ctx, **params):
     """Quantize MODEL to INT8 with Q/DQ nodes placed for TensorRT.
 
     Weighted ops get per-tensor activation and per-channel weight scales; residual Adds,
-    average pooling and Concat get the Q/DQ TensorRT needs to fuse them.
+    average pooling and Concat get the Q/DQ TensorRT needs to fuse them. Biases are corrected
+    for the expected shift of weight rounding when the calibration has per-channel means.
     """
     from qtool.calib.calibfile import check_model_match, read_calibration
     from qtool.io.atomic import refuse_overwrite_input
@@ -98,8 +103,16 @@ def quantize(ctx, **params):
         weights=params["weights"],
         conv_transpose_per_tensor=params["conv_transpose_per_tensor"],
         high_precision=params["high_precision"],
+        bias_correction=params["bias_correction"],
     )
-    quantized, summary = quantize_model(model, calibration.amax, options, in_place=True)
+    channel_means = None
+    if options.bias_correction:
+        try:
+            channel_means = calibration.load_channel_means()
+        except QtoolError as exc:
+            raise QtoolError(f"{exc} (or quantize with --no-bias-correction)") from None
+    quantized, summary = quantize_model(model, calibration.amax, options, in_place=True,
+                                        channel_means=channel_means)
     record_provenance(quantized, source_sha256=sha256, calibration_method=calibration.method,
                       options=options.to_dict())
     for pattern in summary.unmatched_excludes:

@@ -1,7 +1,8 @@
 """`quantize_model`: FP32 ONNX + calibrated amax -> QDQ INT8 ONNX for TensorRT.
 
 The input model is never modified: the rewrite works on a copy, upgraded to opset 13 or later
-(per-channel QuantizeLinear needs the `axis` attribute).
+(per-channel QuantizeLinear needs the `axis` attribute). Steps: place Q/DQ (the plan), correct
+biases for the weight rounding (when channel means are given), insert Q/DQ, convert to FP16.
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ import onnx
 
 from qtool.errors import QtoolError
 from qtool.io.model import MIN_OPSET, ensure_opset, opset_version
+from qtool.quantize.bias import (
+    DISABLED,
+    NO_CHANNEL_MEANS,
+    BiasCorrection,
+    ChannelMeans,
+    correct_biases,
+)
 from qtool.quantize.insert import insert_qdq
 from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.placement import make_plan
@@ -33,12 +41,16 @@ def refuse_quantized(model: onnx.ModelProto) -> None:
 
 def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
                    options: QuantizeOptions | None = None,
-                   in_place: bool = False) -> tuple[onnx.ModelProto, QuantizeSummary]:
+                   in_place: bool = False, channel_means: ChannelMeans | None = None,
+                   ) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """Insert Q/DQ following TensorRT's placement rules; returns (new model, summary).
 
     `amax` maps activation tensor names to calibrated amax values; nodes whose activations have
     none are left in high precision and reported in the summary. `in_place=True` rewrites `model`
     itself instead of a copy: for callers that no longer need it, it saves a copy of the weights.
+    `channel_means` maps activation tensor names to (channel axis, float64 mean per channel) from
+    calibration; with `options.bias_correction` the biases of weight-quantized nodes absorb the
+    expected shift of weight rounding (see qtool.quantize.bias). None leaves biases untouched.
     """
     options = (options or QuantizeOptions()).validate()
     refuse_quantized(model)
@@ -51,6 +63,13 @@ def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
     work = ensure_opset(work, MIN_OPSET)
 
     plan, ctx = make_plan(work, amax, options)
+    if not options.bias_correction:
+        bias = BiasCorrection(status=DISABLED)
+    elif channel_means is None:
+        bias = BiasCorrection(status=NO_CHANNEL_MEANS)
+    else:
+        # before insertion: the weights are still float and the plan's node indices hold
+        bias = correct_biases(work, plan, channel_means)
     stats = insert_qdq(work, plan, options.weights)
     if options.high_precision == "fp16":
         from qtool.quantize.fp16 import convert_to_fp16
@@ -73,6 +92,7 @@ def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
         opset_in=opset_in,
         opset_out=opset_version(work),
         options=options.to_dict(),
+        bias_correction=bias,
     )
     return work, summary
 

@@ -27,6 +27,9 @@ class QuantizeOptions:
     weights: "fp32" keeps FP32 weights followed by Q and DQ; "int8" stores INT8 weights + DQ.
     conv_transpose_per_tensor: per-tensor scales for ConvTranspose weights only.
     high_precision: precision of everything left unquantized: "fp32" or "fp16".
+    bias_correction: fold the expected shift caused by weight quantization into the biases
+        (qtool.quantize.bias); it needs per-channel activation means, so it does something only
+        when `quantize_model` is given them.
     """
 
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
@@ -36,6 +39,7 @@ class QuantizeOptions:
     weights: str = "fp32"
     conv_transpose_per_tensor: bool = False
     high_precision: str = "fp32"
+    bias_correction: bool = True
 
     def validate(self) -> QuantizeOptions:
         """Raise UsageError for values no model could satisfy; returns self."""
@@ -53,6 +57,8 @@ class QuantizeOptions:
             raise UsageError(
                 f"high_precision must be one of {', '.join(HIGH_PRECISIONS)}, not {self.high_precision!r}"
             )
+        if not isinstance(self.bias_correction, bool):
+            raise UsageError(f"bias_correction must be true or false, not {self.bias_correction!r}")
         return self
 
     def active_op_types(self) -> frozenset[str]:
@@ -67,4 +73,5 @@ class QuantizeOptions:
             "weights": self.weights,
             "conv_transpose_per_tensor": self.conv_transpose_per_tensor,
             "high_precision": self.high_precision,
+            "bias_correction": self.bias_correction,
         }

@@ -1,10 +1,12 @@
-"""What `quantize_model` did: counts per op type, skipped nodes and why, weight fallbacks."""
+"""What `quantize_model` did: counts per op type, skipped nodes and why, weight fallbacks, bias
+correction."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
+from qtool.quantize.bias import APPLIED, NO_CHANNEL_MEANS, BiasCorrection
 from qtool.quantize.plan import Skip
 
 
@@ -32,6 +34,7 @@ class QuantizeSummary:
     opset_in: int = 0
     opset_out: int = 0
     options: dict = field(default_factory=dict)
+    bias_correction: BiasCorrection = field(default_factory=BiasCorrection)
 
     @property
     def total_quantized(self) -> int:
@@ -55,6 +58,7 @@ class QuantizeSummary:
             "opset_in": self.opset_in,
             "opset_out": self.opset_out,
             "options": dict(self.options),
+            "bias_correction": self.bias_correction.to_dict(),
         }
 
     def render_text(self, verbose: bool = False) -> str:
@@ -77,4 +81,20 @@ class QuantizeSummary:
             lines.append(f"per-tensor weight {fallback.tensor}: {fallback.reason}")
         if self.unmatched_excludes:
             lines.append("exclude patterns matching no node: " + ", ".join(self.unmatched_excludes))
+        lines.extend(self._bias_lines(verbose))
         return "\n".join(lines)
+
+    def _bias_lines(self, verbose: bool) -> list[str]:
+        bias = self.bias_correction
+        if bias.status == NO_CHANNEL_MEANS:
+            return ["bias correction: no channel means in the calibration, biases unchanged"]
+        if bias.status != APPLIED:
+            return []
+        line = f"bias-corrected {len(bias.corrected)} nodes"
+        if bias.skipped:
+            counts = ", ".join(f"{reason} {count}" for reason, count in bias.skipped_by_reason().items())
+            line += f"; not corrected {len(bias.skipped)}: {counts}"
+        lines = [line]
+        if verbose:
+            lines.extend(f"  {s.node} ({s.op_type}): {s.reason}: {s.detail}" for s in bias.skipped)
+        return lines

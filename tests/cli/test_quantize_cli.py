@@ -168,7 +168,8 @@ def test_help_lists_every_option(qtool):
     assert result.code == 0
     for option in ("--calib", "--op-types", "--exclude", "--exclude-op-type", "--exclude-file",
                    "--per-tensor-weights", "--weights", "--conv-transpose-per-tensor",
-                   "--high-precision", "--config", "--json", "-v", "-q", "-o"):
+                   "--high-precision", "--bias-correction", "--no-bias-correction", "--config",
+                   "--json", "-v", "-q", "-o"):
         assert option in result.out
 
 

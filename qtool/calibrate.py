@@ -14,11 +14,12 @@ from pathlib import Path
 
 from qtool.calib.calibfile import Calibration, TensorCalibration
 from qtool.calib.channelmean import ChannelMean
-from qtool.calib.histogram import AbsHistogram
+from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
 from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
 from qtool.errors import QtoolError, UsageError
-from qtool.graph.bounded import bounded_tensors
+from qtool.graph.bounded import bounded_ranges
 from qtool.graph.observe import channel_axes, tensors_to_observe
+from qtool.graph.shapes import tensor_infos
 from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.thresholds import METHODS, compute_amax
@@ -81,11 +82,15 @@ def amax_from_histograms(histograms: dict[str, AbsHistogram], method: str,
 def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, params: dict, bins: int,
                       sha256: str, model_file: str | None, inputs: list, num_samples: int,
                       num_batches: int, shard: str | None, config: dict,
-                      bounded: set[str] = frozenset()) -> Calibration:
+                      bounded: set[str] = frozenset(), maxima: dict[str, float] | None = None,
+                      order: list[str] | None = None) -> Calibration:
     """Thresholds with `method`, except that the `bounded` tensors (outputs of bounded
-    activations) take their observed max; their entries record rule "bounded"."""
+    activations) take their observed max; their entries record rule "bounded". `maxima` are the
+    max|x| of bounded tensors observed without a histogram (count 0 in the file). `order`: the
+    tensors' order in the file (default: histograms, then maxima)."""
+    maxima = maxima or {}
     amax = amax_from_histograms(histograms, method, params)
-    bounded = {name for name in bounded if name in histograms} if method != "max" else set()
+    bounded = {name for name in bounded if name in histograms}
     amax.update(amax_from_histograms({name: histograms[name] for name in bounded}, "max"))
     tensors = {
         name: TensorCalibration(amax=amax[name], abs_max=hist.abs_max, count=hist.count,
@@ -93,6 +98,12 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
                                 rule="bounded" if name in bounded else None)
         for name, hist in histograms.items()
     }
+    for name, value in maxima.items():
+        # as the max method: the exact max, or a tiny positive amax for an all-zero tensor
+        tensors[name] = TensorCalibration(amax=value if value > 0 else EMPTY_BIN_WIDTH,
+                                          abs_max=value, count=0, rule="bounded")
+    if order is not None:
+        tensors = {name: tensors[name] for name in order if name in tensors}
     return Calibration(
         model_sha256=sha256, method=method, tensors=tensors, params=params, bins=bins,
         model_file=model_file, inputs=inputs, num_samples=num_samples, num_batches=num_batches,
@@ -138,19 +149,54 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     if on_start is not None:
         on_start(source.num_samples)
     tensors = tensors_to_calibrate(model)
-    run = collect_histograms(model, source, tensors, bins=options.bins,
+    bounded = bounded_ranges(model) if options.bounded_max else {}
+    routes = observation_routes(model, tensors, bounded, channel_axes(model))
+    run = collect_histograms(model, source, routes.histograms, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
-                             external_dir=Path(model_path).parent,
-                             mean_axes=channel_axes(model))
+                             external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
+                             max_only=routes.max_only, pooled_means=routes.pooled_means)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
         inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in specs],
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
-        config=_effective_config(options, data_path),
-        bounded=bounded_tensors(model) if options.bounded_max else set(),
+        config=_effective_config(options, data_path), bounded=set(bounded),
+        maxima={name: observer.abs_max for name, observer in run.maxima.items()},
+        order=tensors,
     )
+    for name, observer in run.maxima.items():
+        calibration.tensors[name].nan = observer.non_finite
     return CalibrateResult(calibration, run.histograms, run.seconds, run.means)
+
+
+@dataclass
+class ObservationRoutes:
+    """How calibration observes each tensor (see collect_histograms and qtool.calib.pooled)."""
+
+    histograms: list[str]          # taken out whole: |x| histogram (and numpy channel means)
+    max_only: list[str]            # bounded and never negative: max|x| pooled in onnxruntime
+    pooled_means: list[str]        # convolution inputs: channel means pooled in onnxruntime
+    mean_axes: dict[str, int]      # the other tensors whose channel means are kept
+
+
+def observation_routes(model, tensors: list[str], bounded: dict[str, tuple[float, float]],
+                       axes: dict[str, int]) -> ObservationRoutes:
+    """Tensors whose amax will be their max (bounded, see build_calibration) and whose values
+    are never negative need no histogram: global max pooling inside onnxruntime gives max|x|
+    without taking the tensor out. Likewise conv inputs' channel means come from global average
+    pooling. Both need the rank (>= 3) known from shape inference; otherwise the tensor is
+    histogrammed as usual."""
+    fed = {value.name for value in model.graph.input}
+    wanted = set(tensors)
+    rank3 = {name for name, info in tensor_infos(model).items()
+             if info.shape is not None and len(info.shape) >= 3}
+    max_only = [name for name in tensors if name in bounded and bounded[name][0] >= 0
+                and name in rank3 and name not in fed and axes.get(name, 1) == 1]
+    pooled = [name for name, axis in axes.items() if axis == 1 and name in rank3 and name in wanted]
+    histograms = [name for name in tensors if name not in max_only]
+    mean_axes = {name: axis for name, axis in axes.items()
+                 if name in histograms and name not in pooled}
+    return ObservationRoutes(histograms, max_only, pooled, mean_axes)
 
 
 def merge(calibrations: list[Calibration], method: str | None = None,
@@ -178,6 +224,9 @@ def merge(calibrations: list[Calibration], method: str | None = None,
                 means[name].merge(theirs[name])
             else:
                 del means[name]
+    # bounded tensors calibrated without a histogram: the max of the shards' maxima
+    maxima = {name: max(c.tensors[name].abs_max or 0.0 for c in calibrations)
+              for name in first.tensors if name not in merged}
     method = method or first.method
     if method == "trt-cache":
         raise QtoolError("calibrations made from a TensorRT cache have no histograms to merge")
@@ -190,6 +239,7 @@ def merge(calibrations: list[Calibration], method: str | None = None,
         num_samples=sum(c.num_samples for c in calibrations),
         num_batches=sum(c.num_batches for c in calibrations), shard=None, config=config,
         bounded={name for name, tensor in first.tensors.items() if tensor.rule == "bounded"},
+        maxima=maxima, order=list(first.tensors),
     )
     return CalibrateResult(calibration, merged, 0.0, means)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qtool.calib.channelmean import FORMAT_KEYS as MEAN_KEYS
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.errors import QtoolError
@@ -77,8 +78,14 @@ class Calibration:
     def load_histograms(self) -> dict[str, AbsHistogram]:
         """Read the histograms back (checked against the recorded sha256)."""
         path = self.histogram_path()
-        return {name: _parse(AbsHistogram.from_arrays, parts, f"histogram of {name!r} in {path}")
-                for name, parts in self._read_entries().items()}
+        histograms = {}
+        for name, parts in self._read_entries().items():
+            if set(parts) - set(MEAN_KEYS):  # anything besides channel means: a histogram
+                histograms[name] = _parse(AbsHistogram.from_arrays, parts,
+                                          f"histogram of {name!r} in {path}")
+            elif self.tensors[name].count:
+                raise QtoolError(f"histogram file {path} has no histogram for tensor {name!r}")
+        return histograms
 
     def load_channel_mean_sums(self) -> dict[str, ChannelMean]:
         """The per-channel mean accumulators stored with the histograms ({} when there are none)."""
@@ -121,6 +128,8 @@ class Calibration:
             raise QtoolError(f"cannot read histogram file {path}: {_first_line(exc)}") from None
         entries = {}
         for name, tensor in self.tensors.items():
+            if tensor.key is None:  # calibrated by its max alone, nothing stored
+                continue
             prefix = f"{tensor.key}/"
             parts = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             if not parts:
@@ -163,19 +172,19 @@ def write_calibration(calib: Calibration, path: str | os.PathLike,
     (which then refuses it by its sha256), never a JSON without its histograms.
     """
     path = Path(path)
-    if not histograms:
+    histograms = histograms or {}
+    if not histograms and not means:
         write_json(path, to_dict(calib))
         return
     npz_path = histogram_path_for(path)
     arrays = {}
     for index, name in enumerate(calib.tensors):
-        key = f"t{index}"
-        calib.tensors[name].key = key
-        for part, value in histograms[name].to_arrays().items():
-            arrays[f"{key}/{part}"] = np.asarray(value)
+        parts = dict(histograms[name].to_arrays()) if name in histograms else {}
         if means and name in means:
-            for part, value in means[name].to_arrays().items():
-                arrays[f"{key}/{part}"] = np.asarray(value)
+            parts.update(means[name].to_arrays())
+        # tensors calibrated by their max alone (no histogram, no means) have no entry
+        calib.tensors[name].key = f"t{index}" if parts else None
+        arrays.update((f"t{index}/{part}", np.asarray(value)) for part, value in parts.items())
     with atomic_path(path) as json_tmp, atomic_path(npz_path) as npz_tmp:
         with open(npz_tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)

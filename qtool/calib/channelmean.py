@@ -4,6 +4,9 @@ The mean of x over every axis except the channel axis, over all calibration samp
 float64 across batches; within a batch each channel's contiguous run is summed by numpy in
 float32 (pairwise summation, error about 1e-7 relative), which keeps this pass about as cheap as
 reading the tensor once. Shards merge exactly by adding sums and counts.
+
+Convolution inputs mostly come as per-sample channel means pooled inside onnxruntime instead
+(update_pooled, see qtool.calib.pooled); one tensor always takes one of the two routes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from qtool.errors import QtoolError
 
-_FORMAT_KEYS = ("mean_sum", "mean_count", "mean_axis")
+FORMAT_KEYS = ("mean_sum", "mean_count", "mean_axis")
 
 
 class ChannelMean:
@@ -57,12 +60,30 @@ class ChannelMean:
         elif channels != self._sum.size:
             raise QtoolError(f"tensor changed its channel count from {self._sum.size} to {channels} "
                              "between batches")
-        if inner > 1:
-            per_block = blocks.sum(axis=2, dtype=np.float32)
-            self._sum += per_block.sum(axis=0, dtype=np.float64)
-        else:
-            self._sum += blocks[:, :, 0].sum(axis=0, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # Inf/NaN in: a non-finite mean out
+            if inner > 1:
+                per_block = blocks.sum(axis=2, dtype=np.float32)
+                self._sum += per_block.sum(axis=0, dtype=np.float64)
+            else:
+                self._sum += blocks[:, :, 0].sum(axis=0, dtype=np.float64)
         self._count += outer * inner
+
+    def update_pooled(self, pooled) -> None:
+        """Add one batch of per-sample channel means ([N, C, 1, ...], from GlobalAveragePool).
+
+        Each sample counts once, so the result is the mean over samples of their spatial means:
+        the mean over all values whenever every sample has the same spatial size."""
+        arr = np.asarray(pooled)
+        if self.axis != 1 or arr.ndim < 2 or arr.size == 0:
+            return
+        per_sample = arr.reshape(arr.shape[0], arr.shape[1], -1)[:, :, 0].astype(np.float64)
+        if self._sum is None:
+            self._sum = np.zeros(per_sample.shape[1], dtype=np.float64)
+        elif per_sample.shape[1] != self._sum.size:
+            raise QtoolError(f"tensor changed its channel count from {self._sum.size} to "
+                             f"{per_sample.shape[1]} between batches")
+        self._sum += per_sample.sum(axis=0)
+        self._count += per_sample.shape[0]
 
     def merge(self, other: ChannelMean) -> None:
         if other.axis != self.axis:
@@ -85,7 +106,7 @@ class ChannelMean:
     @classmethod
     def from_arrays(cls, arrays) -> ChannelMean | None:
         """Rebuild from to_arrays() output; None when the arrays hold no means (older files)."""
-        if not all(key in arrays for key in _FORMAT_KEYS):
+        if not all(key in arrays for key in FORMAT_KEYS):
             return None
         total = np.asarray(arrays["mean_sum"])
         count, axis = np.asarray(arrays["mean_count"]), np.asarray(arrays["mean_axis"])

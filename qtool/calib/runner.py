@@ -25,6 +25,7 @@ from onnx import external_data_helper, helper
 
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.pooled import PooledMax, pooling_nodes
 from qtool.errors import QtoolError
 from qtool.graph.types import tensor_elem_types
 from qtool.io.external import save_external
@@ -37,6 +38,7 @@ _DONE = object()
 class HistogramRun:
     histograms: dict[str, AbsHistogram]
     means: dict[str, ChannelMean]
+    maxima: dict[str, PooledMax]  # the max-only tensors
     num_samples: int
     num_batches: int
     seconds: float
@@ -51,10 +53,14 @@ def augment_with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.Mod
     return augmented
 
 
-def output_infos(model: onnx.ModelProto, tensors: list[str]) -> list[onnx.ValueInfoProto]:
-    """Graph outputs (element type, unknown shape) for the `tensors` that are not outputs yet."""
+def output_infos(model: onnx.ModelProto, tensors: list[str],
+                 added_nodes: list[onnx.NodeProto] = ()) -> list[onnx.ValueInfoProto]:
+    """Graph outputs (element type, unknown shape) for the `tensors` that are not outputs yet.
+    Outputs of `added_nodes` (pooling, which keeps the element type) take their input's type."""
     existing = {value.name for value in model.graph.output}
     types = tensor_elem_types(model)
+    for node in added_nodes:
+        types[node.output[0]] = types.get(node.input[0], onnx.TensorProto.FLOAT)
     return [helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
             for name in tensors if name not in existing]
 
@@ -67,6 +73,7 @@ def has_unloaded_weights(model: onnx.ModelProto) -> bool:
 
 def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
+                   extra_nodes: list[onnx.NodeProto] = (),
                    external_dir: str | os.PathLike | None = None):
     """An onnxruntime CPU session for an in-memory model, plus `extra_outputs` as graph outputs.
 
@@ -93,7 +100,7 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
     # This rewrite folds a Q/DQ conv's bias in the model's float type and overflows with FP16
     # models (opset 19+ FP16 Q/DQ gave 0% top-1 on EfficientNet-Lite0 with it enabled).
     extra = {"disabled_optimizers": ["WeightBiasQuantization"]}
-    outputs = output_infos(model, list(extra_outputs)) if extra_outputs else []
+    outputs = output_infos(model, list(extra_outputs), extra_nodes) if extra_outputs else []
     on_disk = has_unloaded_weights(model)
     if on_disk:
         if external_dir is None:
@@ -103,14 +110,17 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
     try:
         if on_disk or weights_nbytes(model) < PROTOBUF_LIMIT - (64 << 20):
             serialized = model.SerializeToString()
-            if outputs:
+            if outputs or extra_nodes:
+                # appended nodes only read existing tensors, so graph order stays topological
                 addition = onnx.ModelProto()
+                addition.graph.node.extend(extra_nodes)
                 addition.graph.output.extend(outputs)
                 serialized += addition.SerializeToString()
             return ort.InferenceSession(serialized, options, providers=providers, **extra)
         with tempfile.TemporaryDirectory(prefix="qtool-") as tmp:
             path = Path(tmp) / "model.onnx"
-            save_external(model, path, "model.onnx.data", extra_outputs=outputs)
+            save_external(model, path, "model.onnx.data", extra_outputs=outputs,
+                          extra_nodes=extra_nodes)
             return ort.InferenceSession(str(path), options, providers=providers, **extra)
     except Exception as exc:
         raise QtoolError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
@@ -221,11 +231,9 @@ class _OutputBuffers:
 
 
 class _HistogramWorker:
-    """Updates histograms in a background thread so numpy overlaps with onnxruntime."""
+    """Runs the observers' updates in a background thread so numpy overlaps with onnxruntime."""
 
-    def __init__(self, histograms: dict[str, AbsHistogram], means: dict[str, ChannelMean]):
-        self.histograms = histograms
-        self.means = means
+    def __init__(self):
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._work, daemon=True, name="qtool-histograms")
@@ -236,13 +244,11 @@ class _HistogramWorker:
             job = self.jobs.get()
             if job is _DONE:
                 return
-            pairs, token = job
+            updates, token = job
             try:
                 if self.error is None:
-                    for name, value in pairs:
-                        self.histograms[name].update(value)
-                        if name in self.means:
-                            self.means[name].update(value)
+                    for update, value in updates:
+                        update(value)
             except BaseException as exc:
                 self.error = exc
             finally:
@@ -255,10 +261,11 @@ class _HistogramWorker:
         if self.error is not None:
             raise self.error
 
-    def submit(self, pairs: list[tuple[str, np.ndarray]], token=None):
+    def submit(self, updates: list[tuple[Callable, np.ndarray]], token=None):
+        """Call update(value) for each pair, in order, in the worker thread."""
         if self.error is not None:
             raise self.error
-        self.jobs.put((pairs, token))
+        self.jobs.put((updates, token))
 
     def close(self):
         self.jobs.put(_DONE)
@@ -284,14 +291,17 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        tensors: list[str], *, bins: int = 2048, shard: tuple[int, int] = (0, 1),
                        on_batch: Callable[[int], None] | None = None,
                        external_dir: str | os.PathLike | None = None,
-                       mean_axes: dict[str, int] | None = None) -> HistogramRun:
+                       mean_axes: dict[str, int] | None = None, max_only: list[str] = (),
+                       pooled_means: list[str] = ()) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each observed tensor.
-
-    `mean_axes`: observed tensors whose per-channel means are also kept (tensor -> channel axis),
-    for bias correction.
 
     `external_dir`: the model's folder, for a model loaded without its weights (see
     create_session); onnxruntime then reads them from there and they are never in memory twice.
+
+    `mean_axes`: histogrammed tensors whose per-channel means are also kept (tensor -> channel
+    axis). `max_only`: tensors (never negative, rank >= 3) of which only max|x| is needed, and
+    `pooled_means`: tensors (rank >= 3, channels on axis 1) whose channel means are needed; both
+    are pooled inside onnxruntime and never leave it whole (qtool.calib.pooled).
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -299,21 +309,27 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     gives exactly that run's result. (A tensor that is zero in every batch makes each shard run
     every batch; the result is still exact.)
     """
-    if not tensors:
+    if not tensors and not max_only:
         raise QtoolError("the model has no tensors to calibrate (no Conv, Gemm, MatMul, ... inputs)")
     start = time.perf_counter()
     histograms = {name: AbsHistogram(bins) for name in tensors}
     means = {name: ChannelMean(axis) for name, axis in (mean_axes or {}).items()
-             if name in histograms}
+             if name in histograms and name not in pooled_means}
+    means.update((name, ChannelMean(1)) for name in pooled_means)
+    maxima = {name: PooledMax() for name in max_only}
     index, count = shard
     num_samples = num_batches = 0
     # Graph inputs are observed straight from the feeds: onnxruntime does not copy an input to a
     # bound output buffer, and asking it to is wasted work anyway.
     fed = {value.name for value in model.graph.input}
     computed = [name for name in tensors if name not in fed]
-    session = create_session(model, extra_outputs=computed, external_dir=external_dir)
-    runner = _OutputBuffers(session, computed)
-    worker = _HistogramWorker(histograms, means)
+    taken = {name for node in model.graph.node for name in node.output} | fed
+    nodes, max_outputs, mean_outputs = pooling_nodes(list(max_only), list(pooled_means), taken)
+    pooled = list(max_outputs.values()) + list(mean_outputs.values())
+    session = create_session(model, extra_outputs=computed + pooled, extra_nodes=nodes,
+                             external_dir=external_dir)
+    runner = _OutputBuffers(session, computed + pooled)
+    worker = _HistogramWorker()
     try:
         for batch_index, feeds in enumerate(prefetch(batches)):
             mine = batch_index % count == index
@@ -324,16 +340,23 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                     worker.drain()
                 if all(hist.has_grid for hist in histograms.values()):
                     continue
-            values, token = runner.run(feeds) if computed else ([], None)
+            values, token = runner.run(feeds) if computed or pooled else ([], None)
             named = {name: feeds[name] for name in tensors if name in fed}
-            named.update(zip(computed, values))
-            pairs = [(name, named[name]) for name in tensors]
+            named.update(zip(computed + pooled, values))
             if not mine:  # fix the grid only
-                for name, value in pairs:
-                    histograms[name].fix_grid_from(value)
+                for name in tensors:
+                    histograms[name].fix_grid_from(named[name])
                 _OutputBuffers.release(token)
                 continue
-            worker.submit(pairs, token)
+            updates = []
+            for name in tensors:
+                updates.append((histograms[name].update, named[name]))
+                if name in means and name not in mean_outputs:
+                    updates.append((means[name].update, named[name]))
+            updates += [(maxima[name].update, named[out]) for name, out in max_outputs.items()]
+            updates += [(means[name].update_pooled, named[out])
+                        for name, out in mean_outputs.items()]
+            worker.submit(updates, token)
             samples = _batch_size(feeds)
             num_samples += samples
             num_batches += 1
@@ -343,7 +366,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         worker.close()
     if num_batches == 0:
         raise QtoolError("no calibration batches were run (empty data, or a shard with no batches)")
-    return HistogramRun(histograms, means, num_samples, num_batches, time.perf_counter() - start)
+    return HistogramRun(histograms, means, maxima, num_samples, num_batches,
+                        time.perf_counter() - start)
 
 
 def _batch_size(feeds: dict[str, np.ndarray]) -> int:

@@ -20,7 +20,9 @@ from onnx import numpy_helper
 
 from qtool.graph.constants import constant_node_value
 
-BOUNDED_ACTIVATIONS = ("Sigmoid", "HardSigmoid", "Tanh", "Softmax")
+# Fixed output ranges of activations (Clip's comes from its min and max).
+BOUNDED_ACTIVATIONS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0),
+                       "Softmax": (0.0, 1.0)}
 # Ops whose output values lie within the range of their (first) input's values.
 RANGE_KEEPING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice",
                  "Split", "Gather", "MaxPool", "GlobalMaxPool", "AveragePool",
@@ -28,36 +30,46 @@ RANGE_KEEPING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Tran
                  "SpaceToDepth")
 
 
-def bounded_tensors(model: onnx.ModelProto) -> set[str]:
-    """Names of the float tensors of the main graph whose |x| a bounded activation limits."""
+def bounded_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """tensor -> (low, high) for the float tensors of the main graph a bounded activation limits."""
     scalars = _small_constants(model)
-    bounded: set[str] = set()
+    ranges: dict[str, tuple[float, float]] = {}
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or not node.output:
             continue
-        data = [name for name in node.input[:1] if name]
-        if node.op_type in BOUNDED_ACTIVATIONS or (
-                node.op_type == "Clip" and _clip_is_bounded(node, scalars)):
-            bounded.add(node.output[0])
-        elif node.op_type in RANGE_KEEPING and data and data[0] in bounded:
+        data = node.input[0] if node.input else ""
+        if node.op_type in BOUNDED_ACTIVATIONS:
+            ranges[node.output[0]] = BOUNDED_ACTIVATIONS[node.op_type]
+        elif node.op_type == "Clip":
+            ends = _clip_range(node, scalars)
+            if ends is not None:
+                ranges[node.output[0]] = ends
+        elif node.op_type in RANGE_KEEPING and data in ranges:
             outputs = node.output if node.op_type == "Split" else node.output[:1]
-            bounded.update(name for name in outputs if name)
+            ranges.update((name, ranges[data]) for name in outputs if name)
         elif node.op_type == "Concat" and node.input and all(
-                name in bounded for name in node.input if name):
-            bounded.add(node.output[0])
-    return bounded
+                name in ranges for name in node.input if name):
+            parts = [ranges[name] for name in node.input if name]
+            ranges[node.output[0]] = (min(p[0] for p in parts), max(p[1] for p in parts))
+    return ranges
 
 
-def _clip_is_bounded(node: onnx.NodeProto, scalars: dict[str, np.ndarray]) -> bool:
-    """True when both ends are given and finite (attributes before opset 11, inputs after)."""
+def _clip_range(node: onnx.NodeProto, scalars: dict[str, np.ndarray]) -> tuple[float, float] | None:
+    """(min, max) when both ends are given and finite (attributes before opset 11, inputs after)."""
     attrs = {attr.name: attr.f for attr in node.attribute if attr.name in ("min", "max")}
     if attrs:
-        return len(attrs) == 2 and all(np.isfinite(list(attrs.values())))
-    ends = list(node.input[1:3])
-    if len(ends) < 2 or not all(ends):
-        return False
-    values = [scalars.get(name) for name in ends]
-    return all(v is not None and v.size == 1 and np.isfinite(v).all() for v in values)
+        ends = (attrs.get("min"), attrs.get("max"))
+    else:
+        names = list(node.input[1:3])
+        if len(names) < 2 or not all(names):
+            return None
+        values = [scalars.get(name) for name in names]
+        if any(v is None or v.size != 1 for v in values):
+            return None
+        ends = tuple(float(v.reshape(-1)[0]) for v in values)
+    if any(end is None or not np.isfinite(end) for end in ends):
+        return None
+    return float(ends[0]), float(ends[1])
 
 
 def _small_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:

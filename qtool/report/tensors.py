@@ -88,8 +88,9 @@ def summarize_tensors(calibration: Calibration,
         if hist is not None:
             summary.histogram = hist
             counts, edges = hist.hist, hist.edges
+            own = "max" if tensor.rule == "bounded" else calibration.method
             for method, values in per_method.items():
-                chosen = method == calibration.method
+                chosen = method == own
                 amax = tensor.amax if chosen else values[name]
                 if chosen and not math.isclose(values[name], tensor.amax, rel_tol=1e-12):
                     summary.recomputed_amax = values[name]

@@ -267,3 +267,47 @@ def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_
     assert off.amax["clipped"] == compute_amax("entropy", hist.hist, hist.edges,
                                                abs_max=hist.abs_max) < 6.0
     assert json.loads((tmp_path / "on.json").read_text())["tensors"]["clipped"]["rule"] == "bounded"
+
+
+def test_non_negative_bounded_tensors_are_pooled_not_histogrammed(qtool, tmp_path):
+    """The max and channel means pooled inside onnxruntime equal those of the whole tensor."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.tiny_models import _model
+
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"], name="relu6"),
+             helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 5])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5, 5])],
+                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+                    numpy_helper.from_array(rng.normal(size=(2, 3, 1, 1)).astype(np.float32), "w")])
+    path = save(model, tmp_path / "clip.onnx")
+    data = (rng.normal(size=(12, 3, 5, 5)) * 2 + [[[0.5]], [[1.0]], [[3.0]]]).astype(np.float32)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index in range(3):
+        np.save(folder / f"b{index}.npy", data[index * 4:(index + 1) * 4])
+    assert qtool("calibrate", path, "--data", folder, "-o", tmp_path / "pooled.json").code == 0
+    assert qtool("calibrate", path, "--data", folder, "--no-bounded-max",
+                 "-o", tmp_path / "whole.json").code == 0
+    pooled, whole = read_calibration(tmp_path / "pooled.json"), read_calibration(tmp_path / "whole.json")
+    expected = np.clip(data, 0, 6)
+    entry = pooled.tensors["clipped"]
+    assert entry.amax == entry.abs_max == float(expected.max()) and entry.count == 0
+    assert "clipped" not in pooled.load_histograms()
+    assert whole.tensors["clipped"].abs_max == entry.abs_max
+    for calibration in (pooled, whole):
+        axis, mean = calibration.load_channel_means()["clipped"]
+        assert axis == 1
+        np.testing.assert_allclose(mean, expected.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-6)
+    # shards merge to the same max; the report shows the tensor without a histogram
+    for k in range(2):
+        assert qtool("calibrate", path, "--data", folder, "--shard", f"{k}/2",
+                     "-o", tmp_path / f"s{k}.json").code == 0
+    assert qtool("merge-calib", tmp_path / "s0.json", tmp_path / "s1.json",
+                 "-o", tmp_path / "m.json").code == 0
+    assert read_calibration(tmp_path / "m.json").amax == pooled.amax
+    result = qtool("report", tmp_path / "pooled.json", "-o", tmp_path / "r.html")
+    assert result.code == 0, result.err

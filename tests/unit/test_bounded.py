@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.calib.histogram import AbsHistogram
 from qtool.calibrate import build_calibration
-from qtool.graph.bounded import bounded_tensors
+from qtool.graph.bounded import bounded_ranges
 
 
 def _graph(nodes, initializers=(), opset=17):
@@ -34,19 +34,22 @@ def test_clip_with_both_ends_and_what_keeps_its_range():
         helper.make_node("Flatten", ["gate"], ["flat"]),
         helper.make_node("Add", ["flat", "flat"], ["sum"]),
     ]
-    found = bounded_tensors(_graph(nodes, [_scalar("lo", 0.0), _scalar("hi", 6.0)]))
-    assert found == {"relu6", "pooled", "both", "gate", "flat"}
+    found = bounded_ranges(_graph(nodes, [_scalar("lo", 0.0), _scalar("hi", 6.0)]))
+    assert found == {"relu6": (0.0, 6.0), "pooled": (0.0, 6.0), "both": (0.0, 6.0),
+                     "gate": (0.0, 1.0), "flat": (0.0, 1.0)}
 
 
 def test_clip_bounds_as_attributes_before_opset_11_and_as_constant_nodes():
     old = _graph([helper.make_node("Clip", ["x"], ["y"], min=0.0, max=6.0),
                   helper.make_node("Clip", ["y"], ["z"], min=0.0)], opset=10)
-    assert bounded_tensors(old) == {"y"}
+    assert bounded_ranges(old) == {"y": (0.0, 6.0)}
     nodes = [helper.make_node("Constant", [], ["hi"], value=numpy_helper.from_array(
                  np.array(1.0, np.float32))),
              helper.make_node("Clip", ["x", "", "hi"], ["y"]),  # min omitted: unbounded below
-             helper.make_node("Clip", ["x", "hi", "hi"], ["z"])]
-    assert bounded_tensors(_graph(nodes)) == {"z"}
+             helper.make_node("Clip", ["x", "hi", "hi"], ["z"]),
+             helper.make_node("Tanh", ["x"], ["t"]),
+             helper.make_node("Concat", ["t", "z"], ["tz"], axis=1)]
+    assert bounded_ranges(_graph(nodes)) == {"z": (1.0, 1.0), "t": (-1.0, 1.0), "tz": (-1.0, 1.0)}
 
 
 def test_bounded_tensors_take_their_max_and_say_so():
@@ -69,4 +72,4 @@ def test_bounded_tensors_take_their_max_and_say_so():
     assert ruled.tensors["relu6"].amax == histograms["relu6"].abs_max == 6.0
     assert ruled.tensors["relu6"].rule == "bounded" and ruled.tensors["other"].rule is None
     assert ruled.tensors["other"].amax == plain.tensors["other"].amax
-    assert build("max", {"relu6"}).tensors["relu6"].rule is None  # max needs no rule
+    assert build("max", {"relu6"}).tensors["relu6"].rule == "bounded"

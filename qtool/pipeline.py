@@ -8,7 +8,7 @@ Config tables and their keys (the same names as the commands' options, with '_' 
     [calibrate]   data (required), loader_script, method, bins, percentile, coverage,
                   num_samples, batch_size, bounded_max
     [quantize]    op_types, exclude, exclude_op_type, exclude_file, per_tensor_weights, weights,
-                  conv_transpose_per_tensor, high_precision
+                  conv_transpose_per_tensor, high_precision, bias_correction
     [check]       strict, ignore
     [compare]     data (required), loader_script, labels, task, logits, num_samples, batch_size,
                   min_sqnr, min_cosine, max_top1_drop, min_agreement
@@ -56,7 +56,8 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
                   "batch_size": (int,), "bounded_max": (bool,)},
     "quantize": {"op_types": (str, list), "exclude": (str, list), "exclude_op_type": (str, list),
                  "exclude_file": (str,), "per_tensor_weights": (bool,), "weights": (str,),
-                 "conv_transpose_per_tensor": (bool,), "high_precision": (str,)},
+                 "conv_transpose_per_tensor": (bool,), "high_precision": (str,),
+                 "bias_correction": (bool,)},
     "check": {"strict": (bool,), "ignore": (str, list)},
     "compare": {"data": (str,), "loader_script": (str,), "labels": (str,), "task": (str,),
                 "logits": (str,), "num_samples": (int,), "batch_size": (int,),
@@ -135,6 +136,7 @@ def quantize_options(table: dict, base_dir: Path | None = None) -> QuantizeOptio
         weights=table.get("weights", "fp32"),
         conv_transpose_per_tensor=bool(table.get("conv_transpose_per_tensor", False)),
         high_precision=table.get("high_precision", "fp32"),
+        bias_correction=table.get("bias_correction", True),
     )
     return options.validate()
 
@@ -410,7 +412,12 @@ class _Runner:
         base = self.result.config_path.resolve().parent
         options = quantize_options(self.table("quantize"), base)
         model = load_model(self.result.model_path)
-        quantized, summary = quantize_model(model, self.amax, options)
+        means = None
+        if options.bias_correction:
+            from qtool.calib.calibfile import read_calibration
+
+            means = read_calibration(self.calib_path).load_channel_means()
+        quantized, summary = quantize_model(model, self.amax, options, channel_means=means)
         record_provenance(quantized, source_sha256=self.result.info["model"]["sha256"],
                           calibration_method=self.result.info.get("method"),
                           options=options.to_dict())

@@ -165,7 +165,10 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
     calibration = read_calibration(calib_path)
     sha256 = model_sha256(model_path)
     check_model_match(calibration, sha256)
-    analysis_options = dataclasses.replace(options.quantize, weights="fp32", high_precision="fp32")
+    # Single-layer models keep one layer's Q/DQ on the FP32 model; a bias corrected for the other
+    # layers' weight rounding would be wrong there, so the ranking runs without bias correction.
+    analysis_options = dataclasses.replace(options.quantize, weights="fp32", high_precision="fp32",
+                                           bias_correction=False)
     quantized, _ = quantize_model(model, calibration.amax, analysis_options)
     single = SingleLayerModels(model, quantized)
     if not single.layers:
@@ -207,8 +210,9 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
                                                options.eval_samples, batch_size, "--eval-samples")
         result.eval_samples = evaluation_set.samples
         result.eval_fp32_top1 = evaluation_set.reference_accuracy()
+        means = calibration.load_channel_means() if options.quantize.bias_correction else None
         result.fallback = find_fallback(model, calibration.amax, options, result.ranking,
-                                        evaluation_set, on_step)
+                                        evaluation_set, on_step, channel_means=means)
         seconds["fallback"] = time.perf_counter() - fallback_start
     seconds["total"] = time.perf_counter() - start
     return result
@@ -235,13 +239,14 @@ def _sample_covers_evaluation(sample_source, options: SensitivityOptions) -> boo
 
 def find_fallback(model: onnx.ModelProto, amax: dict[str, float], options: SensitivityOptions,
                   ranking: list[str], evaluation_set: ReferenceSet,
-                  on_step: Callable[[Step], None] | None = None) -> FallbackResult:
+                  on_step: Callable[[Step], None] | None = None,
+                  channel_means: dict | None = None) -> FallbackResult:
     """Search the exclusion set with whole-model checks on `evaluation_set`."""
     base = options.quantize
 
     def check(excluded: tuple[str, ...]) -> tuple[bool, dict]:
         trial = dataclasses.replace(base, exclude=tuple(base.exclude) + excluded)
-        candidate, _ = quantize_model(model, amax, trial)
+        candidate, _ = quantize_model(model, amax, trial, channel_means=channel_means)
         evaluation = _evaluate_model(evaluation_set, candidate, options.target)
         failure = evaluation.failure(options.target)
         metrics = evaluation.summary()

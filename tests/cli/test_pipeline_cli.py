@@ -76,6 +76,16 @@ def test_repository_demo_config_end_to_end(qtool, tmp_path):
     assert all(g["passed"] for g in summary["gates"])
     assert all(step["seconds"] >= 0 for step in summary["steps"].values())
     assert "FP32 top-1 98.89%" in result.out and "gate passed" in result.out
+    # every Conv, Gemm and MatMul of the demo gets its bias corrected from the calibrated means
+    correction = summary["steps"]["quantize"]["bias_correction"]
+    assert correction["status"] == "applied" and correction["corrected"] == 7
+
+
+def test_bias_correction_can_be_turned_off_in_the_config(qtool, demo_copy):
+    config = write_config(demo_copy, extra="[quantize]\nbias_correction = false\n")
+    assert qtool("pipeline", config).code == 0
+    summary = json.loads((demo_copy / "out" / "summary.json").read_text())
+    assert summary["steps"]["quantize"]["bias_correction"]["status"] == "disabled"
 
 
 def test_metrics_are_those_of_the_saved_int8_model(qtool, demo_copy):

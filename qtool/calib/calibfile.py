@@ -312,8 +312,10 @@ def from_dict(data) -> Calibration:
                  "'histograms.file' must be a file name beside the calibration file")
         _require(histograms.get("sha256") is None or _is_sha256(histograms.get("sha256")),
                  "'histograms.sha256' must be a sha256 hex string")
-        _require(all(tensor.key for tensor in tensors.values()),
-                 "every tensor needs a histogram 'key' when 'histograms' is set")
+        # only a bounded tensor calibrated by its max alone (count 0) may have no entry
+        _require(all(tensor.key or (tensor.rule == "bounded" and tensor.count == 0)
+                     for tensor in tensors.values()),
+                 "every histogrammed tensor needs a histogram 'key' when 'histograms' is set")
     for key in ("num_samples", "num_batches"):
         _require(_is_int(data.get(key, 0)) and data.get(key, 0) >= 0, f"'{key}' must be a count")
     bins = data.get("bins")

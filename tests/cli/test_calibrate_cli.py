@@ -311,3 +311,32 @@ def test_non_negative_bounded_tensors_are_pooled_not_histogrammed(qtool, tmp_pat
     assert read_calibration(tmp_path / "m.json").amax == pooled.amax
     result = qtool("report", tmp_path / "pooled.json", "-o", tmp_path / "r.html")
     assert result.code == 0, result.err
+
+
+def test_a_tensor_calibrated_by_its_max_alone_reads_back_and_quantizes(qtool, tmp_path):
+    """A ReLU6 output feeding only a pooling has no histogram and no means: no .npz entry."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.tiny_models import _model
+
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
+             helper.make_node("GlobalAveragePool", ["clipped"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w"], ["y"], transB=1)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+                    numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "w")])
+    path = save(model, tmp_path / "pool.onnx")
+    data = (rng.normal(size=(6, 3, 4, 4)) * 3).astype(np.float32)
+    np.save(tmp_path / "data.npy", data)
+    result = qtool("calibrate", path, "--data", tmp_path / "data.npy", "-o", tmp_path / "c.json")
+    assert result.code == 0, result.err
+    calibration = read_calibration(tmp_path / "c.json")
+    entry = calibration.tensors["clipped"]
+    assert entry.key is None and entry.count == 0 and entry.rule == "bounded"
+    assert entry.amax == float(np.clip(data, 0, 6).max())
+    result = qtool("quantize", path, "--calib", tmp_path / "c.json", "-o", tmp_path / "q.onnx")
+    assert result.code == 0, result.err

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import onnx
+
 from qtool.calib.calibfile import Calibration, TensorCalibration
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
@@ -184,12 +186,13 @@ def observation_routes(model, tensors: list[str], bounded: dict[str, tuple[float
     """Tensors whose amax will be their max (bounded, see build_calibration) and whose values
     are never negative need no histogram: global max pooling inside onnxruntime gives max|x|
     without taking the tensor out. Likewise conv inputs' channel means come from global average
-    pooling. Both need the rank (>= 3) known from shape inference; otherwise the tensor is
-    histogrammed as usual."""
+    pooling. Both need a float32 tensor of rank >= 3 (known from shape inference: onnxruntime's
+    CPU pooling takes no other float type); otherwise the tensor is histogrammed as usual."""
     fed = {value.name for value in model.graph.input}
     wanted = set(tensors)
     rank3 = {name for name, info in tensor_infos(model).items()
-             if info.shape is not None and len(info.shape) >= 3}
+             if info.elem_type == onnx.TensorProto.FLOAT
+             and info.shape is not None and len(info.shape) >= 3}
     max_only = [name for name in tensors if name in bounded and bounded[name][0] >= 0
                 and name in rank3 and name not in fed and axes.get(name, 1) == 1]
     pooled = [name for name, axis in axes.items() if axis == 1 and name in rank3 and name in wanted]
@@ -215,7 +218,11 @@ def merge(calibrations: list[Calibration], method: str | None = None,
     merged = first.load_histograms()
     means = first.load_channel_mean_sums()
     for other in calibrations[1:]:
-        for name, hist in other.load_histograms().items():
+        theirs = other.load_histograms()
+        if set(theirs) != set(merged):
+            raise QtoolError(f"{other.path} histogrammed other tensors than {first.path} "
+                             "(calibrated with other options, e.g. --no-bounded-max?)")
+        for name, hist in theirs.items():
             merged[name].merge(hist)
         theirs = other.load_channel_mean_sums()
         # means survive a merge only where every shard has them
@@ -241,6 +248,8 @@ def merge(calibrations: list[Calibration], method: str | None = None,
         bounded={name for name, tensor in first.tensors.items() if tensor.rule == "bounded"},
         maxima=maxima, order=list(first.tensors),
     )
+    for name in maxima:
+        calibration.tensors[name].nan = sum(c.tensors[name].nan for c in calibrations)
     return CalibrateResult(calibration, merged, 0.0, means)
 
 

@@ -3,8 +3,8 @@
 Rounding a weight W to INT8 changes the op's output by dW * x on average, where
 dW = W - dequantize(quantize(W)). With the per-input-channel mean E[x] of the activation input
 recorded during calibration, the expected shift of every output channel is known and is
-subtracted once, through the bias (the analytic bias correction of data-free quantization,
-Nagel et al. 2019). The error that remains has zero mean over the calibration data.
+given back once through the bias, b += dW E[x] (the analytic bias correction of data-free
+quantization, Nagel et al. 2019). The error that remains has zero mean over the calibration data.
 
 The rule, for every node the plan quantizes whose constant weight the plan quantizes too:
 

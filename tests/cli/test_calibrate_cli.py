@@ -340,3 +340,24 @@ def test_a_tensor_calibrated_by_its_max_alone_reads_back_and_quantizes(qtool, tm
     assert entry.amax == float(np.clip(data, 0, 6).max())
     result = qtool("quantize", path, "--calib", tmp_path / "c.json", "-o", tmp_path / "q.onnx")
     assert result.code == 0, result.err
+
+
+def test_merging_shards_calibrated_with_other_options_is_an_error(qtool, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.tiny_models import _model
+
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
+             helper.make_node("Conv", ["clipped", "w"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+                    numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")])
+    path = save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(4, 2, 3, 3)).astype(np.float32))
+    assert qtool("calibrate", path, "--data", tmp_path / "d.npy", "-o", tmp_path / "a.json").code == 0
+    assert qtool("calibrate", path, "--data", tmp_path / "d.npy", "--no-bounded-max",
+                 "-o", tmp_path / "b.json").code == 0
+    result = qtool("merge-calib", tmp_path / "b.json", tmp_path / "a.json", "-o", tmp_path / "m.json")
+    assert result.code == 1 and "other options" in result.err and not (tmp_path / "m.json").exists()

@@ -73,3 +73,27 @@ def test_bounded_tensors_take_their_max_and_say_so():
     assert ruled.tensors["relu6"].rule == "bounded" and ruled.tensors["other"].rule is None
     assert ruled.tensors["other"].amax == plain.tensors["other"].amax
     assert build("max", {"relu6"}).tensors["relu6"].rule == "bounded"
+
+
+def test_only_float32_tensors_of_known_rank_3_or_more_are_pooled():
+    from qtool.calibrate import observation_routes
+
+    def routes(elem_type, shape):
+        dtype = np.float16 if elem_type == TensorProto.FLOAT16 else np.float32
+        constants = [numpy_helper.from_array(np.array(0, dtype), "lo"),
+                     numpy_helper.from_array(np.array(6, dtype), "hi"),
+                     numpy_helper.from_array(np.ones((2, 3, 1, 1), dtype), "w")]
+        graph = helper.make_graph(
+            [helper.make_node("Clip", ["x", "lo", "hi"], ["c"]),
+             helper.make_node("Conv", ["c", "w"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", elem_type, shape)],
+            [helper.make_tensor_value_info("y", elem_type, None)], constants)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return observation_routes(model, ["c"], bounded_ranges(model), {"c": 1})
+
+    pooled = routes(TensorProto.FLOAT, ["N", 3, 4, 4])
+    assert pooled.max_only == ["c"] and pooled.pooled_means == ["c"] and pooled.histograms == []
+    for elem_type, shape in ((TensorProto.FLOAT16, ["N", 3, 4, 4]), (TensorProto.FLOAT, None)):
+        whole = routes(elem_type, shape)
+        assert whole.max_only == [] and whole.pooled_means == [] and whole.histograms == ["c"]
+        assert whole.mean_axes == {"c": 1}

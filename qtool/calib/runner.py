@@ -1,5 +1,6 @@
 """The calibration pass: run a copy of the model in onnxruntime with the observed tensors added as
-outputs, and feed every batch into one streaming |x| histogram per tensor.
+outputs, and feed every batch into one streaming |x| histogram per tensor. Tensors that need only
+their max or their channel means are pooled inside onnxruntime instead (qtool.calib.pooled).
 
 Inference, data loading and histogram updates overlap: data is read ahead in one thread and the
 histograms of batch k are updated in another while onnxruntime runs batch k+1 (onnxruntime and
@@ -75,7 +76,8 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
                    extra_nodes: list[onnx.NodeProto] = (),
                    external_dir: str | os.PathLike | None = None):
-    """An onnxruntime CPU session for an in-memory model, plus `extra_outputs` as graph outputs.
+    """An onnxruntime CPU session for an in-memory model, plus `extra_outputs` as graph outputs
+    and `extra_nodes` (reading only existing tensors) appended to its graph.
 
     The model is neither copied nor modified, whatever its size:
       - weights still on disk (load_model(..., load_weights=False)): the graph goes over in memory

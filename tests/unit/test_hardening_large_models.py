@@ -249,3 +249,20 @@ def test_structure_errors_are_one_line_naming_the_node(tmp_path):
     message = str(info.value)
     assert "\n" not in message and "is not a valid ONNX model" in message
     assert "input 'nowhere' of node: name: mm1 OpType: MatMul" in message
+
+
+@pytest.mark.parametrize("too_large", [False, True])
+def test_session_appends_extra_nodes_in_memory_and_through_the_private_folder(
+        monkeypatch, tmp_path, too_large):
+    """Calibration's pooling nodes reach onnxruntime by both routes; the model stays untouched."""
+    model = chain_model()
+    before = model.SerializeToString()
+    if too_large:
+        monkeypatch.setattr(runner, "PROTOBUF_LIMIT", (64 << 20) + 1000)
+        monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    node = helper.make_node("ReduceMax", ["r1"], ["r1_max"], keepdims=0)
+    session = runner.create_session(model, extra_outputs=["r1", "r1_max"], extra_nodes=[node])
+    r1, r1_max = session.run(["r1", "r1_max"], FEEDS)
+    np.testing.assert_array_equal(r1, reference(model, FEEDS, ["r1"])[0])
+    assert r1_max == r1.max()
+    assert model.SerializeToString() == before

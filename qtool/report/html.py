@@ -358,7 +358,8 @@ def _tensors(data: ReportData, figures: Figures) -> str:
 
 
 def _tensor_row(index: int, tensor: TensorSummary, figures: Figures, with_hist: bool) -> str:
-    details = [f"{tensor.count:,} values"]
+    pooled = tensor.rule == "bounded" and tensor.count == 0  # its max came from pooling alone
+    details = ["max of a bounded activation" if pooled else f"{tensor.count:,} values"]
     if tensor.nan or tensor.inf:
         details.append(f'<span class="bad">{tensor.nan} NaN, {tensor.inf} Inf</span>')
     cells = [
@@ -370,7 +371,8 @@ def _tensor_row(index: int, tensor: TensorSummary, figures: Figures, with_hist: 
         png = figures.histograms.get(tensor.name)
         image = (f'<img class="fig" loading="lazy" decoding="async" width="320" height="160" '
                  f'alt="|x| histogram of {esc(tensor.name)}" src="{data_uri(png)}">'
-                 if png else '<span class="muted">no histogram</span>')
+                 if png else '<span class="muted">no histogram'
+                 + (" (not needed: amax is the max)" if pooled else "") + "</span>")
         cells.append(f"<td>{image}</td>")
     cells.append(f'<td class="num" data-v="{sort_value(tensor.amax)}">{fmt(tensor.amax, 5)}</td>')
     cells.append(f'<td class="num" data-v="{sort_value(tensor.abs_max)}">'

@@ -41,6 +41,7 @@ class TensorSummary:
     count: int
     nan: int
     inf: int
+    rule: str | None = None                  # "bounded": amax is the observed max (calibfile)
     histogram: AbsHistogram | None = None
     points: list[MethodPoint] = field(default_factory=list)  # empty without a histogram
     recomputed_amax: float | None = None     # the chosen method's amax recomputed, if it differs
@@ -51,7 +52,7 @@ class TensorSummary:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "amax": self.amax, "abs_max": self.abs_max,
-                "count": self.count, "nan": self.nan, "inf": self.inf,
+                "count": self.count, "nan": self.nan, "inf": self.inf, "rule": self.rule,
                 "methods": [point.to_dict() for point in self.points],
                 "recomputed_amax": self.recomputed_amax}
 
@@ -83,7 +84,7 @@ def summarize_tensors(calibration: Calibration,
     summaries = []
     for name, tensor in calibration.tensors.items():
         summary = TensorSummary(name, tensor.amax, tensor.abs_max, tensor.count, tensor.nan,
-                                tensor.inf)
+                                tensor.inf, tensor.rule)
         hist = histograms.get(name) if histograms else None
         if hist is not None:
             summary.histogram = hist

@@ -311,6 +311,7 @@ def test_non_negative_bounded_tensors_are_pooled_not_histogrammed(qtool, tmp_pat
     assert read_calibration(tmp_path / "m.json").amax == pooled.amax
     result = qtool("report", tmp_path / "pooled.json", "-o", tmp_path / "r.html")
     assert result.code == 0, result.err
+    assert "max of a bounded activation" in (tmp_path / "r.html").read_text()
 
 
 def test_a_tensor_calibrated_by_its_max_alone_reads_back_and_quantizes(qtool, tmp_path):

@@ -39,7 +39,17 @@ def test_doctor_without_tensorrt(qtool, no_tensorrt):
     assert rows["cuda binding"].startswith("not available: no CUDA Python binding (cuda-python or pycuda)")
     assert rows["gpu"] == "not available: unknown: querying GPUs needs a CUDA binding (above)"
     assert set(rows) == {"python", "qtool", "onnx", "numpy", "onnxruntime", "tensorrt", "cuda binding",
-                         "gpu", "matplotlib"}
+                         "gpu", "matplotlib", "histogram loop"}
+
+
+def test_doctor_says_whether_the_compiled_counting_loop_was_built(qtool, monkeypatch):
+    from qtool.calib import binning
+
+    monkeypatch.setattr(binning, "compiled_kernel", lambda: None)
+    row = lines_by_name(qtool("doctor").out)["histogram loop"]
+    assert row.startswith("not available: the C extension was not built")
+    monkeypatch.setattr(binning, "compiled_kernel", lambda: print)
+    assert lines_by_name(qtool("doctor").out)["histogram loop"] == "compiled C"
 
 
 def test_doctor_json(qtool, no_tensorrt):

@@ -156,7 +156,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     run = collect_histograms(model, source, routes.histograms, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
-                             max_only=routes.max_only, pooled_means=routes.pooled_means)
+                             max_only={name: bounded[name][1] for name in routes.max_only},
+                             pooled_means=routes.pooled_means)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,

@@ -255,6 +255,8 @@ class _HistogramWorker:
                 self.error = exc
             finally:
                 _OutputBuffers.release(token)
+                # hold no arrays between jobs: they may belong to a session being replaced
+                job = updates = token = update = value = None
                 self.jobs.task_done()
 
     def drain(self) -> None:
@@ -293,7 +295,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        tensors: list[str], *, bins: int = 2048, shard: tuple[int, int] = (0, 1),
                        on_batch: Callable[[int], None] | None = None,
                        external_dir: str | os.PathLike | None = None,
-                       mean_axes: dict[str, int] | None = None, max_only: list[str] = (),
+                       mean_axes: dict[str, int] | None = None,
+                       max_only: dict[str, float] | None = None,
                        pooled_means: list[str] = ()) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each observed tensor.
 
@@ -301,9 +304,12 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     create_session); onnxruntime then reads them from there and they are never in memory twice.
 
     `mean_axes`: histogrammed tensors whose per-channel means are also kept (tensor -> channel
-    axis). `max_only`: tensors (never negative, rank >= 3) of which only max|x| is needed, and
-    `pooled_means`: tensors (rank >= 3, channels on axis 1) whose channel means are needed; both
-    are pooled inside onnxruntime and never leave it whole (qtool.calib.pooled).
+    axis). `max_only`: tensors (never negative, rank >= 3) of which only max|x| is needed, each
+    with the largest value its activation can produce, and `pooled_means`: tensors (rank >= 3,
+    channels on axis 1) whose channel means are needed; both are pooled inside onnxruntime and
+    never leave it whole (qtool.calib.pooled). Once every max-only tensor has reached its bound
+    (a ReLU6 output reaching 6, usually in the first batch), its max can no longer change: the
+    session is rebuilt without the max pooling, which costs about a tenth of the inference.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -311,6 +317,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     gives exactly that run's result. (A tensor that is zero in every batch makes each shard run
     every batch; the result is still exact.)
     """
+    max_only = max_only or {}
     if not tensors and not max_only:
         raise QtoolError("the model has no tensors to calibrate (no Conv, Gemm, MatMul, ... inputs)")
     start = time.perf_counter()
@@ -326,14 +333,22 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     fed = {value.name for value in model.graph.input}
     computed = [name for name in tensors if name not in fed]
     taken = {name for node in model.graph.node for name in node.output} | fed
-    nodes, max_outputs, mean_outputs = pooling_nodes(list(max_only), list(pooled_means), taken)
-    pooled = list(max_outputs.values()) + list(mean_outputs.values())
-    session = create_session(model, extra_outputs=computed + pooled, extra_nodes=nodes,
-                             external_dir=external_dir)
-    runner = _OutputBuffers(session, computed + pooled)
+
+    def start_session(max_tensors: list[str]):
+        nodes, max_outputs, mean_outputs = pooling_nodes(max_tensors, list(pooled_means), set(taken))
+        outputs = computed + list(max_outputs.values()) + list(mean_outputs.values())
+        session = create_session(model, extra_outputs=outputs, extra_nodes=nodes,
+                                 external_dir=external_dir)
+        return _OutputBuffers(session, outputs), max_outputs, mean_outputs
+
+    runner, max_outputs, mean_outputs = start_session(list(max_only))
     worker = _HistogramWorker()
     try:
         for batch_index, feeds in enumerate(prefetch(batches)):
+            if max_outputs and all(maxima[name].abs_max >= max_only[name] for name in max_outputs):
+                worker.drain()  # every buffer of the old session is back: it can go
+                runner = values = named = token = updates = None
+                runner, max_outputs, mean_outputs = start_session([])
             mine = batch_index % count == index
             if not mine:
                 # Another shard's batch is run only while some tensor has no grid yet: each takes
@@ -342,9 +357,9 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                     worker.drain()
                 if all(hist.has_grid for hist in histograms.values()):
                     continue
-            values, token = runner.run(feeds) if computed or pooled else ([], None)
+            values, token = runner.run(feeds) if runner.outputs else ([], None)
             named = {name: feeds[name] for name in tensors if name in fed}
-            named.update(zip(computed + pooled, values))
+            named.update(zip(runner.outputs, values))
             if not mine:  # fix the grid only
                 for name in tensors:
                     histograms[name].fix_grid_from(named[name])

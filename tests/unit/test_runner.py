@@ -1,6 +1,7 @@
 import numpy as np
 import onnxruntime as ort
 
+from qtool.calib import runner
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.runner import augment_with_outputs, collect_histograms
 from qtool.graph.observe import tensors_to_observe
@@ -42,3 +43,43 @@ def test_shard_fixes_grid_from_batch_zero():
         merged.merge(shards[1].histograms[name])
         np.testing.assert_array_equal(merged.hist, whole.histograms[name].hist)
     assert shards[0].num_batches == shards[1].num_batches == 2
+
+
+def test_max_pooling_stops_once_every_bounded_max_is_reached(monkeypatch):
+    """A ReLU6 output at 6 cannot go higher: the session is rebuilt without its max pooling, and
+    every statistic comes out as if it had stayed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.tiny_models import _model
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
+             helper.make_node("Conv", ["clipped", "w"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4, 4])],
+                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+                    numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w")])
+    batches = [{"x": (rng.normal(size=(3, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(5)]
+    sessions = []
+    real = runner.create_session
+
+    def counting(*args, **kwargs):
+        sessions.append(kwargs.get("extra_outputs"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "create_session", counting)
+
+    def run(bound):
+        return runner.collect_histograms(model, batches, ["x"], max_only={"clipped": bound},
+                                         pooled_means=["clipped"], mean_axes={"x": 1})
+
+    switched = run(6.0)
+    assert len(sessions) == 2 and not any("max" in name for name in sessions[1])
+    sessions.clear()
+    stayed = run(float("inf"))
+    assert len(sessions) == 1
+    assert switched.maxima["clipped"].abs_max == stayed.maxima["clipped"].abs_max == 6.0
+    np.testing.assert_array_equal(switched.means["clipped"].mean, stayed.means["clipped"].mean)
+    np.testing.assert_array_equal(switched.histograms["x"].hist, stayed.histograms["x"].hist)
+    assert switched.num_samples == stayed.num_samples == 15

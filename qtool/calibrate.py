@@ -157,7 +157,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
                              max_only={name: bounded[name][1] for name in routes.max_only},
-                             pooled_means=routes.pooled_means)
+                             pooled_means=routes.pooled_means,
+                             expected_samples=_shard_share(source.num_samples, options.shard))
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
@@ -252,6 +253,13 @@ def merge(calibrations: list[Calibration], method: str | None = None,
     for name in maxima:
         calibration.tensors[name].nan = sum(c.tensors[name].nan for c in calibrations)
     return CalibrateResult(calibration, merged, 0.0, means)
+
+
+def _shard_share(num_samples: int | None, shard: str | None) -> int | None:
+    """About how many of `num_samples` one shard counts (None when the total is unknown)."""
+    if num_samples is None:
+        return None
+    return -(-num_samples // parse_shard(shard)[1])
 
 
 def _effective_config(options: CalibrateOptions, data_path) -> dict:

@@ -33,6 +33,9 @@ from qtool.io.external import save_external
 from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
 
 _DONE = object()
+# Samples that must remain for dropping the max pooling to pay for a new session (EfficientNet-
+# Lite0: the pooling costs about 0.13 x 9 ms per image, a new session and its first run 0.25 s).
+SWITCH_MIN_SAMPLES = 256
 
 
 @dataclass
@@ -297,7 +300,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        external_dir: str | os.PathLike | None = None,
                        mean_axes: dict[str, int] | None = None,
                        max_only: dict[str, float] | None = None,
-                       pooled_means: list[str] = ()) -> HistogramRun:
+                       pooled_means: list[str] = (),
+                       expected_samples: int | None = None) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each observed tensor.
 
     `external_dir`: the model's folder, for a model loaded without its weights (see
@@ -309,7 +313,9 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     channels on axis 1) whose channel means are needed; both are pooled inside onnxruntime and
     never leave it whole (qtool.calib.pooled). Once every max-only tensor has reached its bound
     (a ReLU6 output reaching 6, usually in the first batch), its max can no longer change: the
-    session is rebuilt without the max pooling, which costs about a tenth of the inference.
+    session is rebuilt without the max pooling, which costs about a tenth of the inference. A
+    rebuild costs about as much as inferring 25 images, so it is only done when at least
+    SWITCH_MIN_SAMPLES samples remain (`expected_samples`: the data set's size, when known).
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -345,7 +351,9 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     worker = _HistogramWorker()
     try:
         for batch_index, feeds in enumerate(prefetch(batches)):
-            if max_outputs and all(maxima[name].abs_max >= max_only[name] for name in max_outputs):
+            remaining = None if expected_samples is None else expected_samples - num_samples
+            if (max_outputs and (remaining is None or remaining >= SWITCH_MIN_SAMPLES)
+                    and all(maxima[name].abs_max >= max_only[name] for name in max_outputs)):
                 worker.drain()  # every buffer of the old session is back: it can go
                 runner = values = named = token = updates = None
                 runner, max_outputs, mean_outputs = start_session([])

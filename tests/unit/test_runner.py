@@ -70,9 +70,10 @@ def test_max_pooling_stops_once_every_bounded_max_is_reached(monkeypatch):
 
     monkeypatch.setattr(runner, "create_session", counting)
 
-    def run(bound):
+    def run(bound, expected=None):
         return runner.collect_histograms(model, batches, ["x"], max_only={"clipped": bound},
-                                         pooled_means=["clipped"], mean_axes={"x": 1})
+                                         pooled_means=["clipped"], mean_axes={"x": 1},
+                                         expected_samples=expected)
 
     switched = run(6.0)
     assert len(sessions) == 2 and not any("max" in name for name in sessions[1])
@@ -83,3 +84,10 @@ def test_max_pooling_stops_once_every_bounded_max_is_reached(monkeypatch):
     np.testing.assert_array_equal(switched.means["clipped"].mean, stayed.means["clipped"].mean)
     np.testing.assert_array_equal(switched.histograms["x"].hist, stayed.histograms["x"].hist)
     assert switched.num_samples == stayed.num_samples == 15
+    # too few samples left to pay for a new session: it stays
+    sessions.clear()
+    run(6.0, expected=15)
+    assert len(sessions) == 1
+    sessions.clear()
+    run(6.0, expected=15 + runner.SWITCH_MIN_SAMPLES)
+    assert len(sessions) == 2

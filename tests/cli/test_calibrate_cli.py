@@ -362,3 +362,27 @@ def test_merging_shards_calibrated_with_other_options_is_an_error(qtool, tmp_pat
                  "-o", tmp_path / "b.json").code == 0
     result = qtool("merge-calib", tmp_path / "b.json", tmp_path / "a.json", "-o", tmp_path / "m.json")
     assert result.code == 1 and "other options" in result.err and not (tmp_path / "m.json").exists()
+
+
+def test_a_calibration_of_max_only_tensors_has_no_npz_and_still_merges(qtool, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.tiny_models import _model
+
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
+             helper.make_node("GlobalAveragePool", ["clipped"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 1, 1])],
+                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
+    path = save(model, tmp_path / "m.onnx")
+    data = np.random.default_rng(0).normal(size=(6, 2, 3, 3)).astype(np.float32) * 3
+    np.save(tmp_path / "d.npy", data)
+    for k in range(2):
+        result = qtool("calibrate", path, "--data", tmp_path / "d.npy", "--batch-size", "2",
+                       "--shard", f"{k}/2", "-o", tmp_path / f"s{k}.json")
+        assert result.code == 0, result.err
+    assert not (tmp_path / "s0.npz").exists()
+    result = qtool("merge-calib", tmp_path / "s0.json", tmp_path / "s1.json", "-o", tmp_path / "m.json")
+    assert result.code == 0, result.err
+    assert read_calibration(tmp_path / "m.json").amax["clipped"] == float(np.clip(data, 0, 6).max())

@@ -217,6 +217,22 @@ def merge(calibrations: list[Calibration], method: str | None = None,
             raise QtoolError(f"{other.path} uses {other.bins} bins, {first.path} uses {first.bins}")
         if set(other.tensors) != set(first.tensors):
             raise QtoolError(f"{other.path} observed other tensors than {first.path}")
+    config = dict(first.config)
+    config["merged_from"] = [str(c.path.name) if c.path else None for c in calibrations]
+    return _combine(calibrations, method, params, config)
+
+
+def rethreshold(calibration: Calibration, method: str, params: dict) -> CalibrateResult:
+    """The calibration with thresholds picked again by `method` on its stored histograms: no
+    inference (tensors calibrated by their max alone keep it)."""
+    config = dict(calibration.config, method=method, **params)
+    return _combine([calibration], method, params, config)
+
+
+def _combine(calibrations: list[Calibration], method: str | None, params: dict | None,
+             config: dict) -> CalibrateResult:
+    """One calibration from the histograms, maxima and means of several (or of one)."""
+    first = calibrations[0]
     merged = first.load_histograms()
     means = first.load_channel_mean_sums()
     for other in calibrations[1:]:
@@ -240,8 +256,6 @@ def merge(calibrations: list[Calibration], method: str | None = None,
     if method == "trt-cache":
         raise QtoolError("calibrations made from a TensorRT cache have no histograms to merge")
     params = first.params if params is None and method == first.method else (params or {})
-    config = dict(first.config)
-    config["merged_from"] = [str(c.path.name) if c.path else None for c in calibrations]
     calibration = build_calibration(
         merged, method=method, params=params, bins=first.bins or 2048, sha256=first.model_sha256,
         model_file=first.model_file, inputs=first.inputs,

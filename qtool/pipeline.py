@@ -217,9 +217,16 @@ def data_fingerprint(source, loader_script) -> dict:
                        sha256_file(f)] for f in source.files]}
 
 
-def calibration_key(model_sha256: str, options, fingerprint: dict) -> str:
+# Options that only pick thresholds from the histograms: changing them needs no new inference.
+THRESHOLD_OPTIONS = ("method", "percentile", "coverage")
+
+
+def calibration_key(model_sha256: str, options, fingerprint: dict,
+                    thresholds: bool = True) -> str:
+    """What a calibration depends on, hashed; without `thresholds`, what its histograms depend on."""
+    skip = {"shard"} | (set() if thresholds else set(THRESHOLD_OPTIONS))
     record = {"model": model_sha256, "data": fingerprint,
-              "options": {k: v for k, v in asdict(options).items() if k != "shard"}}
+              "options": {k: v for k, v in asdict(options).items() if k not in skip}}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -349,7 +356,7 @@ class _Runner:
 
     def calibrate(self, record: StepRecord) -> None:
         from qtool.calib.calibfile import read_calibration, write_calibration
-        from qtool.calibrate import CalibrateOptions, calibrate
+        from qtool.calibrate import CalibrateOptions, calibrate, rethreshold
         from qtool.io.data import open_data
         from qtool.io.model import input_specs, load_model
 
@@ -375,7 +382,9 @@ class _Runner:
                                            preprocess=options.preprocess or None,
                                            batch_size=options.batch_size,
                                            num_samples=options.num_samples)
-        key = calibration_key(sha256, options, data_fingerprint(fingerprint_source, script))
+        fingerprint = data_fingerprint(fingerprint_source, script)
+        key = calibration_key(sha256, options, fingerprint)
+        histogram_key = calibration_key(sha256, options, fingerprint, thresholds=False)
         self.result.info["method"] = options.method
         record.data.update(output=str(self.calib_path), cache_key=key)
         reuse = self.table("pipeline").get("reuse_calibration", True) and not self.force_calibrate
@@ -393,16 +402,26 @@ class _Runner:
                 record.data.update(tensors=len(existing.tensors),
                                    samples=existing.num_samples)
                 return
-        with self._progress("calibrating") as bar:
-            run = calibrate(self.result.model_path, None if script is not None else data, options,
-                            on_batch=bar.advance, on_start=bar.begin)
+        else:
+            existing = None
+        run = None
+        if (existing is not None and existing.model_sha256 == sha256
+                and existing.config.get("histogram_key") == histogram_key):
+            # only the threshold options changed: pick thresholds again from the histograms
+            with contextlib.suppress(QtoolError):  # histograms unreadable: calibrate again
+                run = rethreshold(existing, options.method, options.method_params())
+            how = "histograms reused (no inference), thresholds picked again"
+        if run is None:
+            with self._progress("calibrating") as bar:
+                run = calibrate(self.result.model_path, None if script is not None else data,
+                                options, on_batch=bar.advance, on_start=bar.begin)
+            how = f"{len(run.calibration.tensors)} tensors on {run.calibration.num_samples} samples"
         calibration = run.calibration
-        calibration.config["cache_key"] = key
+        calibration.config.update(cache_key=key, histogram_key=histogram_key)
         write_calibration(calibration, self.calib_path, run.histograms, run.means)
         self.amax = calibration.amax
         record.status = "ok"
-        record.detail = (f"{len(calibration.tensors)} tensors on {calibration.num_samples} samples, "
-                         f"method {calibration.method} -> {self.calib_path.name}")
+        record.detail = f"{how}, method {calibration.method} -> {self.calib_path.name}"
         record.data.update(tensors=len(calibration.tensors), samples=calibration.num_samples)
 
     def quantize(self, record: StepRecord) -> None:

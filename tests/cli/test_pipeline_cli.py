@@ -234,3 +234,31 @@ def test_build_and_engine_compare_steps_when_tensorrt_is_there(qtool, demo_copy,
     assert summary["tools"]["tensorrt"] == "10.99"
     assert summary["metrics"]["compare_engine"] == summary["metrics"]["compare"]
     assert len(summary["gates"]) == 4 and (out / "compare_engine.json").is_file()
+
+
+def test_a_new_threshold_method_reuses_the_histograms(qtool, demo_copy):
+    """Changing only the method picks thresholds again from the stored histograms: the same
+    amax as calibrating from scratch with that method, without running the data again."""
+    import re
+
+    from qtool.calib.calibfile import read_calibration
+    from qtool.calibrate import amax_from_histograms
+
+    config = write_config(demo_copy)  # method = "percentile"
+    assert qtool("pipeline", config).code == 0
+    calib = demo_copy / "out" / "digits_cnn.calib.json"
+    histograms = read_calibration(calib).load_histograms()
+    config.write_text(re.sub('method = "percentile"', 'method = "mse"', config.read_text()))
+    result = qtool("pipeline", config)
+    assert result.code == 0, result.err
+    assert "histograms reused (no inference)" in result.out
+    again = read_calibration(calib)
+    assert again.method == "mse" and again.config["method"] == "mse"
+    expected = amax_from_histograms(histograms, "mse")
+    assert all(again.amax[name] == expected[name] for name in histograms
+               if again.tensors[name].rule is None)
+    fresh = qtool("pipeline", config, "--force-calibrate")
+    assert "calibrate       ok" in fresh.out and "no inference" not in fresh.out
+    assert read_calibration(calib).amax == again.amax
+    # a rerun with nothing changed reuses the file as it is
+    assert "calibrate       reused" in qtool("pipeline", config).out

@@ -59,3 +59,15 @@ def two_input_matmul(seed=0) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save_model(model, str(path))
     return str(path)
+
+
+def relu6_then(tail: list, channels: int, size: int, output_shape: list,
+               initializers=()) -> onnx.ModelProto:
+    """x[N, channels, size, size] -> Clip(0, 6) "clipped" -> the `tail` nodes, ending in "y"."""
+    bounds = [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+              numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"], name="relu6"), *tail]
+    return _model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        bounds + list(initializers))

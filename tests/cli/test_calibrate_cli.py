@@ -3,9 +3,10 @@ import json
 import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from qtool.calib.calibfile import read_calibration
-from tests.tiny_models import conv_relu_gemm, save, two_input_matmul
+from tests.tiny_models import conv_relu_gemm, relu6_then, save, two_input_matmul
 
 
 @pytest.fixture
@@ -239,19 +240,12 @@ def test_calibration_file_keeps_the_means_of_conv_inputs(qtool, tmp_path):
 
 
 def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_path):
-    from onnx import TensorProto, helper, numpy_helper
-
     from qtool.thresholds import compute_amax
-    from tests.tiny_models import _model
 
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"], name="relu6"),
-             helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 4])],
-                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
-                    numpy_helper.from_array(rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "w")])
+    weight = numpy_helper.from_array(rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "w")
+    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")], 2, 4,
+                       ["N", 3, 4, 4], [weight])
     path = save(model, tmp_path / "clip.onnx")
     data = np.minimum(rng.exponential(0.3, size=(640, 2, 4, 4)), 6.0).astype(np.float32)
     data.reshape(-1)[:10] = 7.0  # saturates at 6 after the Clip
@@ -271,18 +265,10 @@ def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_
 
 def test_non_negative_bounded_tensors_are_pooled_not_histogrammed(qtool, tmp_path):
     """The max and channel means pooled inside onnxruntime equal those of the whole tensor."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from tests.tiny_models import _model
-
     rng = np.random.default_rng(1)
-    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"], name="relu6"),
-             helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 5])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5, 5])],
-                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
-                    numpy_helper.from_array(rng.normal(size=(2, 3, 1, 1)).astype(np.float32), "w")])
+    weight = numpy_helper.from_array(rng.normal(size=(2, 3, 1, 1)).astype(np.float32), "w")
+    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")], 3, 5,
+                       ["N", 2, 5, 5], [weight])
     path = save(model, tmp_path / "clip.onnx")
     data = (rng.normal(size=(12, 3, 5, 5)) * 2 + [[[0.5]], [[1.0]], [[3.0]]]).astype(np.float32)
     folder = tmp_path / "data"
@@ -316,20 +302,12 @@ def test_non_negative_bounded_tensors_are_pooled_not_histogrammed(qtool, tmp_pat
 
 def test_a_tensor_calibrated_by_its_max_alone_reads_back_and_quantizes(qtool, tmp_path):
     """A ReLU6 output feeding only a pooling has no histogram and no means: no .npz entry."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from tests.tiny_models import _model
-
     rng = np.random.default_rng(2)
-    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
-             helper.make_node("GlobalAveragePool", ["clipped"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "w"], ["y"], transB=1)]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
-                    numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "w")])
+    tail = [helper.make_node("GlobalAveragePool", ["clipped"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w"], ["y"], transB=1)]
+    weight = numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "w")
+    model = relu6_then(tail, 3, 4, ["N", 2], [weight])
     path = save(model, tmp_path / "pool.onnx")
     data = (rng.normal(size=(6, 3, 4, 4)) * 3).astype(np.float32)
     np.save(tmp_path / "data.npy", data)
@@ -344,17 +322,8 @@ def test_a_tensor_calibrated_by_its_max_alone_reads_back_and_quantizes(qtool, tm
 
 
 def test_merging_shards_calibrated_with_other_options_is_an_error(qtool, tmp_path):
-    from onnx import TensorProto, helper, numpy_helper
-
-    from tests.tiny_models import _model
-
-    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
-             helper.make_node("Conv", ["clipped", "w"], ["y"])]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, 3])],
-                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
-                    numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")])
+    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 3, ["N", 2, 3, 3],
+                       [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")])
     path = save(model, tmp_path / "m.onnx")
     np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(4, 2, 3, 3)).astype(np.float32))
     assert qtool("calibrate", path, "--data", tmp_path / "d.npy", "-o", tmp_path / "a.json").code == 0
@@ -365,16 +334,8 @@ def test_merging_shards_calibrated_with_other_options_is_an_error(qtool, tmp_pat
 
 
 def test_a_calibration_of_max_only_tensors_has_no_npz_and_still_merges(qtool, tmp_path):
-    from onnx import TensorProto, helper, numpy_helper
-
-    from tests.tiny_models import _model
-
-    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
-             helper.make_node("GlobalAveragePool", ["clipped"], ["y"])]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 1, 1])],
-                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                    numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
+    model = relu6_then([helper.make_node("GlobalAveragePool", ["clipped"], ["y"])], 2, 3,
+                       ["N", 2, 1, 1])
     path = save(model, tmp_path / "m.onnx")
     data = np.random.default_rng(0).normal(size=(6, 2, 3, 3)).astype(np.float32) * 3
     np.save(tmp_path / "d.npy", data)

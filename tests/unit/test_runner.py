@@ -48,18 +48,14 @@ def test_shard_fixes_grid_from_batch_zero():
 def test_max_pooling_stops_once_every_bounded_max_is_reached(monkeypatch):
     """A ReLU6 output at 6 cannot go higher: the session is rebuilt without its max pooling, and
     every statistic comes out as if it had stayed."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
-    from tests.tiny_models import _model
+    from tests.tiny_models import relu6_then
 
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["clipped"]),
-             helper.make_node("Conv", ["clipped", "w"], ["y"])]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4, 4])],
-                   [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                    numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
-                    numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w")])
+    weight = numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w")
+    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 4, ["N", 2, 4, 4],
+                       [weight])
     batches = [{"x": (rng.normal(size=(3, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(5)]
     sessions = []
     real = runner.create_session

@@ -30,7 +30,8 @@ Growth
     in ``[k*2**s, (k+1)*2**s)``: it is computed as ``floor(|x| * (r*2**-s))``,
     and scaling by a power of two is exact in floating point, so summing 2**d
     adjacent bins is the same thing and the result is still independent of
-    batch order (for products below 2**53, far past any realistic range). Memory is O(max_bins) per tensor, never O(samples).
+    batch order (for products below 2**53, far past any realistic range).
+    Memory is O(max_bins) per tensor, never O(samples).
 
 Non-finite values
     NaN and +/-Inf are left out of the histogram, of ``abs_max`` and of
@@ -90,9 +91,14 @@ def grid_width(amax: float, bins: int) -> float:
     return width
 
 
+def bin_factor(width: float, shift: int = 0) -> float:
+    """(1 / width) * 2**-shift: the factor that turns |x| into its bin index (see module doc)."""
+    return math.ldexp(1.0 / width, -shift)
+
+
 def bin_index(value: float, width: float, shift: int = 0) -> int:
-    """The bin of one |x| on the grid of base width `width` merged by 2**shift (see module doc)."""
-    return math.floor(value * math.ldexp(1.0 / width, -shift))
+    """The bin of one |x| on the grid of base width `width` merged by 2**shift."""
+    return math.floor(value * bin_factor(width, shift))
 
 
 def _work_dtype(dtype: np.dtype) -> type:
@@ -237,8 +243,8 @@ class AbsHistogram:
                 start = self._count_compiled(flat, start)
                 if start == flat.size:
                     break
-            # numpy takes the next chunk: all of it without numba, else the stretch where the
-            # compiled loop met a value that is not finite or needs a wider grid
+            # numpy takes the next chunk: all of them without the compiled loop, else the stretch
+            # where that loop met a value that is not finite or needs a wider grid
             self._count_chunk(flat[start : start + _CHUNK], abuf, ibuf)
             start += _CHUNK
 
@@ -253,8 +259,7 @@ class AbsHistogram:
         return stop
 
     def _reciprocal(self) -> float:
-        """r * 2**-shift: the factor that turns |x| into the index of its current bin."""
-        return math.ldexp(1.0 / self._width, -self._shift)
+        return bin_factor(self._width, self._shift)
 
     def fix_grid_from(self, x) -> None:
         """Set the grid from one batch exactly as update() would, counting nothing (a shard takes

@@ -233,20 +233,18 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
              config: dict) -> CalibrateResult:
     """One calibration from the histograms, maxima and means of several (or of one)."""
     first = calibrations[0]
-    merged = first.load_histograms()
-    means = first.load_channel_mean_sums()
+    merged, means = first.load_stored()
     for other in calibrations[1:]:
-        theirs = other.load_histograms()
+        theirs, their_means = other.load_stored()
         if set(theirs) != set(merged):
             raise QtoolError(f"{other.path} histogrammed other tensors than {first.path} "
                              "(calibrated with other options, e.g. --no-bounded-max?)")
         for name, hist in theirs.items():
             merged[name].merge(hist)
-        theirs = other.load_channel_mean_sums()
         # means survive a merge only where every shard has them
         for name in list(means):
-            if name in theirs:
-                means[name].merge(theirs[name])
+            if name in their_means:
+                means[name].merge(their_means[name])
             else:
                 del means[name]
     # bounded tensors calibrated without a histogram: the max of the shards' maxima

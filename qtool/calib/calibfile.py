@@ -77,30 +77,25 @@ class Calibration:
 
     def load_histograms(self) -> dict[str, AbsHistogram]:
         """Read the histograms back (checked against the recorded sha256)."""
+        return self.load_stored()[0]
+
+    def load_stored(self) -> tuple[dict[str, AbsHistogram], dict[str, ChannelMean]]:
+        """The histograms and the channel-mean accumulators, from one read of the .npz."""
         path = self.histogram_path()
         if path is None and self.tensors and all(
                 t.rule == "bounded" and t.count == 0 for t in self.tensors.values()):
-            return {}  # every tensor was calibrated by its max alone: nothing to read
-        histograms = {}
+            return {}, {}  # every tensor was calibrated by its max alone: nothing to read
+        histograms, means = {}, {}
         for name, parts in self._read_entries().items():
             if set(parts) - set(MEAN_KEYS):  # anything besides channel means: a histogram
                 histograms[name] = _parse(AbsHistogram.from_arrays, parts,
                                           f"histogram of {name!r} in {path}")
             elif self.tensors[name].count:
                 raise QtoolError(f"histogram file {path} has no histogram for tensor {name!r}")
-        return histograms
-
-    def load_channel_mean_sums(self) -> dict[str, ChannelMean]:
-        """The per-channel mean accumulators stored with the histograms ({} when there are none)."""
-        if self.histogram_path() is None:
-            return {}
-        found = {}
-        path = self.histogram_path()
-        for name, parts in self._read_entries().items():
             accumulator = _parse(ChannelMean.from_arrays, parts, f"channel means of {name!r} in {path}")
             if accumulator is not None:
-                found[name] = accumulator
-        return found
+                means[name] = accumulator
+        return histograms, means
 
     def load_channel_means(self) -> dict[str, tuple[int, np.ndarray]] | None:
         """tensor -> (channel axis, float64 mean per channel) for bias correction; None when the
@@ -109,7 +104,7 @@ class Calibration:
         if self.histogram_path() is None or not self.histogram_path().is_file():
             return None
         means = {}
-        for name, accumulator in self.load_channel_mean_sums().items():
+        for name, accumulator in self.load_stored()[1].items():
             mean = accumulator.mean
             if mean is not None and np.all(np.isfinite(mean)):
                 means[name] = (accumulator.axis, mean)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import onnx
 
 from qtool.graph.constants import constant_names
+from qtool.graph.shapes import constant_infos
 from qtool.graph.types import float_tensors
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -44,7 +45,7 @@ def channel_axes(model: onnx.ModelProto) -> dict[str, int]:
     """
     constants = constant_names(model)
     floats = float_tensors(model)
-    ranks = _constant_ranks(model)
+    ranks = {name: len(info.shape) for name, info in constant_infos(model).items()}
     axes: dict[str, int] = {}
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
@@ -61,13 +62,3 @@ def channel_axes(model: onnx.ModelProto) -> dict[str, int]:
             axes.setdefault(data, -1)
     return axes
 
-
-def _constant_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Ranks of initializers and Constant-node tensors, read from their dims (no data loaded)."""
-    ranks = {tensor.name: len(tensor.dims) for tensor in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    ranks[node.output[0]] = len(attribute.t.dims)
-    return ranks

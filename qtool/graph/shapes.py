@@ -87,8 +87,15 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     for value in list(graph.value_info) + list(graph.input) + list(graph.output):
         if value.type.HasField("tensor_type"):
             infos[value.name] = TensorInfo(value.type.tensor_type.elem_type, _shape_of(value))
-    for init in model.graph.initializer:
-        infos[init.name] = TensorInfo(init.data_type, tuple(init.dims))
+    infos.update(constant_infos(model))
+    return infos
+
+
+def constant_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Type and shape of every initializer and Constant-node tensor, from their dims (no data
+    read, no inference)."""
+    infos = {init.name: TensorInfo(init.data_type, tuple(init.dims))
+             for init in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:

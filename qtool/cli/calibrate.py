@@ -112,11 +112,10 @@ def calibrate(ctx, **params):
 
 
 def _log_counting_path() -> None:
-    from qtool.calib.binning import compiled_kernel
+    from qtool.calib.binning import NOT_BUILT, compiled_kernel
 
     if compiled_kernel() is None:
-        log.info("histograms are counted with numpy: the compiled loop (qtool/calib/_binning.c) was "
-                 "not built; reinstall where a C compiler is available for faster calibration")
+        log.info("histograms are counted with numpy: %s", NOT_BUILT)
     else:
         log.info("histograms are counted with the compiled loop")
 

@@ -45,9 +45,8 @@ def doctor(as_json):
 
 
 def _counting_loop(component):
-    from qtool.calib.binning import compiled_kernel
+    from qtool.calib.binning import NOT_BUILT, compiled_kernel
 
     if compiled_kernel() is not None:
         return component("histogram loop", True, "compiled C")
-    return component("histogram loop", False, detail="the C extension was not built; numpy counts "
-                     "the same bins, about 2.5x slower (reinstall where a C compiler exists)")
+    return component("histogram loop", False, detail=NOT_BUILT)

@@ -21,7 +21,7 @@ Decisions:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -341,17 +341,24 @@ def check_opset_per_channel(g: QdqGraph) -> Iterator[Finding]:
                            f"{g.opset}); upgrade the model's opset")
 
 
+def _constant_qparam(g: QdqGraph, node: onnx.NodeProto, name: str, what: str,
+                     need: str) -> Generator[Finding, None, np.ndarray | None]:
+    """Yields a finding when a scale or zero-point is not a build-time constant; returns its
+    value, or None when it has none to check (computed from constants only: not a finding)."""
+    value = g.value(name)
+    if value is None and name not in g.constant_derived:
+        yield _finding("qparams-not-constant", node,
+                       f"{what} '{name}' depends on run-time data; TensorRT needs {need}")
+    return value
+
+
 def check_scales(g: QdqGraph) -> Iterator[Finding]:
     for node in g.qdq_nodes:
         name = g.scale_name(node)
         if not name:
             continue
-        scale = g.value(name)
+        scale = yield from _constant_qparam(g, node, name, "scale", "build-time constant scales")
         if scale is None:
-            if name not in g.constant_derived:
-                yield _finding("qparams-not-constant", node,
-                               f"scale '{name}' depends on run-time data; TensorRT needs "
-                               "build-time constant scales")
             continue
         values = np.asarray(scale, dtype=np.float64).ravel()
         bad = ~np.isfinite(values) | (values <= 0)
@@ -368,12 +375,9 @@ def check_zero_points(g: QdqGraph) -> Iterator[Finding]:
         name = g.zero_point_name(node)
         if not name:
             continue
-        zero_point = g.value(name)
+        zero_point = yield from _constant_qparam(g, node, name, "zero-point",
+                                                 "a build-time constant 0")
         if zero_point is None:
-            if name not in g.constant_derived:
-                yield _finding("qparams-not-constant", node,
-                               f"zero-point '{name}' depends on run-time data; TensorRT needs "
-                               "a build-time constant 0")
             continue
         values = np.asarray(zero_point).astype(np.float64).ravel()
         nonzero = np.flatnonzero(values != 0)

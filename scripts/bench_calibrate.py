@@ -6,9 +6,11 @@ preprocessing and batch size: (1) plain onnxruntime inference, (2) `qtool calibr
 of every observed tensor + entropy thresholds + writing the calibration file). Each reports its
 wall time and peak RSS; the table shows calibration time as a ratio to (1) and how peak memory
 grows with the number of samples (images are repeated to reach counts above what is on disk).
+With --repeat N the pair runs N times, alternating, and the table shows the medians: on a
+shared 2-core machine single runs of either vary by 10-20%.
 
     python scripts/bench_calibrate.py                       # EfficientNet-Lite0, 200 ImageNet images
-    python scripts/bench_calibrate.py --samples 100,200,1000
+    python scripts/bench_calibrate.py --samples 100,200,1000 --repeat 5
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,6 +90,11 @@ def measure(kind: str, args, images: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The median of each measured figure over repeated runs."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ASSETS / "efficientnet_lite0.onnx")
@@ -94,6 +102,7 @@ def main() -> None:
     parser.add_argument("--samples", default="200", help="comma-separated sample counts")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--method", default="entropy")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per pair (medians shown)")
     parser.add_argument("--worker", choices=["infer", "calibrate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -108,8 +117,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qtool-bench-") as tmp:
         for count in (int(n) for n in args.samples.split(",")):
             images = image_folder(args.images, count, Path(tmp))
-            infer = measure("infer", args, images)
-            calib = measure("calibrate", args, images)
+            runs = [(measure("infer", args, images), measure("calibrate", args, images))
+                    for _ in range(max(1, args.repeat))]
+            infer, calib = (median_run([pair[k] for pair in runs]) for k in (0, 1))
             ratio = calib["seconds"] / infer["seconds"]
             rows.append((count, infer, calib, ratio))
             print(f"{count:>8} {infer['seconds']:>8.2f} {calib['seconds']:>8.2f} {ratio:>6.2f} "

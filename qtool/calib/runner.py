@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,15 @@ from qtool.io.external import save_external
 from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
 
 _DONE = object()
-# Samples that must remain for dropping the max pooling to pay for a new session (EfficientNet-
-# Lite0: the pooling costs about 0.13 x 9 ms per image, a new session and its first run 0.25 s).
-SWITCH_MIN_SAMPLES = 256
-
+# With pooling in the graph, a batch costs EfficientNet-Lite0 about 1.35x plain inference (the
+# pooled tensors are read again, late and cold). Batches that need no pooled statistic run in a
+# second, lean session; channel means are pooled in every MEAN_EVERY-th counted batch only, which
+# over any real data set is still thousands of values per channel and sample, spread over all of
+# it (a data set sorted by class would bias the first batches alone).
+MEAN_EVERY = 4
+# Below this many samples (when the data set's size is known) one session does everything: a
+# second costs about as much as inferring 15 images.
+LEAN_MIN_SAMPLES = 64
 
 @dataclass
 class HistogramRun:
@@ -138,51 +144,66 @@ def run_session(session, feeds: dict[str, np.ndarray], output_names: list[str] |
         raise QtoolError(f"onnxruntime failed on a batch: {_first_line(exc)}") from None
 
 
-def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:
-    """Iterate in a background thread, `depth` items ahead; errors re-raised in the consumer."""
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class prefetch(Iterator):  # lower case: it reads like a function, for x in prefetch(source)
+    """Iterate in a background thread, `depth` items ahead; errors re-raised in the consumer.
 
-    def put(entry) -> bool:
-        """Queue an entry unless the consumer has gone (then a full queue would block forever)."""
-        while not stop.is_set():
+    The thread starts at once, so reading overlaps whatever the caller does before its first
+    item (building an onnxruntime session). `close()`, or dropping the iterator, stops it.
+    """
+
+    def __init__(self, iterable: Iterable, depth: int = 2):
+        items: queue.Queue = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        self._items, self._stop = items, stop
+
+        # The thread sees only the queue and the event, never self: an abandoned iterator is
+        # then collected, and __del__ stops the thread.
+        def put(entry) -> bool:
+            """Queue an entry unless the consumer has gone (then a full queue would block forever)."""
+            while not stop.is_set():
+                try:
+                    items.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce():
+            iterator = iter(())
             try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+                iterator = iter(iterable)
+                for item in iterator:
+                    if not put((True, item)):
+                        return
+                put((True, _DONE))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                put((False, exc))
+            finally:
+                # A consumer that stopped early leaves a half-read source: close it here, in the
+                # one thread that runs it, so its own clean-up (files, decoder threads) runs now.
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):  # its clean-up must not mask anything
+                        close()
 
-    def produce():
-        iterator = iter(())
-        try:
-            iterator = iter(iterable)
-            for item in iterator:
-                if not put((True, item)):
-                    return
-            put((True, _DONE))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put((False, exc))
-        finally:
-            # A consumer that stopped early leaves a half-read source: close it here, in the one
-            # thread that runs it, so its own clean-up (files, decoder threads) runs now.
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):  # its clean-up must not mask anything
-                    close()
+        threading.Thread(target=produce, daemon=True, name="qtool-prefetch").start()
 
-    thread = threading.Thread(target=produce, daemon=True, name="qtool-prefetch")
-    thread.start()
-    try:
-        while True:
-            ok, item = items.get()
+    def __next__(self):
+        if self._stop.is_set():
+            raise StopIteration
+        ok, item = self._items.get()
+        if not ok or item is _DONE:
+            self.close()
             if not ok:
                 raise item
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __del__(self):
+        self.close()
 
 
 class _OutputBuffers:
@@ -258,7 +279,7 @@ class _HistogramWorker:
                 self.error = exc
             finally:
                 _OutputBuffers.release(token)
-                # hold no arrays between jobs: they may belong to a session being replaced
+                # hold no arrays between jobs: their memory is the sessions' to reuse or free
                 job = updates = token = update = value = None
                 self.jobs.task_done()
 
@@ -311,11 +332,15 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     axis). `max_only`: tensors (never negative, rank >= 3) of which only max|x| is needed, each
     with the largest value its activation can produce, and `pooled_means`: tensors (rank >= 3,
     channels on axis 1) whose channel means are needed; both are pooled inside onnxruntime and
-    never leave it whole (qtool.calib.pooled). Once every max-only tensor has reached its bound
-    (a ReLU6 output reaching 6, usually in the first batch), its max can no longer change: the
-    session is rebuilt without the max pooling, which costs about a tenth of the inference. A
-    rebuild costs about as much as inferring 25 images, so it is only done when at least
-    SWITCH_MIN_SAMPLES samples remain (`expected_samples`: the data set's size, when known).
+    never leave it whole (qtool.calib.pooled).
+
+    Pooling is only paid where it is needed. A lean session without it is built in the
+    background and takes every batch that needs no pooled statistic: one after every max-only
+    tensor has reached its bound (a ReLU6 output reaching 6, usually in the first batch; its max
+    cannot change after that) that is not one of the every MEAN_EVERY-th counted batches, from
+    which all channel means are taken. With fewer than LEAN_MIN_SAMPLES samples
+    (`expected_samples`: the data set's size, when known) one session takes every batch and the
+    means come from all of them. Which session ran a batch never changes a result.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -340,23 +365,26 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     computed = [name for name in tensors if name not in fed]
     taken = {name for node in model.graph.node for name in node.output} | fed
 
-    def start_session(max_tensors: list[str]):
-        nodes, max_outputs, mean_outputs = pooling_nodes(max_tensors, list(pooled_means), set(taken))
+    def start_session(pool: bool) -> _Session:
+        nodes, max_outputs, mean_outputs = pooling_nodes(
+            list(max_only) if pool else [], list(pooled_means) if pool else [], set(taken))
         outputs = computed + list(max_outputs.values()) + list(mean_outputs.values())
         session = create_session(model, extra_outputs=outputs, extra_nodes=nodes,
                                  external_dir=external_dir)
-        return _OutputBuffers(session, outputs), max_outputs, mean_outputs
+        return _Session(_OutputBuffers(session, outputs), max_outputs, mean_outputs)
 
-    runner, max_outputs, mean_outputs = start_session(list(max_only))
-    worker = _HistogramWorker()
+    stream = prefetch(batches)  # reading starts while the sessions are built
+    worker = builder = None
     try:
-        for batch_index, feeds in enumerate(prefetch(batches)):
-            remaining = None if expected_samples is None else expected_samples - num_samples
-            if (max_outputs and (remaining is None or remaining >= SWITCH_MIN_SAMPLES)
-                    and all(maxima[name].abs_max >= max_only[name] for name in max_outputs)):
-                worker.drain()  # every buffer of the old session is back: it can go
-                runner = values = named = token = updates = None
-                runner, max_outputs, mean_outputs = start_session([])
+        pooled = start_session(True)
+        lean = None
+        if (pooled.max_outputs or pooled.mean_outputs) and (
+                expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES):
+            builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtool-session")
+            lean = builder.submit(start_session, False)
+        mean_every = MEAN_EVERY if lean is not None else 1
+        worker = _HistogramWorker()
+        for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index
             if not mine:
                 # Another shard's batch is run only while some tensor has no grid yet: each takes
@@ -365,22 +393,29 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                     worker.drain()
                 if all(hist.has_grid for hist in histograms.values()):
                     continue
-            values, token = runner.run(feeds) if runner.outputs else ([], None)
+            means_batch = mine and num_batches % mean_every == 0
+            saturated = all(maxima[name].abs_max >= bound for name, bound in max_only.items())
+            session = pooled
+            if lean is not None and lean.done() and not means_batch and (saturated or not mine):
+                session = lean.result()
+            values, token = (session.buffers.run(feeds) if session.buffers.outputs
+                             else ([], None))
             named = {name: feeds[name] for name in tensors if name in fed}
-            named.update(zip(runner.outputs, values))
+            named.update(zip(session.buffers.outputs, values))
             if not mine:  # fix the grid only
                 for name in tensors:
                     histograms[name].fix_grid_from(named[name])
                 _OutputBuffers.release(token)
                 continue
-            updates = []
-            for name in tensors:
-                updates.append((histograms[name].update, named[name]))
-                if name in means and name not in mean_outputs:
-                    updates.append((means[name].update, named[name]))
-            updates += [(maxima[name].update, named[out]) for name, out in max_outputs.items()]
-            updates += [(means[name].update_pooled, named[out])
-                        for name, out in mean_outputs.items()]
+            # maxima here, at once (they are tiny): the next batch knows whether it needs pooling
+            for name, out in session.max_outputs.items():
+                maxima[name].update(named[out])
+            updates = [(histograms[name].update, named[name]) for name in tensors]
+            if means_batch:
+                updates += [(means[name].update, named[name])
+                            for name in means if name not in pooled_means]
+                updates += [(means[name].update_pooled, named[out])
+                            for name, out in session.mean_outputs.items()]
             worker.submit(updates, token)
             samples = _batch_size(feeds)
             num_samples += samples
@@ -388,11 +423,24 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             if on_batch is not None:
                 on_batch(samples)
     finally:
-        worker.close()
+        stream.close()
+        if worker is not None:
+            worker.close()
+        if builder is not None:
+            builder.shutdown(wait=True, cancel_futures=True)
     if num_batches == 0:
         raise QtoolError("no calibration batches were run (empty data, or a shard with no batches)")
     return HistogramRun(histograms, means, maxima, num_samples, num_batches,
                         time.perf_counter() - start)
+
+
+@dataclass
+class _Session:
+    """A calibration session: its output buffers and the outputs of its pooling nodes."""
+
+    buffers: _OutputBuffers
+    max_outputs: dict[str, str]   # max-only tensor -> its GlobalMaxPool output
+    mean_outputs: dict[str, str]  # tensor -> its GlobalAveragePool output
 
 
 def _batch_size(feeds: dict[str, np.ndarray]) -> int:

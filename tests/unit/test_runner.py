@@ -45,45 +45,68 @@ def test_shard_fixes_grid_from_batch_zero():
     assert shards[0].num_batches == shards[1].num_batches == 2
 
 
-def test_max_pooling_stops_once_every_bounded_max_is_reached(monkeypatch):
-    """A ReLU6 output at 6 cannot go higher: the session is rebuilt without its max pooling, and
-    every statistic comes out as if it had stayed."""
+def _relu6_conv_run(monkeypatch, batches_count=9, seed=0):
+    """A Clip(0, 6) -> Conv model, its batches, and a runner of collect_histograms that records
+    the extra outputs of every session it builds."""
     from onnx import helper, numpy_helper
 
     from tests.tiny_models import relu6_then
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weight = numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w")
     model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 4, ["N", 2, 4, 4],
                        [weight])
-    batches = [{"x": (rng.normal(size=(3, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(5)]
+    batches = [{"x": (rng.normal(size=(3, 2, 4, 4)) * 4).astype(np.float32)}
+               for _ in range(batches_count)]
     sessions = []
     real = runner.create_session
 
-    def counting(*args, **kwargs):
+    def recording(*args, **kwargs):
         sessions.append(kwargs.get("extra_outputs"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "create_session", counting)
+    monkeypatch.setattr(runner, "create_session", recording)
 
     def run(bound, expected=None):
         return runner.collect_histograms(model, batches, ["x"], max_only={"clipped": bound},
                                          pooled_means=["clipped"], mean_axes={"x": 1},
                                          expected_samples=expected)
 
+    return batches, sessions, run
+
+
+def test_lean_session_changes_no_statistic(monkeypatch):
+    """A ReLU6 output at 6 cannot go higher: later batches may run in a session without pooling,
+    and every statistic comes out as if they had not."""
+    batches, sessions, run = _relu6_conv_run(monkeypatch)
     switched = run(6.0)
-    assert len(sessions) == 2 and not any("max" in name for name in sessions[1])
-    sessions.clear()
-    stayed = run(float("inf"))
-    assert len(sessions) == 1
+    assert len(sessions) == 2 and not any("max" in name or "mean" in name for name in sessions[1])
+    stayed = run(float("inf"))  # never reached: every batch needs the max pooling
     assert switched.maxima["clipped"].abs_max == stayed.maxima["clipped"].abs_max == 6.0
-    np.testing.assert_array_equal(switched.means["clipped"].mean, stayed.means["clipped"].mean)
+    for name in ("clipped", "x"):
+        np.testing.assert_array_equal(switched.means[name].mean, stayed.means[name].mean)
     np.testing.assert_array_equal(switched.histograms["x"].hist, stayed.histograms["x"].hist)
-    assert switched.num_samples == stayed.num_samples == 15
-    # too few samples left to pay for a new session: it stays
+    assert switched.num_samples == stayed.num_samples == 27
+
+
+def test_channel_means_come_from_every_fourth_batch(monkeypatch):
+    batches, _, run = _relu6_conv_run(monkeypatch, batches_count=9)
+    result = run(6.0)
+    assert runner.MEAN_EVERY == 4
+    sampled = np.concatenate([batches[k]["x"] for k in (0, 4, 8)])
+    np.testing.assert_allclose(result.means["x"].mean, sampled.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(result.means["clipped"].mean,
+                               np.clip(sampled, 0, 6).mean(axis=(0, 2, 3)), rtol=1e-6)
+    # the histograms and the max still see every batch
+    assert result.histograms["x"].count == sum(b["x"].size for b in batches)
+
+
+def test_small_data_set_keeps_one_session_and_every_batch_for_means(monkeypatch):
+    batches, sessions, run = _relu6_conv_run(monkeypatch, batches_count=5)
+    result = run(6.0, expected=15)
+    assert len(sessions) == 1 and 15 < runner.LEAN_MIN_SAMPLES
+    every = np.concatenate([b["x"] for b in batches])
+    np.testing.assert_allclose(result.means["x"].mean, every.mean(axis=(0, 2, 3)), rtol=1e-6)
     sessions.clear()
-    run(6.0, expected=15)
-    assert len(sessions) == 1
-    sessions.clear()
-    run(6.0, expected=15 + runner.SWITCH_MIN_SAMPLES)
+    run(6.0, expected=runner.LEAN_MIN_SAMPLES)
     assert len(sessions) == 2

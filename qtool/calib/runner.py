@@ -1,6 +1,7 @@
 """The calibration pass: run a copy of the model in onnxruntime with the observed tensors added as
 outputs, and feed every batch into one streaming |x| histogram per tensor. Tensors that need only
-their max or their channel means are pooled inside onnxruntime instead (qtool.calib.pooled).
+their max or their channel means are pooled inside onnxruntime instead (qtool.calib.pooled), in a
+session of its own that only the batches needing those statistics run in (collect_histograms).
 
 Inference, data loading and histogram updates overlap: data is read ahead in one thread and the
 histograms of batch k are updated in another while onnxruntime runs batch k+1 (onnxruntime and
@@ -43,6 +44,10 @@ MEAN_EVERY = 4
 # Below this many samples (when the data set's size is known) one session does everything: a
 # second costs about as much as inferring 15 images.
 LEAN_MIN_SAMPLES = 64
+# Samples per run in the pooled session. onnxruntime runs the pooling nodes last, so that session
+# holds every pooled tensor of a run at once: EfficientNet-Lite0 peaked at 458 MB with runs of 4,
+# 683 MB with 8 and 2 GB with 32, and ran 3x slower per sample with 32 than with 8.
+POOLED_RUN_SAMPLES = 4
 
 @dataclass
 class HistogramRun:
@@ -212,28 +217,32 @@ class _OutputBuffers:
     Letting onnxruntime allocate every observed tensor anew for each batch costs page faults and
     copies comparable to the inference itself; writing into arrays that are already mapped does
     not. A set is handed to the histogram worker and comes back through `release` once counted,
-    so onnxruntime fills one set while numpy reads the other. A batch of another input shape
-    (dynamic axes) gets sets of its own.
+    so onnxruntime fills one set while numpy reads the other. Each input shape (dynamic axes)
+    gets sets of its own.
     """
 
     SETS = 2
+    # Input shapes whose sets are kept: a batch split into parts has two (e.g. 4 + 4 + 2).
+    SHAPES = 3
 
     def __init__(self, session, outputs: list[str]):
         self.session = session
         self.outputs = outputs
-        self.key = None
-        self.free: queue.Queue = queue.Queue()
+        self.pools: dict[tuple, queue.Queue] = {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], object]:
         key = tuple((name, value.shape, value.dtype.str) for name, value in feeds.items())
-        if key != self.key:
+        free = self.pools.get(key)
+        if free is None:
             values = run_session(self.session, feeds, self.outputs)
-            self.key, self.free = key, queue.Queue()
+            if len(self.pools) >= self.SHAPES:  # ever-changing shapes: memory stays bounded
+                self.pools.clear()
+            free = self.pools[key] = queue.Queue()
             for _ in range(self.SETS - 1):
-                self.free.put(self._bound_set([np.empty_like(v) for v in values]))
+                free.put(self._bound_set([np.empty_like(v) for v in values]))
             # onnxruntime's freshly allocated arrays join the pool once they have been counted
-            return values, (self.free, self._bound_set(values))
-        buffers = self.free.get()
+            return values, (free, self._bound_set(values))
+        buffers = free.get()
         binding, values = buffers
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
@@ -241,7 +250,7 @@ class _OutputBuffers:
             self.session.run_with_iobinding(binding)
         except Exception as exc:
             raise QtoolError(f"onnxruntime failed on a batch: {_first_line(exc)}") from None
-        return values, (self.free, buffers)
+        return values, (free, buffers)
 
     def _bound_set(self, values: list[np.ndarray]):
         binding = self.session.io_binding()
@@ -383,6 +392,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtool-session")
             lean = builder.submit(start_session, False)
         mean_every = MEAN_EVERY if lean is not None else 1
+        split = splits_by_sample(model)
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index
@@ -395,28 +405,38 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                     continue
             means_batch = mine and num_batches % mean_every == 0
             saturated = all(maxima[name].abs_max >= bound for name, bound in max_only.items())
+            # A batch that may set a grid always runs (and splits) the same way, so a grid never
+            # depends on which session happened to be ready.
+            gridless = not all(hist.has_grid for hist in histograms.values())
             session = pooled
-            if lean is not None and lean.done() and not means_batch and (saturated or not mine):
+            if (lean is not None and lean.done() and mine and not means_batch and saturated
+                    and not gridless):
                 session = lean.result()
-            values, token = (session.buffers.run(feeds) if session.buffers.outputs
-                             else ([], None))
-            named = {name: feeds[name] for name in tensors if name in fed}
-            named.update(zip(session.buffers.outputs, values))
-            if not mine:  # fix the grid only
-                for name in tensors:
-                    histograms[name].fix_grid_from(named[name])
-                _OutputBuffers.release(token)
+            parts = [feeds]
+            if session is pooled and split:
+                parts = _split_batch(feeds, POOLED_RUN_SAMPLES)
+            for part in parts:
+                values, token = (session.buffers.run(part) if session.buffers.outputs
+                                 else ([], None))
+                named = {name: part[name] for name in tensors if name in fed}
+                named.update(zip(session.buffers.outputs, values))
+                if not mine:  # fix the grid only
+                    for name in tensors:
+                        histograms[name].fix_grid_from(named[name])
+                    _OutputBuffers.release(token)
+                    continue
+                # maxima here, at once (they are tiny): the next batch knows if it needs pooling
+                for name, out in session.max_outputs.items():
+                    maxima[name].update(named[out])
+                updates = [(histograms[name].update, named[name]) for name in tensors]
+                if means_batch:
+                    updates += [(means[name].update, named[name])
+                                for name in means if name not in pooled_means]
+                    updates += [(means[name].update_pooled, named[out])
+                                for name, out in session.mean_outputs.items()]
+                worker.submit(updates, token)
+            if not mine:
                 continue
-            # maxima here, at once (they are tiny): the next batch knows whether it needs pooling
-            for name, out in session.max_outputs.items():
-                maxima[name].update(named[out])
-            updates = [(histograms[name].update, named[name]) for name in tensors]
-            if means_batch:
-                updates += [(means[name].update, named[name])
-                            for name in means if name not in pooled_means]
-                updates += [(means[name].update_pooled, named[out])
-                            for name, out in session.mean_outputs.items()]
-            worker.submit(updates, token)
             samples = _batch_size(feeds)
             num_samples += samples
             num_batches += 1
@@ -441,6 +461,30 @@ class _Session:
     buffers: _OutputBuffers
     max_outputs: dict[str, str]   # max-only tensor -> its GlobalMaxPool output
     mean_outputs: dict[str, str]  # tensor -> its GlobalAveragePool output
+
+
+def splits_by_sample(model: onnx.ModelProto) -> bool:
+    """True when every input is image-like (rank >= 4) with a dynamic first dimension: a batch
+    then runs in parts of fewer samples without changing any sample's values. (A dynamic first
+    dimension of lower rank may be a sequence rather than the batch.)"""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in weights]
+    for value in inputs:
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 4:
+            return False
+        if tensor_type.shape.dim[0].HasField("dim_value"):
+            return False
+    return bool(inputs)
+
+
+def _split_batch(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
+    """The batch in parts of at most `size` samples (whole when the inputs disagree on it)."""
+    count = _batch_size(feeds)
+    if count <= size or any(value.ndim == 0 or value.shape[0] != count for value in feeds.values()):
+        return [feeds]
+    return [{name: value[start:start + size] for name, value in feeds.items()}
+            for start in range(0, count, size)]
 
 
 def _batch_size(feeds: dict[str, np.ndarray]) -> int:

@@ -349,7 +349,10 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     cannot change after that) that is not one of the every MEAN_EVERY-th counted batches, from
     which all channel means are taken. With fewer than LEAN_MIN_SAMPLES samples
     (`expected_samples`: the data set's size, when known) one session takes every batch and the
-    means come from all of them. Which session ran a batch never changes a result.
+    means come from all of them. Which session ran a batch never changes a result. The pooled
+    session takes at most POOLED_RUN_SAMPLES samples per run when the inputs are image batches
+    (splits_by_sample); a histogram's grid then comes from the first such part, and batches that
+    may still set a grid always run pooled, so that grids never depend on timing.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of

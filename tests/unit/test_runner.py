@@ -1,8 +1,9 @@
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from qtool.calib import runner
-from qtool.calib.histogram import AbsHistogram
+from qtool.calib.histogram import AbsHistogram, grid_width
 from qtool.calib.runner import augment_with_outputs, collect_histograms
 from qtool.graph.observe import tensors_to_observe
 from tests.tiny_models import conv_relu_gemm
@@ -45,17 +46,23 @@ def test_shard_fixes_grid_from_batch_zero():
     assert shards[0].num_batches == shards[1].num_batches == 2
 
 
-def _relu6_conv_run(monkeypatch, batches_count=9, seed=0):
-    """A Clip(0, 6) -> Conv model, its batches, and a runner of collect_histograms that records
-    the extra outputs of every session it builds."""
+def _relu6_conv_model() -> onnx.ModelProto:
+    """x[N, 2, 4, 4] -> Clip(0, 6) "clipped" -> 1x1 Conv -> y."""
     from onnx import helper, numpy_helper
 
     from tests.tiny_models import relu6_then
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(7)
     weight = numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w")
-    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 4, ["N", 2, 4, 4],
-                       [weight])
+    return relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 4, ["N", 2, 4, 4],
+                      [weight])
+
+
+def _relu6_conv_run(monkeypatch, batches_count=9, seed=0):
+    """The model above, its batches, and a runner of collect_histograms that records the extra
+    outputs of every session it builds."""
+    rng = np.random.default_rng(seed)
+    model = _relu6_conv_model()
     batches = [{"x": (rng.normal(size=(3, 2, 4, 4)) * 4).astype(np.float32)}
                for _ in range(batches_count)]
     sessions = []
@@ -78,7 +85,7 @@ def _relu6_conv_run(monkeypatch, batches_count=9, seed=0):
 def test_lean_session_changes_no_statistic(monkeypatch):
     """A ReLU6 output at 6 cannot go higher: later batches may run in a session without pooling,
     and every statistic comes out as if they had not."""
-    batches, sessions, run = _relu6_conv_run(monkeypatch)
+    _, sessions, run = _relu6_conv_run(monkeypatch)
     switched = run(6.0)
     assert len(sessions) == 2 and not any("max" in name or "mean" in name for name in sessions[1])
     stayed = run(float("inf"))  # never reached: every batch needs the max pooling
@@ -110,3 +117,43 @@ def test_small_data_set_keeps_one_session_and_every_batch_for_means(monkeypatch)
     sessions.clear()
     run(6.0, expected=runner.LEAN_MIN_SAMPLES)
     assert len(sessions) == 2
+
+
+def test_pooled_runs_split_into_parts_like_smaller_batches(monkeypatch):
+    """Batches of 6 run the pooled session in parts of 4 and 2: every statistic equals a run fed
+    those parts as batches (the histograms' grid comes from the first part)."""
+    batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=3)
+    big = [{"x": np.concatenate([batches[k]["x"], batches[k + 1]["x"]])} for k in (0, 1)]
+    big[0]["x"][5] *= 10  # the first batch's largest values lie outside its first part
+    parts = [{"x": b["x"][s:s + runner.POOLED_RUN_SAMPLES]} for b in big for s in (0, 4)]
+    assert [p["x"].shape[0] for p in parts] == [4, 2, 4, 2]
+
+    def run(data):
+        model = _relu6_conv_model()
+        return runner.collect_histograms(model, data, ["x", "y"], max_only={"clipped": 6.0},
+                                         pooled_means=["clipped"], expected_samples=12)
+
+    whole, split = run(big), run(parts)
+    assert whole.num_samples == split.num_samples == 12 and whole.num_batches == 2
+    for name in ("x", "y"):
+        np.testing.assert_array_equal(whole.histograms[name].hist, split.histograms[name].hist)
+        assert whole.histograms[name].bin_width == split.histograms[name].bin_width
+    first_part = float(np.abs(parts[0]["x"]).max())
+    assert whole.histograms["x"].bin_width == grid_width(first_part, 2048) < grid_width(
+        float(np.abs(big[0]["x"]).max()), 2048)
+    np.testing.assert_allclose(whole.means["clipped"].mean, split.means["clipped"].mean, rtol=1e-12)
+    assert whole.maxima["clipped"].abs_max == split.maxima["clipped"].abs_max
+
+
+def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
+    from onnx import TensorProto, helper
+
+    def model(*shape):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+        return helper.make_model(graph)
+
+    assert runner.splits_by_sample(model("N", 3, 8, 8))
+    assert not runner.splits_by_sample(model(8, 3, 8, 8))  # static batch
+    assert not runner.splits_by_sample(model("S", "N", 16))  # may be sequence-first

@@ -395,7 +395,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtool-session")
             lean = builder.submit(start_session, False)
         mean_every = MEAN_EVERY if lean is not None else 1
-        split = splits_by_sample(model)
+        # only a session with pooling holds every pooled tensor of a run at once
+        split = bool(pooled.max_outputs or pooled.mean_outputs) and splits_by_sample(model)
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index

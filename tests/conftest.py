@@ -1,7 +1,10 @@
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+
+from qtool.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(os.environ.get("QTOOL_ASSETS", REPO.parent / "shared" / "assets"))
@@ -20,3 +23,26 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def assets_dir() -> Path:
     return ASSETS
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def qtool(capsys):
+    """Run `qtool ARGS...` in-process through the real entry point; returns exit code and output."""
+
+    def run(*args) -> Result:
+        capsys.readouterr()
+        try:
+            main([str(arg) for arg in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

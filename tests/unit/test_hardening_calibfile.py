@@ -12,26 +12,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from qtool.cli.main import main
 from tests.tiny_models import conv_relu_gemm, save
 
 
-def run(capsys, *args) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 @pytest.fixture
-def calibrated(tmp_path, capsys):
+def calibrated(tmp_path, qtool):
     model = save(conv_relu_gemm(), tmp_path / "net.onnx")
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(size=(4, 2, 6, 6)).astype(np.float32))
-    assert run(capsys, "calibrate", model, "--data", tmp_path / "x.npy", "-q")[0] == 0
+    assert qtool("calibrate", model, "--data", tmp_path / "x.npy", "-q").code == 0
     return tmp_path
 
 
@@ -57,11 +46,11 @@ def rewrite_json(path, change):
     (lambda d: d["histograms"].update(sha256=7), "'histograms.sha256' must be a sha256"),
     (lambda d: d.update(tensors={"x": 1.5}), "tensor 'x' must be an object"),
 ])
-def test_corrupt_json_is_one_error_line(calibrated, capsys, change, message):
+def test_corrupt_json_is_one_error_line(calibrated, qtool, change, message):
     calib = calibrated / "net.calib.json"
     rewrite_json(calib, change)
-    code, err = run(capsys, "quantize", calibrated / "net.onnx", "--calib", calib,
-                    "-o", calibrated / "q.onnx")
+    code, _, err = qtool("quantize", calibrated / "net.onnx", "--calib", calib,
+                         "-o", calibrated / "q.onnx")
     assert code == 1 and err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (calibrated / "q.onnx").exists()
 
@@ -115,32 +104,32 @@ def _object_array(path):
     (lambda a: a.update({"t0/max_bins": np.int64(5)}), "max_bins must be an integer >= bins"),
     (lambda a: [a.pop(k) for k in list(a) if k.startswith("t1/")], "has no entry for tensor"),
 ])
-def test_corrupt_histograms_are_one_error_line(calibrated, capsys, change, message):
+def test_corrupt_histograms_are_one_error_line(calibrated, qtool, change, message):
     _rewrite_npz(calibrated, change)
-    code, err = run(capsys, "merge-calib", calibrated / "net.calib.json",
-                    calibrated / "net.calib.json", "-o", calibrated / "m.json")
+    code, _, err = qtool("merge-calib", calibrated / "net.calib.json",
+                         calibrated / "net.calib.json", "-o", calibrated / "m.json")
     assert code == 1 and err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (calibrated / "m.json").exists() and not (calibrated / "m.npz").exists()
 
 
-def test_edited_histograms_fail_their_checksum(calibrated, capsys):
+def test_edited_histograms_fail_their_checksum(calibrated, qtool):
     _rewrite_npz(calibrated, lambda a: a["t0/counts"].__setitem__(0, 1), fix_sha=False)
-    code, err = run(capsys, "merge-calib", calibrated / "net.calib.json",
-                    calibrated / "net.calib.json", "-o", calibrated / "m.json")
+    code, _, err = qtool("merge-calib", calibrated / "net.calib.json",
+                         calibrated / "net.calib.json", "-o", calibrated / "m.json")
     assert code == 1 and "does not match its calibration file (sha256 differs)" in err
 
 
-def test_pickled_histograms_are_never_unpickled(calibrated, capsys):
+def test_pickled_histograms_are_never_unpickled(calibrated, qtool):
     marker = calibrated / "unpickled"
     _rewrite_npz(calibrated, lambda a: a.update({"t0/counts": _object_array(marker)}))
-    code, err = run(capsys, "merge-calib", calibrated / "net.calib.json",
-                    calibrated / "net.calib.json", "-o", calibrated / "m.json")
+    code, _, err = qtool("merge-calib", calibrated / "net.calib.json",
+                         calibrated / "net.calib.json", "-o", calibrated / "m.json")
     assert code == 1 and "Object arrays cannot be loaded when allow_pickle=False" in err
     assert err.count("\n") == 1 and not marker.exists()
 
 
 @pytest.mark.parametrize("kind", ["npy", "npz"])
-def test_pickled_data_is_never_unpickled(tmp_path, capsys, kind):
+def test_pickled_data_is_never_unpickled(tmp_path, qtool, kind):
     model = save(conv_relu_gemm(), tmp_path / "net.onnx")
     marker = tmp_path / "unpickled"
     array = _object_array(marker)
@@ -148,16 +137,16 @@ def test_pickled_data_is_never_unpickled(tmp_path, capsys, kind):
         np.save(tmp_path / "x.npy", array, allow_pickle=True)
     else:
         np.savez(tmp_path / "x.npz", x=array)
-    code, err = run(capsys, "calibrate", model, "--data", tmp_path / f"x.{kind}",
-                    "-o", tmp_path / "c.json")
+    code, _, err = qtool("calibrate", model, "--data", tmp_path / f"x.{kind}",
+                         "-o", tmp_path / "c.json")
     assert code == 1 and "holds Python objects" in err and err.count("\n") == 1
     assert not marker.exists() and not (tmp_path / "c.json").exists()
 
 
-def test_pickled_labels_are_never_unpickled(calibrated, capsys):
+def test_pickled_labels_are_never_unpickled(calibrated, qtool):
     marker = calibrated / "unpickled"
     np.save(calibrated / "labels.npy", _object_array(marker), allow_pickle=True)
-    code, err = run(capsys, "compare", calibrated / "net.onnx", calibrated / "net.onnx",
-                    "--data", calibrated / "x.npy", "--labels", calibrated / "labels.npy")
+    code, _, err = qtool("compare", calibrated / "net.onnx", calibrated / "net.onnx",
+                         "--data", calibrated / "x.npy", "--labels", calibrated / "labels.npy")
     assert code == 1 and "labels.npy" in err and err.count("\n") == 1
     assert not marker.exists()

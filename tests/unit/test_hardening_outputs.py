@@ -21,16 +21,6 @@ from tests.tiny_models import conv_relu_gemm, save
 QTOOL = Path(__file__).resolve().parents[2] / "qtool"
 
 
-def run(capsys, *args) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 def digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -94,35 +84,35 @@ CASES = [
 
 
 @pytest.mark.parametrize("line, victim", CASES, ids=[c[0].split()[0] + f"-{i}" for i, c in enumerate(CASES)])
-def test_outputs_never_replace_inputs(calibrated, capsys, line, victim):
+def test_outputs_never_replace_inputs(calibrated, qtool, line, victim):
     before = digest(calibrated)
-    code, err = run(capsys, *line.format(w=calibrated).split())
+    code, _, err = qtool(*line.format(w=calibrated).split())
     assert code == 1, err
     assert err.startswith("error: output ") and "would overwrite" in err and victim in err
     assert err.count("\n") == 1
     assert digest(calibrated) == before
 
 
-def test_quantize_never_writes_over_the_models_external_data(tmp_path, capsys):
+def test_quantize_never_writes_over_the_models_external_data(tmp_path, qtool):
     """A large output puts its weights in OUTPUT.data: that may not be the input's data file."""
     model = conv_relu_gemm()
     onnx.save_model(model, str(tmp_path / "net.onnx"), save_as_external_data=True,
                     location="q.onnx.data", size_threshold=0)
     np.save(tmp_path / "x.npy", np.ones((2, 2, 6, 6), np.float32))
-    assert run(capsys, "calibrate", tmp_path / "net.onnx", "--data", tmp_path / "x.npy", "-q")[0] == 0
+    assert qtool("calibrate", tmp_path / "net.onnx", "--data", tmp_path / "x.npy", "-q").code == 0
     before = digest(tmp_path)
-    code, err = run(capsys, "quantize", tmp_path / "net.onnx", "--calib", tmp_path / "net.calib.json",
-                    "-o", tmp_path / "q.onnx")
+    code, _, err = qtool("quantize", tmp_path / "net.onnx", "--calib", tmp_path / "net.calib.json",
+                         "-o", tmp_path / "q.onnx")
     assert code == 1 and "would overwrite the external data of the input" in err
-    code, err = run(capsys, "quantize", tmp_path / "net.onnx", "--calib", tmp_path / "net.calib.json",
-                    "-o", tmp_path / "q.onnx.data")
+    code, _, err = qtool("quantize", tmp_path / "net.onnx", "--calib", tmp_path / "net.calib.json",
+                         "-o", tmp_path / "q.onnx.data")
     assert code == 1 and "would overwrite the external data of the input" in err
     assert digest(tmp_path) == before
-    assert run(capsys, "quantize", tmp_path / "net.onnx", "--calib", tmp_path / "net.calib.json",
-               "-o", tmp_path / "fine.onnx", "-q")[0] == 0
+    assert qtool("quantize", tmp_path / "net.onnx", "--calib", tmp_path / "net.calib.json",
+                 "-o", tmp_path / "fine.onnx", "-q").code == 0
 
 
-def test_pipeline_writing_beside_its_inputs_leaves_them_alone(tmp_path, capsys):
+def test_pipeline_writing_beside_its_inputs_leaves_them_alone(tmp_path, qtool):
     save(conv_relu_gemm(), tmp_path / "net.onnx")
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(size=(8, 2, 6, 6)).astype(np.float32))
@@ -130,7 +120,7 @@ def test_pipeline_writing_beside_its_inputs_leaves_them_alone(tmp_path, capsys):
         '[pipeline]\nmodel = "net.onnx"\noutput_dir = "."\n[calibrate]\ndata = "x.npy"\n'
         '[compare]\ndata = "x.npy"\n[build]\nrequired = false\n')
     before = digest(tmp_path)
-    code, err = run(capsys, "pipeline", tmp_path / "p.toml", "-q")
+    code, _, err = qtool("pipeline", tmp_path / "p.toml", "-q")
     after = digest(tmp_path)
     assert code in (0, 1), err
     assert {name: after.get(name) for name in before} == before

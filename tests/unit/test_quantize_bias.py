@@ -333,15 +333,22 @@ def two_convs(shared_bias: bool, seed=0):
     return build(nodes, [value("x", [1, 3, 2, 2])], [value("y", [1, 4, 2, 2])], initializers)
 
 
-def test_only_bias_values_change_and_the_input_is_untouched():
-    model = two_convs(shared_bias=False)
+def quantize_two_convs(shared_bias: bool, seed: int):
+    """two_convs quantized with bias correction: (model, means, amax, quantized), after checking
+    that both convs were corrected and the input model is untouched."""
+    model = two_convs(shared_bias=shared_bias)
     before = model.SerializeToString()
-    rng = np.random.default_rng(10)
+    rng = np.random.default_rng(seed)
     means = {"x": means_for(rng, 3, 1), "r": means_for(rng, 4, 1)}
     amax = {"x": 3.0, "r": 4.0}
     quantized, summary = quantize_model(model, amax, channel_means=means)
     assert model.SerializeToString() == before
     assert summary.bias_correction.corrected == ["conv1", "conv2"]
+    return model, means, amax, quantized
+
+
+def test_only_bias_values_change_and_the_input_is_untouched():
+    model, _, amax, quantized = quantize_two_convs(shared_bias=False, seed=10)
     reference = pre_change(model, amax)
     assert graph_without_values(quantized, {"b1", "b2"}) == graph_without_values(reference, {"b1", "b2"})
     for name in ("b1", "b2"):
@@ -349,14 +356,7 @@ def test_only_bias_values_change_and_the_input_is_untouched():
 
 
 def test_shared_bias_gets_a_new_initializer_for_all_but_the_last_user():
-    model = two_convs(shared_bias=True)
-    before = model.SerializeToString()
-    rng = np.random.default_rng(11)
-    means = {"x": means_for(rng, 3, 1), "r": means_for(rng, 4, 1)}
-    amax = {"x": 3.0, "r": 4.0}
-    quantized, summary = quantize_model(model, amax, channel_means=means)
-    assert model.SerializeToString() == before
-    assert summary.bias_correction.corrected == ["conv1", "conv2"]
+    model, means, amax, quantized = quantize_two_convs(shared_bias=True, seed=11)
     values = inits(model)
     b1 = values["b1"]
     shift1 = ref_conv_shift(ref_weight_error(values["w1"], 0), means["x"][1], 1)

@@ -71,3 +71,12 @@ def relu6_then(tail: list, channels: int, size: int, output_shape: list,
         nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
         bounds + list(initializers))
+
+
+def relu6_conv(weight: np.ndarray, size: int) -> onnx.ModelProto:
+    """x[N, C, size, size] -> Clip(0, 6) "clipped" -> 1x1 Conv "conv" with `weight` [K, C, 1, 1]
+    -> y[N, K, size, size]."""
+    out_channels, channels = weight.shape[:2]
+    conv = helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")
+    return relu6_then([conv], channels, size, ["N", out_channels, size, size],
+                      [numpy_helper.from_array(weight.astype(np.float32), "w")])

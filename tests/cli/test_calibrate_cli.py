@@ -6,7 +6,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from qtool.calib.calibfile import read_calibration
-from tests.tiny_models import conv_relu_gemm, relu6_then, save, two_input_matmul
+from tests.tiny_models import conv_relu_gemm, relu6_conv, relu6_then, save, two_input_matmul
 
 
 @pytest.fixture
@@ -243,9 +243,7 @@ def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_
     from qtool.thresholds import compute_amax
 
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "w")
-    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")], 2, 4,
-                       ["N", 3, 4, 4], [weight])
+    model = relu6_conv(rng.normal(size=(3, 2, 1, 1)), 4)
     path = save(model, tmp_path / "clip.onnx")
     data = np.minimum(rng.exponential(0.3, size=(640, 2, 4, 4)), 6.0).astype(np.float32)
     data.reshape(-1)[:10] = 7.0  # saturates at 6 after the Clip
@@ -266,9 +264,7 @@ def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_
 def test_non_negative_bounded_tensors_are_pooled_not_histogrammed(qtool, tmp_path):
     """The max and channel means pooled inside onnxruntime equal those of the whole tensor."""
     rng = np.random.default_rng(1)
-    weight = numpy_helper.from_array(rng.normal(size=(2, 3, 1, 1)).astype(np.float32), "w")
-    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")], 3, 5,
-                       ["N", 2, 5, 5], [weight])
+    model = relu6_conv(rng.normal(size=(2, 3, 1, 1)), 5)
     path = save(model, tmp_path / "clip.onnx")
     data = (rng.normal(size=(12, 3, 5, 5)) * 2 + [[[0.5]], [[1.0]], [[3.0]]]).astype(np.float32)
     folder = tmp_path / "data"
@@ -322,8 +318,7 @@ def test_a_tensor_calibrated_by_its_max_alone_reads_back_and_quantizes(qtool, tm
 
 
 def test_merging_shards_calibrated_with_other_options_is_an_error(qtool, tmp_path):
-    model = relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 3, ["N", 2, 3, 3],
-                       [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")])
+    model = relu6_conv(np.ones((2, 2, 1, 1)), 3)
     path = save(model, tmp_path / "m.onnx")
     np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(4, 2, 3, 3)).astype(np.float32))
     assert qtool("calibrate", path, "--data", tmp_path / "d.npy", "-o", tmp_path / "a.json").code == 0

@@ -6,7 +6,7 @@ from qtool.calib import runner
 from qtool.calib.histogram import AbsHistogram, grid_width
 from qtool.calib.runner import augment_with_outputs, collect_histograms
 from qtool.graph.observe import tensors_to_observe
-from tests.tiny_models import conv_relu_gemm
+from tests.tiny_models import conv_relu_gemm, relu6_conv
 
 
 def _batches(sizes, seed=0):
@@ -48,14 +48,7 @@ def test_shard_fixes_grid_from_batch_zero():
 
 def _relu6_conv_model() -> onnx.ModelProto:
     """x[N, 2, 4, 4] -> Clip(0, 6) "clipped" -> 1x1 Conv -> y."""
-    from onnx import helper, numpy_helper
-
-    from tests.tiny_models import relu6_then
-
-    rng = np.random.default_rng(7)
-    weight = numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w")
-    return relu6_then([helper.make_node("Conv", ["clipped", "w"], ["y"])], 2, 4, ["N", 2, 4, 4],
-                      [weight])
+    return relu6_conv(np.random.default_rng(7).normal(size=(2, 2, 1, 1)), 4)
 
 
 def _relu6_conv_run(monkeypatch, batches_count=9, seed=0):

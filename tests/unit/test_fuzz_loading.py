@@ -73,6 +73,23 @@ class Tally:
         return f"fuzz {self.name}: {total} cases, " + ", ".join(
             f"{key} {value}" for key, value in sorted(self.counts.items()))
 
+    def fuzz_file(self, seed: bytes, path, exercise, *, ci: int = 400, long: int = 20000,
+                  write=None) -> None:
+        """Run exercise(path) on mutations of `seed` written to `path` (or by write(data)), then
+        print the counts."""
+
+        @fuzz_settings(ci=ci, long=long)
+        @given(mutated(seed))
+        def case(data):
+            if write is None:
+                path.write_bytes(data)
+            else:
+                write(data)
+            self.run(exercise, path)
+
+        case()
+        print(self.report())
+
 
 # -- mutations -----------------------------------------------------------------------------------
 
@@ -158,15 +175,7 @@ def test_fuzz_model_loading(scratch):
     exercise_model_seed.write_bytes(seed)
     exercise_model(exercise_model_seed)  # the seed itself is valid
 
-    @fuzz_settings(ci=400, long=20000)
-    @given(mutated(seed))
-    def case(data):
-        path = scratch / "m.onnx"
-        path.write_bytes(data)
-        tally.run(exercise_model, path)
-
-    case()
-    print(tally.report())
+    tally.fuzz_file(seed, scratch / "m.onnx", exercise_model)
     assert tally.counts["QtoolError"] > 0 and tally.counts["ok"] > 0
 
 
@@ -271,15 +280,7 @@ def test_fuzz_data_files(scratch, suffix, make_seed):
     (scratch / f"seed{suffix}").write_bytes(seed)
     exercise_data(scratch / f"seed{suffix}")
 
-    @fuzz_settings(ci=400, long=20000)
-    @given(mutated(seed))
-    def case(data):
-        path = scratch / f"d{suffix}"
-        path.write_bytes(data)
-        tally.run(exercise_data, path)
-
-    case()
-    print(tally.report())
+    tally.fuzz_file(seed, scratch / f"d{suffix}", exercise_data)
     assert tally.counts["QtoolError"] > 0
 
 
@@ -327,16 +328,13 @@ def test_fuzz_calibration_json(scratch):
     npz = histogram_path_for(seed_path).read_bytes()
     tally = Tally("calibration json")
 
-    @fuzz_settings(ci=400, long=20000)
-    @given(mutated(seed))
-    def case(data):
-        path = scratch / "c.calib.json"
+    path = scratch / "c.calib.json"
+
+    def write(data):
         path.write_bytes(data.replace(b"seed.calib.npz", b"c.calib.npz"))
         (scratch / "c.calib.npz").write_bytes(npz)
-        tally.run(exercise_calibration, path)
 
-    case()
-    print(tally.report())
+    tally.fuzz_file(seed, path, exercise_calibration, write=write)
     assert tally.counts["QtoolError"] > 0 and tally.counts["ok"] > 0
 
 
@@ -392,15 +390,7 @@ def test_fuzz_trt_cache(scratch):
         _, scales = read_cache(path)
         assert all(np.isfinite(v) and v > 0 for v in scales.values())
 
-    @fuzz_settings(ci=300, long=10000)
-    @given(mutated(seed))
-    def case(data):
-        path = scratch / "t.cache"
-        path.write_bytes(data)
-        tally.run(exercise, path)
-
-    case()
-    print(tally.report())
+    tally.fuzz_file(seed, scratch / "t.cache", exercise, ci=300, long=10000)
     assert tally.counts["QtoolError"] > 0
 
 

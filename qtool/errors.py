@@ -5,6 +5,8 @@ package) raises a QtoolError; the CLI prints its message and exits with its
 exit_code. Bugs raise anything else and keep their traceback.
 """
 
+from __future__ import annotations
+
 
 class QtoolError(Exception):
     """A user-facing error: one line, exit status 1."""
@@ -40,3 +42,10 @@ class Interrupted(SystemExit):
         import signal
 
         return "interrupted" if self.code == 128 + signal.SIGINT else "terminated"
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when empty), for a one-line
+    error; at most `limit` characters when given (some libraries put whole dumps in one line)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass, field
 
-from qtool.errors import MissingDependency
+from qtool.errors import MissingDependency, first_line
 
 TRT_INSTALL_HINT = "pip install 'qtool[trt]' on a machine with an NVIDIA driver"
 REPORT_INSTALL_HINT = "pip install 'qtool[report]'"
@@ -29,10 +29,6 @@ class Component:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def import_tensorrt():

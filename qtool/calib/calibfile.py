@@ -27,7 +27,7 @@ import numpy as np
 from qtool.calib.channelmean import FORMAT_KEYS as MEAN_KEYS
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, first_line
 from qtool.io.atomic import atomic_path, write_json
 from qtool.io.hashing import sha256_file
 
@@ -123,7 +123,7 @@ class Calibration:
             with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
         except Exception as exc:
-            raise QtoolError(f"cannot read histogram file {path}: {_first_line(exc)}") from None
+            raise QtoolError(f"cannot read histogram file {path}: {first_line(exc, 300)}") from None
         entries = {}
         for name, tensor in self.tensors.items():
             if tensor.key is None:  # calibrated by its max alone, nothing stored
@@ -143,12 +143,8 @@ def _parse(reader, parts: dict, what: str):
     except QtoolError as exc:
         raise QtoolError(f"{what}: {exc}") from None
     except Exception as exc:
-        raise QtoolError(f"{what} is invalid: {_first_line(exc)}") from None
+        raise QtoolError(f"{what} is invalid: {first_line(exc, 300)}") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 def histogram_path_for(calib_path: str | os.PathLike) -> Path:

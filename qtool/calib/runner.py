@@ -29,7 +29,7 @@ from onnx import external_data_helper, helper
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.pooled import PooledMax, pooling_nodes
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, first_line
 from qtool.graph.types import tensor_elem_types
 from qtool.io.external import save_external
 from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
@@ -139,14 +139,14 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
                           extra_nodes=extra_nodes)
             return ort.InferenceSession(str(path), options, providers=providers, **extra)
     except Exception as exc:
-        raise QtoolError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+        raise QtoolError(f"onnxruntime cannot load the model: {first_line(exc, 400)}") from None
 
 
 def run_session(session, feeds: dict[str, np.ndarray], output_names: list[str] | None = None):
     try:
         return session.run(output_names, feeds)
     except Exception as exc:
-        raise QtoolError(f"onnxruntime failed on a batch: {_first_line(exc)}") from None
+        raise QtoolError(f"onnxruntime failed on a batch: {first_line(exc, 400)}") from None
 
 
 class prefetch(Iterator):  # lower case: it reads like a function, for x in prefetch(source)
@@ -249,7 +249,7 @@ class _OutputBuffers:
         try:
             self.session.run_with_iobinding(binding)
         except Exception as exc:
-            raise QtoolError(f"onnxruntime failed on a batch: {_first_line(exc)}") from None
+            raise QtoolError(f"onnxruntime failed on a batch: {first_line(exc, 400)}") from None
         return values, (free, buffers)
 
     def _bound_set(self, values: list[np.ndarray]):
@@ -495,7 +495,3 @@ def _batch_size(feeds: dict[str, np.ndarray]) -> int:
     first = next(iter(feeds.values()))
     return int(first.shape[0]) if first.ndim else 1
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:400]

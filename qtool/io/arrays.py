@@ -12,14 +12,10 @@ from typing import IO
 
 import numpy as np
 
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, first_line
 
 Header = tuple[tuple[int, ...], np.dtype]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _read_header(handle: IO[bytes], where: str) -> Header:
@@ -32,7 +28,7 @@ def _read_header(handle: IO[bytes], where: str) -> Header:
         else:
             raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
     except Exception as exc:  # numpy raises ValueError, EOFError, SyntaxError on garbage
-        raise QtoolError(f"{where} is not a readable .npy array: {_first_line(exc)}") from None
+        raise QtoolError(f"{where} is not a readable .npy array: {first_line(exc)}") from None
     _refuse_objects(dtype, where)
     return tuple(int(d) for d in shape), np.dtype(dtype)
 
@@ -51,7 +47,7 @@ def npy_header(path: Path) -> Header:
         with open(path, "rb") as handle:
             return _read_header(handle, str(path))
     except OSError as exc:
-        raise QtoolError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+        raise QtoolError(f"cannot read {path}: {exc.strerror or first_line(exc)}") from None
 
 
 def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Header]]:
@@ -75,7 +71,7 @@ def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Hea
     except QtoolError:
         raise
     except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, RuntimeError, ...
-        raise QtoolError(f"{path} is not a readable .npz archive: {_first_line(exc)}") from None
+        raise QtoolError(f"{path} is not a readable .npz archive: {first_line(exc)}") from None
     return keys, headers
 
 
@@ -90,7 +86,7 @@ def load_npy(path: Path) -> np.ndarray:
     except QtoolError:
         raise
     except Exception as exc:  # ValueError (pickle, bad header), OSError, EOFError on truncation
-        raise QtoolError(f"cannot load {path} as a .npy array: {_first_line(exc)}") from None
+        raise QtoolError(f"cannot load {path} as a .npy array: {first_line(exc)}") from None
     _refuse_objects(array.dtype, str(path))
     return array
 
@@ -105,7 +101,7 @@ def load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     except QtoolError:
         raise
     except Exception as exc:  # BadZipFile, zlib.error, ValueError, EOFError, KeyError
-        raise QtoolError(f"cannot load {path} as a .npz archive: {_first_line(exc)}") from None
+        raise QtoolError(f"cannot load {path} as a .npz archive: {first_line(exc)}") from None
     for key, array in out.items():
         if not isinstance(array, np.ndarray):
             raise QtoolError(f"{path} [{key}] is not a .npy array")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, first_line
 from qtool.io.feeds import dims_text
 from qtool.io.model import InputSpec
 
@@ -272,8 +272,7 @@ def decode(path: Path, color: str):
     except Image.DecompressionBombError as exc:
         raise QtoolError(f"{path}: refused by the decompression-bomb guard: {exc}") from None
     except Exception as exc:  # UnidentifiedImageError, truncated data (OSError), decoder errors
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QtoolError(f"cannot read image {path}: {text}") from None
+        raise QtoolError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
 def load_image(path: Path, pre: Preprocess) -> np.ndarray:

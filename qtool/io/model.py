@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper
 
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, first_line
 from qtool.io.external import save_external, stored_nbytes
 from qtool.io.hashing import sha256_file
 from qtool.io.payloads import check_tensor_payloads
@@ -87,7 +87,7 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others on garbage
-        raise QtoolError(f"cannot read {path} as an ONNX model: {_first_line(exc)}") from None
+        raise QtoolError(f"cannot read {path} as an ONNX model: {first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise QtoolError(f"{path} is not an ONNX model (no graph)")
     check_text_fields(model, str(path))
@@ -98,7 +98,7 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
-            raise QtoolError(f"cannot load external data of {path}: {_first_line(exc)}") from None
+            raise QtoolError(f"cannot load external data of {path}: {first_line(exc)}") from None
     return model
 
 
@@ -108,7 +108,7 @@ def model_sha256(path: str | os.PathLike) -> str:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise QtoolError(f"cannot read {path} as an ONNX model: {_first_line(exc)}") from None
+        raise QtoolError(f"cannot read {path} as an ONNX model: {first_line(exc)}") from None
     data_files = check_external_paths(model, path.parent)
     if not data_files:
         return sha256_file(path)
@@ -129,7 +129,7 @@ def refuse_overwrite_model_data(model_path: str | os.PathLike, *outputs: str | o
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:
-        raise QtoolError(f"cannot read {model_path} as an ONNX model: {_first_line(exc)}") from None
+        raise QtoolError(f"cannot read {model_path} as an ONNX model: {first_line(exc)}") from None
     data_files = set(check_external_paths(model, Path(model_path).parent))
     for out in existing:
         if out.resolve() in data_files:
@@ -178,7 +178,7 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.Model
         return version_converter.convert_version(model, minimum)
     except Exception as exc:
         raise QtoolError(
-            f"model uses opset {current}; upgrading it to {minimum} failed: {_first_line(exc)}"
+            f"model uses opset {current}; upgrading it to {minimum} failed: {first_line(exc)}"
         ) from None
 
 
@@ -215,7 +215,3 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 def output_names(model: onnx.ModelProto) -> list[str]:
     return [value.name for value in model.graph.output]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

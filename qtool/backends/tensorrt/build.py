@@ -26,12 +26,12 @@ from types import SimpleNamespace
 
 import onnx
 
-from qtool.backends.availability import TRT_INSTALL_HINT, first_line, import_tensorrt
+from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_information
 from qtool.backends.tensorrt.logger import make_logger
 from qtool.backends.tensorrt.shapes import ShapeRange, check_profiles, parse_profiles
-from qtool.errors import MissingDependency, QtoolError, UsageError
+from qtool.errors import MissingDependency, QtoolError, UsageError, first_line
 from qtool.io.atomic import atomic_path, refuse_overwrite_input, write_bytes, write_json
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.versions import tool_versions

@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from qtool.backends.availability import TRT_INSTALL_HINT, first_line
-from qtool.errors import MissingDependency, QtoolError
+from qtool.backends.availability import TRT_INSTALL_HINT
+from qtool.errors import MissingDependency, QtoolError, first_line
 
 log = logging.getLogger("qtool")
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.backends.availability import TRT_INSTALL_HINT, first_line, import_tensorrt
+from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.logger import make_logger
-from qtool.errors import MissingDependency, QtoolError
+from qtool.errors import MissingDependency, QtoolError, first_line
 from qtool.io.model import InputSpec
 
 log = logging.getLogger("qtool")

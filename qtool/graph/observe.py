@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import onnx
 
+from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_names
 from qtool.graph.shapes import constant_infos
 from qtool.graph.types import float_tensors
@@ -56,7 +57,7 @@ def channel_axes(model: onnx.ModelProto) -> dict[str, int]:
         if node.op_type == "Conv":
             axes.setdefault(data, 1)
         elif node.op_type == "Gemm":
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            trans_a = attribute(node, "transA", 0)
             axes.setdefault(data, 0 if trans_a else 1)
         elif node.op_type == "MatMul" and ranks.get(weight, 2) == 2:
             axes.setdefault(data, -1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper
+
+from qtool.graph.attributes import attribute
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,6 @@ class WeightAxis:
 
     axis: int | None
     reason: str | None = None
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
 
 
 def weight_axis(node: onnx.NodeProto, slot: int, shape: tuple[int, ...],
@@ -39,13 +33,13 @@ def weight_axis(node: onnx.NodeProto, slot: int, shape: tuple[int, ...],
         # Weight layout [C_in, C_out / group, k...]: output channels are axis 1 only without groups.
         if conv_transpose_per_tensor:
             return WeightAxis(None)  # asked for, not a fallback
-        if _attr(node, "group", 1) != 1:
+        if attribute(node, "group", 1) != 1:
             return WeightAxis(None, "grouped ConvTranspose has no single output-channel axis")
         return WeightAxis(1) if rank >= 2 else WeightAxis(None, "ConvTranspose weight below rank 2")
     if op == "Gemm" and slot == 1:
         if rank != 2:
             return WeightAxis(None, "Gemm operand is not 2-D")
-        return WeightAxis(0 if _attr(node, "transB", 0) else 1)
+        return WeightAxis(0 if attribute(node, "transB", 0) else 1)
     if op == "MatMul" and slot == 1:
         # [K, N]: output channels are axis 1. ONNX would allow the last axis of a batched
         # [..., K, N] operand too, but onnxruntime's fused QLinearMatMul rejects such scales.

@@ -47,6 +47,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
 from qtool.graph.topology import Topology, node_label
 from qtool.quantize.insert import NameAllocator
@@ -148,13 +149,6 @@ class _Target:
     set_beta_one: bool = False
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
-
 class _Pass:
     def __init__(self, model: onnx.ModelProto, plan: Plan, means: ChannelMeans) -> None:
         self.model = model
@@ -223,7 +217,7 @@ class _Pass:
     def conv(self, index: int) -> tuple[np.ndarray, _Target]:
         node = self.topo.nodes[index]
         _, w, axis = self.weight(index)
-        group = int(_attr(node, "group", 1))
+        group = int(attribute(node, "group", 1))
         if w.ndim < 2 or group < 1 or w.shape[0] % group:
             raise _Skipped(UNSUPPORTED_WEIGHT,
                            f"weight shape {list(w.shape)} does not fit group {group}")
@@ -243,8 +237,8 @@ class _Pass:
         _, b, axis = self.weight(index)
         if b.ndim != 2:
             raise _Skipped(UNSUPPORTED_WEIGHT, f"weight is {b.ndim}-D, Gemm needs 2-D")
-        trans_a, trans_b = int(_attr(node, "transA", 0)), int(_attr(node, "transB", 0))
-        alpha, beta = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0))
+        trans_a, trans_b = int(attribute(node, "transA", 0)), int(attribute(node, "transB", 0))
+        alpha, beta = float(attribute(node, "alpha", 1.0)), float(attribute(node, "beta", 1.0))
         db = weight_error(b, axis)
         if trans_b:
             db = db.T

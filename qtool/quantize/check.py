@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from qtool.errors import UsageError
+from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
 from qtool.graph.types import infer_shapes
 from qtool.io.model import opset_version
@@ -140,13 +141,6 @@ def _plural(count: int, word: str) -> str:
 def node_label(node: onnx.NodeProto) -> str:
     """The node's name, or its first output for unnamed nodes."""
     return node.name or next((name for name in node.output if name), f"<unnamed {node.op_type}>")
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
 
 
 def _is_default_domain(node: onnx.NodeProto) -> bool:
@@ -262,7 +256,7 @@ class QdqGraph:
             return self.elem_type(zero_point)
         if node.op_type == _Q:
             # No zero-point: the output_dtype attribute (opset 21) or ONNX's default, UINT8.
-            return _attr(node, "output_dtype", 0) or TensorProto.UINT8
+            return attribute(node, "output_dtype", 0) or TensorProto.UINT8
         return self.elem_type(node.input[0])
 
     def is_dequantize(self, node: onnx.NodeProto | None) -> bool:
@@ -428,7 +422,7 @@ def _expected_weight_axis(consumer: onnx.NodeProto, slot: int, rank: int | None)
     if op == "ConvTranspose":
         return 1
     if op == "Gemm":
-        return 0 if _attr(consumer, "transB", 0) else 1
+        return 0 if attribute(consumer, "transB", 0) else 1
     if op == "MatMul" and rank is not None and rank >= 2:
         return rank - 1
     return None
@@ -461,7 +455,7 @@ def check_per_channel(g: QdqGraph) -> Iterator[Finding]:
                            f"per-channel scale ({scale.size} values) on activation '{data}'; "
                            "TensorRT supports per-channel scales only for weights")
             continue
-        axis_attr = _attr(node, "axis")
+        axis_attr = attribute(node, "axis")
         if axis_attr is None:
             yield _finding("per-channel-implicit-axis", node,
                            f"per-channel scale ({scale.size} values) without an axis attribute: "
@@ -471,7 +465,7 @@ def check_per_channel(g: QdqGraph) -> Iterator[Finding]:
         rank = len(shape) if shape is not None else None
         if rank is not None and rank > 0:
             axis = axis + rank if axis < 0 else axis
-        if scale.ndim > 1 and _attr(node, "block_size", 0) == 0:
+        if scale.ndim > 1 and attribute(node, "block_size", 0) == 0:
             yield _finding("scale-shape-mismatch", node,
                            f"scale has shape {list(scale.shape)}; per-channel scales are 1-D")
             continue
@@ -624,8 +618,8 @@ def check_pairs(g: QdqGraph) -> Iterator[Finding]:
                     _zeros_like_missing(q_zero, dq_zero), _zeros_like_missing(dq_zero, q_zero)):
                 differences.append("zero-point")
             per_channel = g.is_per_channel(quantizer) or g.is_per_channel(dq)
-            if per_channel and _attr(quantizer, "axis", 1) != _attr(dq, "axis", 1):
-                differences.append(f"axis {_attr(quantizer, 'axis', 1)} vs {_attr(dq, 'axis', 1)}")
+            if per_channel and attribute(quantizer, "axis", 1) != attribute(dq, "axis", 1):
+                differences.append(f"axis {attribute(quantizer, 'axis', 1)} vs {attribute(dq, 'axis', 1)}")
             if differences:
                 yield _finding("qdq-pair-mismatch", dq,
                                f"differs from its QuantizeLinear '{node_label(quantizer)}' in "

@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
 from qtool.graph.types import infer_shapes
 from qtool.io.model import opset_version
@@ -102,14 +103,7 @@ def half_safe_scale(values: np.ndarray) -> bool:
                 and np.all(magnitude <= FP16_MAX))
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
-
-def _set_int_attr(node: onnx.NodeProto, name: str, value: int) -> None:
+def _set_intattribute(node: onnx.NodeProto, name: str, value: int) -> None:
     for attr in node.attribute:
         if attr.name == name:
             attr.i = value
@@ -254,9 +248,9 @@ class _Converter:
                 or node.domain not in ("", "ai.onnx") or _has_subgraph(node)
                 or node.op_type == "Constant" or not schema.ok):
             return False
-        if node.op_type == "Cast" and _attr(node, "to") not in (FLOAT, HALF):
+        if node.op_type == "Cast" and attribute(node, "to") not in (FLOAT, HALF):
             return False
-        if node.op_type in _ACCUMULATING_SCATTERS and _attr(node, "reduction", b"none") not in (b"none", "none"):
+        if node.op_type in _ACCUMULATING_SCATTERS and attribute(node, "reduction", b"none") not in (b"none", "none"):
             return False
         for names, formal, outputs in ((node.input, schema.input, False), (node.output, schema.output, True)):
             for slot, name in enumerate(names):
@@ -458,17 +452,17 @@ class _Converter:
     def _rewrite_half_node(self, index: int) -> None:
         """Attributes that carry a float32 type inside a node now running in float16."""
         node = self.nodes[index]
-        if node.op_type == "Cast" and _attr(node, "to") == FLOAT:
-            _set_int_attr(node, "to", HALF)
+        if node.op_type == "Cast" and attribute(node, "to") == FLOAT:
+            _set_intattribute(node, "to", HALF)
         elif node.op_type == "ConstantOfShape" and self.output_type(index, 0) == HALF:
-            value = _attr(node, "value")
+            value = attribute(node, "value")
             array = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
             kept = [a for a in node.attribute if a.name != "value"]
             del node.attribute[:]
             node.attribute.extend(kept)
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(to_half(array))))
-        elif node.op_type == _DQ and _attr(node, "output_dtype") == FLOAT:
-            _set_int_attr(node, "output_dtype", HALF)
+        elif node.op_type == _DQ and attribute(node, "output_dtype") == FLOAT:
+            _set_intattribute(node, "output_dtype", HALF)
 
     def run(self) -> onnx.ModelProto:
         self.producer_index = {name: (i, s) for i, node in enumerate(self.nodes)

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
 
+from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_values
 from qtool.graph.topology import node_label
 from qtool.graph.weights import weight_axis
@@ -210,12 +210,6 @@ def _from_plan(model: onnx.ModelProto, amax: dict[str, float]) -> LayerAnalysis:
 
 # -- Q/DQ model: what it holds ---------------------------------------------------------------
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
 
 def _dq_weight(g: QdqGraph, dq: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int | None] | None:
     """(float weights, scales, axis) behind a weight DequantizeLinear, or None for activations."""
@@ -235,7 +229,7 @@ def _dq_weight(g: QdqGraph, dq: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray,
         weight = np.asarray(g.value(quantize.input[0]), dtype=np.float32)
         ndim = weight.ndim
     if scales.size > 1:
-        axis = int(_attr(dq, "axis", 1))
+        axis = int(attribute(dq, "axis", 1))
         axis = axis + ndim if axis < 0 else axis
         if not 0 <= axis < ndim:
             return None

@@ -101,8 +101,9 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
     max|x| of bounded tensors observed without a histogram (count 0 in the file). `order`: the
     tensors' order in the file (default: histograms, then maxima)."""
     maxima = maxima or {}
-    amax = amax_from_histograms(histograms, method, params)
     bounded = {name for name in bounded if name in histograms}
+    amax = amax_from_histograms({name: hist for name, hist in histograms.items()
+                                 if name not in bounded}, method, params)
     amax.update(amax_from_histograms({name: histograms[name] for name in bounded}, "max"))
     tensors = {
         name: TensorCalibration(amax=amax[name], abs_max=hist.abs_max, count=hist.count,

@@ -509,6 +509,7 @@ def check_weighted_outputs(g: QdqGraph) -> Iterator[Finding]:
                 finals, reaches = g.final_consumers(dq.output[0], PASS_THROUGH_OPS)
                 to_output |= reaches
                 blocked += [f for f in finals if f.op_type not in INT8_COMPUTE_OPS
+                            and not _residual_of_other_conv(g, f, node)
                             and all(f is not b for b in blocked)]
         if blocked:
             problems.append(f"the Q/DQ then feeds {_names(blocked)}, which would otherwise fuse "
@@ -520,6 +521,31 @@ def check_weighted_outputs(g: QdqGraph) -> Iterator[Finding]:
                            f"output '{out}' is quantized by {_names(quantizers)} but "
                            + "; ".join(problems)
                            + ": quantize the inputs of the next weighted op instead")
+
+
+def _residual_of_other_conv(g: QdqGraph, add: onnx.NodeProto, source: onnx.NodeProto) -> bool:
+    """True when `add` is an Add that fuses into a conv other than `source`: one of its inputs
+    comes straight (through a folded BatchNormalization at most) from another quantized Conv
+    that feeds nothing else. The dequantized value is then that fusion's residual input, which
+    is exactly where TensorRT wants a Q/DQ; the Add was never going to fuse into `source`."""
+    if add.op_type != "Add":
+        return False
+    for tensor in add.input:
+        consumer = add
+        while tensor:
+            users = [user for user, _ in g.consumers.get(tensor, ())]
+            producer = g.producer.get(tensor)
+            if len(users) != 1 or users[0] is not consumer or tensor in g.graph_outputs \
+                    or producer is None:
+                break
+            if producer.op_type == "BatchNormalization" and producer.input:
+                consumer, tensor = producer, producer.input[0]
+                continue
+            if producer.op_type == "Conv" and producer is not source and \
+                    g.source_dequantize(producer.input[0]) is not None:
+                return True
+            break
+    return False
 
 
 def check_dq_consumers(g: QdqGraph) -> Iterator[Finding]:

@@ -275,6 +275,34 @@ def test_quantized_weighted_output_feeding_the_next_conv_is_fine():
     assert found(simple(build)) == set()
 
 
+def residual_block(b, *, other: str = "Conv", batchnorm: bool = False) -> None:
+    """conv -> Q/DQ, read by the next conv and as the residual of an Add whose other input
+    comes from `other` (a Conv: the Add fuses there; a Relu: it fuses nowhere)."""
+    c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1))], "c", name="conv")
+    skip = b.qdq(c, "c")
+    branch = b.node("Conv", [skip, b.weight("w2", (4, 4, 1, 1))], "c2", name="conv2")
+    if other != "Conv":
+        branch = b.node(other, [branch], "act", name="act")
+    if batchnorm:
+        stats = [b.const(f"bn_{k}", np.full(4, v, np.float32))
+                 for k, v in (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0))]
+        branch = b.node("BatchNormalization", [branch, *stats], "bn", name="bn")
+    b.node("Add", [branch, skip], "y", name="add")
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_quantized_weighted_output_as_the_residual_of_another_convs_add_is_fine(batchnorm):
+    # what the residual rule writes between two blocks (EfficientNet, ResNet): the Add fuses
+    # into conv2, with the Q/DQ of conv's output as its residual input
+    assert found(simple(lambda b: residual_block(b, batchnorm=batchnorm))) == set()
+
+
+def test_quantized_weighted_output_feeding_an_add_that_fuses_nowhere():
+    findings = check_model(simple(lambda b: residual_block(b, other="Relu"))).findings
+    assert {(f.code, f.node) for f in findings} == {("weighted-output-quantized", "conv")}
+    assert "Add 'add'" in findings[0].message
+
+
 def test_weighted_output_also_used_in_float():
     def build(b):
         c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1))], "c", name="conv")

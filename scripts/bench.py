@@ -106,7 +106,7 @@ def build_cases(args, log) -> list[Case]:
             f"probability maps vs FP32 on the {len(odd)} odd-position photos and the "
             f"{len(extra)} scikit-image sample images (a scanned page, text, photos)"))
     if {"ppocr_rec", "ppocr_cls"} & set(args.models):
-        crops = data.ocr_crop_sets(det, even, odd + extra, args.workdir / "ocr_crops", log)
+        crops = data.ocr_crop_sets_in_child(det, even, odd + extra, args.workdir / "ocr_crops")
         for key, model, task, calib, evaluate, shape in (
                 ("ppocr_rec", "ch_PP-OCRv4_rec_infer.onnx", "recognize", crops.rec_calib,
                  crops.rec_eval, data.REC_SHAPE),

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,6 +246,23 @@ def ocr_crop_sets(det_model: Path, calib_images: list[Path], eval_images: list[P
         counts[split] = written
     stamp.write_text(json.dumps({"key": key, "counts": counts}))
     return CropSets(**dirs, counts=counts)
+
+
+def ocr_crop_sets_in_child(det_model: Path, calib_images: list[Path], eval_images: list[Path],
+                           cache: Path) -> CropSets:
+    """ocr_crop_sets in a child process. The detector would grow this process, and Linux carries
+    a process's peak RSS across exec into every child started after that (ru_maxrss), so each
+    later measurement would read at least this process's size."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(ocr_crop_sets, det_model, calib_images, eval_images, cache,
+                           _log_to_stderr).result()
+
+
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def npy_files(folder: Path) -> list[Path]:

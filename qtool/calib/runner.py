@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import queue
 import tempfile
@@ -44,10 +45,15 @@ MEAN_EVERY = 4
 # Below this many samples (when the data set's size is known) one session does everything: a
 # second costs about as much as inferring 15 images.
 LEAN_MIN_SAMPLES = 64
-# Samples per run in the pooled session. onnxruntime runs the pooling nodes last, so that session
-# holds every pooled tensor of a run at once: EfficientNet-Lite0 peaked at 458 MB with runs of 4,
-# 683 MB with 8 and 2 GB with 32, and ran 3x slower per sample with 32 than with 8.
-POOLED_RUN_SAMPLES = 4
+# Samples per run for batches of large samples (image-like inputs, see _split_batch). onnxruntime
+# runs the pooling nodes last, so the pooled session holds every pooled tensor of a run at once,
+# and each of the two output sets holds a run's observed tensors: with batches of 10, runs of 4
+# took PP-OCRv4 detection from 1.27 GB to 0.81 GB and recognition from 0.88 to 0.57 GB, and both
+# ran faster (EfficientNet-Lite0 with batches of 32: 2 GB and 3x slower per sample than with 8).
+RUN_SAMPLES = 4
+# Per-sample input size from which batches are split: tiny samples (digits, CIFAR) run whole,
+# where a run's fixed cost would outweigh anything a smaller run saves.
+SPLIT_MIN_SAMPLE_BYTES = 64 << 10
 
 @dataclass
 class HistogramRun:
@@ -212,57 +218,98 @@ class prefetch(Iterator):  # lower case: it reads like a function, for x in pref
 
 
 class _OutputBuffers:
-    """Runs the augmented session into two reused sets of output arrays, alternately.
+    """Runs the calibration sessions into two reused sets of output memory, alternately.
 
     Letting onnxruntime allocate every observed tensor anew for each batch costs page faults and
-    copies comparable to the inference itself; writing into arrays that are already mapped does
+    copies comparable to the inference itself; writing into memory that is already mapped does
     not. A set is handed to the histogram worker and comes back through `release` once counted,
-    so onnxruntime fills one set while numpy reads the other. Each input shape (dynamic axes)
-    gets sets of its own.
+    so onnxruntime fills one set while numpy reads the other. Both sessions (pooled and lean) and
+    every input shape share the two sets: each output's memory is viewed in the shape a run
+    needs, and grows when a shape needs more, so memory is two sets of the largest run's outputs
+    whatever the mix of sessions and batch parts. (A set per session and shape took PP-OCRv4
+    detection from 1.0 to 1.5 GB.)
     """
 
     SETS = 2
-    # Input shapes whose sets are kept: a batch split into parts has two (e.g. 4 + 4 + 2).
-    SHAPES = 3
+    # Output layouts remembered (session and input shape): ever-changing shapes stay bounded.
+    LAYOUTS = 8
 
-    def __init__(self, session, outputs: list[str]):
-        self.session = session
-        self.outputs = outputs
-        self.pools: dict[tuple, queue.Queue] = {}
+    def __init__(self):
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(self.SETS):
+            self.free.put(_OutputStorage())
+        self.layouts: dict[tuple, list[tuple[tuple, np.dtype]]] = {}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], object]:
-        key = tuple((name, value.shape, value.dtype.str) for name, value in feeds.items())
-        free = self.pools.get(key)
-        if free is None:
-            values = run_session(self.session, feeds, self.outputs)
-            if len(self.pools) >= self.SHAPES:  # ever-changing shapes: memory stays bounded
-                self.pools.clear()
-            free = self.pools[key] = queue.Queue()
-            for _ in range(self.SETS - 1):
-                free.put(self._bound_set([np.empty_like(v) for v in values]))
-            # onnxruntime's freshly allocated arrays join the pool once they have been counted
-            return values, (free, self._bound_set(values))
-        buffers = free.get()
-        binding, values = buffers
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    def run(self, session, outputs: list[str],
+            feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], object]:
+        """Run `session` for `outputs`; returns their values and the token that frees them."""
+        key = (id(session), tuple(outputs),
+               tuple((name, value.shape, value.dtype.str) for name, value in feeds.items()))
+        storage = self.free.get()
         try:
-            self.session.run_with_iobinding(binding)
-        except Exception as exc:
-            raise QtoolError(f"onnxruntime failed on a batch: {first_line(exc, 400)}") from None
-        return values, (free, buffers)
-
-    def _bound_set(self, values: list[np.ndarray]):
-        binding = self.session.io_binding()
-        for name, value in zip(self.outputs, values):
-            binding.bind_output(name, "cpu", 0, value.dtype, list(value.shape), value.ctypes.data)
-        return binding, values
+            layout = self.layouts.get(key)
+            if layout is None:
+                # The output shapes are unknown until a run: onnxruntime allocates this one, and
+                # its arrays become the set's memory where they are larger.
+                values = run_session(session, feeds, outputs)
+                if len(self.layouts) >= self.LAYOUTS:
+                    self.layouts.clear()
+                self.layouts[key] = [(value.shape, value.dtype) for value in values]
+                storage.adopt(outputs, values)
+                return values, (self.free, storage)
+            binding, values = storage.bound(key, session, outputs, layout)
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            try:
+                session.run_with_iobinding(binding)
+            except Exception as exc:
+                raise QtoolError(f"onnxruntime failed on a batch: {first_line(exc, 400)}") from None
+            return values, (self.free, storage)
+        except BaseException:
+            self.free.put(storage)
+            raise
 
     @staticmethod
     def release(token) -> None:
         if token is not None:
-            pool, buffers = token
-            pool.put(buffers)
+            free, storage = token
+            free.put(storage)
+
+
+class _OutputStorage:
+    """One set of output memory: a flat byte buffer per output name, viewed in each run's shapes."""
+
+    def __init__(self):
+        self.buffers: dict[str, np.ndarray] = {}
+        self.bindings: dict[tuple, tuple] = {}  # layout key -> (io binding, bound views)
+
+    def adopt(self, outputs: list[str], values: list[np.ndarray]) -> None:
+        """Keep the memory of freshly allocated outputs that are larger than this set's."""
+        for name, value in zip(outputs, values):
+            old = self.buffers.get(name)
+            if value.flags.c_contiguous and (old is None or old.nbytes < value.nbytes):
+                self.buffers[name] = value.reshape(-1).view(np.uint8)
+                self.bindings.clear()  # no binding may write to memory this set let go
+
+    def bound(self, key: tuple, session, outputs: list[str], layout) -> tuple:
+        cached = self.bindings.get(key)
+        if cached is None:
+            views = [self._view(name, shape, dtype) for name, (shape, dtype) in zip(outputs, layout)]
+            binding = session.io_binding()
+            for name, view in zip(outputs, views):
+                binding.bind_output(name, "cpu", 0, view.dtype, list(view.shape), view.ctypes.data)
+            if len(self.bindings) >= _OutputBuffers.LAYOUTS:
+                self.bindings.clear()
+            cached = self.bindings[key] = (binding, views)
+        return cached
+
+    def _view(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        need = math.prod(shape) * dtype.itemsize
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.nbytes < need:
+            buffer = self.buffers[name] = np.empty(need, np.uint8)
+            self.bindings.clear()
+        return buffer[:need].view(dtype).reshape(shape)
 
 
 class _HistogramWorker:
@@ -349,14 +396,15 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     cannot change after that) that is not one of the every MEAN_EVERY-th counted batches, from
     which all channel means are taken. With fewer than LEAN_MIN_SAMPLES samples
     (`expected_samples`: the data set's size, when known) one session takes every batch and the
-    means come from all of them. Which session ran a batch never changes a result. The pooled
-    session takes at most POOLED_RUN_SAMPLES samples per run when the inputs are image batches
-    (splits_by_sample); a histogram's grid then comes from the first such part, and batches that
-    may still set a grid always run pooled, so that grids never depend on timing.
+    means come from all of them. Which session ran a batch never changes a result.
+
+    Batches of image-like inputs (splits_by_sample) of at least SPLIT_MIN_SAMPLE_BYTES per sample
+    run in parts of RUN_SAMPLES samples, in either session; a histogram's grid then comes from
+    the first part where it is not all zero.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
-    the first batch where it is not all zero, exactly like one whole run, and `merge-calib`
+    the first batch (or part) where it is not all zero, exactly like one whole run, and `merge-calib`
     gives exactly that run's result. (A tensor that is zero in every batch makes each shard run
     every batch; the result is still exact.)
     """
@@ -383,9 +431,10 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         outputs = computed + list(max_outputs.values()) + list(mean_outputs.values())
         session = create_session(model, extra_outputs=outputs, extra_nodes=nodes,
                                  external_dir=external_dir)
-        return _Session(_OutputBuffers(session, outputs), max_outputs, mean_outputs)
+        return _Session(session, outputs, max_outputs, mean_outputs)
 
     stream = prefetch(batches)  # reading starts while the sessions are built
+    buffers = _OutputBuffers()  # shared by both sessions
     worker = builder = None
     try:
         pooled = start_session(True)
@@ -395,8 +444,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtool-session")
             lean = builder.submit(start_session, False)
         mean_every = MEAN_EVERY if lean is not None else 1
-        # only a session with pooling holds every pooled tensor of a run at once
-        split = bool(pooled.max_outputs or pooled.mean_outputs) and splits_by_sample(model)
+        split = splits_by_sample(model)
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index
@@ -409,21 +457,15 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                     continue
             means_batch = mine and num_batches % mean_every == 0
             saturated = all(maxima[name].abs_max >= bound for name, bound in max_only.items())
-            # A batch that may set a grid always runs (and splits) the same way, so a grid never
-            # depends on which session happened to be ready.
-            gridless = not all(hist.has_grid for hist in histograms.values())
             session = pooled
-            if (lean is not None and lean.done() and mine and not means_batch and saturated
-                    and not gridless):
+            if lean is not None and lean.done() and mine and not means_batch and saturated:
                 session = lean.result()
-            parts = [feeds]
-            if session is pooled and split:
-                parts = _split_batch(feeds, POOLED_RUN_SAMPLES)
+            parts = _split_batch(feeds, RUN_SAMPLES) if split else [feeds]
             for part in parts:
-                values, token = (session.buffers.run(part) if session.buffers.outputs
-                                 else ([], None))
+                values, token = (buffers.run(session.session, session.outputs, part)
+                                 if session.outputs else ([], None))
                 named = {name: part[name] for name in tensors if name in fed}
-                named.update(zip(session.buffers.outputs, values))
+                named.update(zip(session.outputs, values))
                 if not mine:  # fix the grid only
                     for name in tensors:
                         histograms[name].fix_grid_from(named[name])
@@ -460,9 +502,10 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
 
 @dataclass
 class _Session:
-    """A calibration session: its output buffers and the outputs of its pooling nodes."""
+    """A calibration session, the outputs it is run for, and the outputs of its pooling nodes."""
 
-    buffers: _OutputBuffers
+    session: object  # onnxruntime.InferenceSession
+    outputs: list[str]
     max_outputs: dict[str, str]   # max-only tensor -> its GlobalMaxPool output
     mean_outputs: dict[str, str]  # tensor -> its GlobalAveragePool output
 
@@ -483,9 +526,12 @@ def splits_by_sample(model: onnx.ModelProto) -> bool:
 
 
 def _split_batch(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
-    """The batch in parts of at most `size` samples (whole when the inputs disagree on it)."""
+    """The batch in parts of at most `size` samples; whole when its samples are small (under
+    SPLIT_MIN_SAMPLE_BYTES of input each) or the inputs disagree on the sample count."""
     count = _batch_size(feeds)
     if count <= size or any(value.ndim == 0 or value.shape[0] != count for value in feeds.values()):
+        return [feeds]
+    if sum(value.nbytes for value in feeds.values()) < SPLIT_MIN_SAMPLE_BYTES * count:
         return [feeds]
     return [{name: value[start:start + size] for name, value in feeds.items()}
             for start in range(0, count, size)]

@@ -1,3 +1,5 @@
+from concurrent.futures import Future
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -31,6 +33,31 @@ def test_histograms_equal_direct_counting_with_reused_buffers():
     for name in tensors:
         np.testing.assert_array_equal(run.histograms[name].hist, expected[name].hist)
         assert run.histograms[name].abs_max == expected[name].abs_max
+
+
+def test_sessions_and_shapes_share_two_sets_of_output_memory():
+    """Runs of two sessions at three batch sizes give the values of plain runs, and all of them
+    write into two sets of memory, each output's as large as the largest run needs."""
+    model = conv_relu_gemm()
+    tensors = [name for name in tensors_to_observe(model) if name != "x"]  # computed ones
+    assert len(tensors) > 1
+    lean = runner.create_session(model, extra_outputs=tensors[:1])
+    full = runner.create_session(model, extra_outputs=tensors)
+    buffers = runner._OutputBuffers()
+    for session, outputs, feeds in [(s, t, f) for f in _batches([4, 2, 8, 4, 2])
+                                    for s, t in ((lean, tensors[:1]), (full, tensors))]:
+        values, token = buffers.run(session, outputs, feeds)
+        for value, expected in zip(values, session.run(outputs, feeds)):
+            np.testing.assert_array_equal(value, expected)
+        runner._OutputBuffers.release(token)
+    sets = [buffers.free.get_nowait() for _ in range(runner._OutputBuffers.SETS)]
+    assert buffers.free.empty()
+    widest = dict(zip(tensors, full.run(tensors, _batches([8])[0])))
+    # (runs alternate between the sets, so each set holds what its own runs needed)
+    assert set().union(*(storage.buffers for storage in sets)) == set(tensors)
+    for storage in sets:
+        for name, buffer in storage.buffers.items():
+            assert buffer.nbytes == widest[name].nbytes
 
 
 def test_shard_fixes_grid_from_batch_zero():
@@ -112,13 +139,14 @@ def test_small_data_set_keeps_one_session_and_every_batch_for_means(monkeypatch)
     assert len(sessions) == 2
 
 
-def test_pooled_runs_split_into_parts_like_smaller_batches(monkeypatch):
-    """Batches of 6 run the pooled session in parts of 4 and 2: every statistic equals a run fed
-    those parts as batches (the histograms' grid comes from the first part)."""
+def test_image_batches_run_in_parts_like_smaller_batches(monkeypatch):
+    """Batches of 6 run in parts of 4 and 2: every statistic equals a run fed those parts as
+    batches (the histograms' grid comes from the first part)."""
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)  # these samples are tiny
     batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=3)
     big = [{"x": np.concatenate([batches[k]["x"], batches[k + 1]["x"]])} for k in (0, 1)]
     big[0]["x"][5] *= 10  # the first batch's largest values lie outside its first part
-    parts = [{"x": b["x"][s:s + runner.POOLED_RUN_SAMPLES]} for b in big for s in (0, 4)]
+    parts = [{"x": b["x"][s:s + runner.RUN_SAMPLES]} for b in big for s in (0, 4)]
     assert [p["x"].shape[0] for p in parts] == [4, 2, 4, 2]
 
     def run(data):
@@ -138,6 +166,59 @@ def test_pooled_runs_split_into_parts_like_smaller_batches(monkeypatch):
     assert whole.maxima["clipped"].abs_max == split.maxima["clipped"].abs_max
 
 
+class _ReadyAtOnce:
+    """Stands in for the thread pool that builds the lean session: built before the first batch,
+    so which session runs each batch no longer depends on timing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def submit(self, function, *args):
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+    def shutdown(self, **kwargs):
+        pass
+
+
+def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
+    """"y" (a conv with zero weights) never gets a grid. Batches run in parts in either session,
+    so the grid could not depend on the session, and after the first one they need no pooling
+    for it: every statistic equals a run whose batches all run pooled."""
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    model = relu6_conv(np.zeros((2, 2, 1, 1)), 4)
+    rng = np.random.default_rng(3)
+    batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
+    runs = []
+    real_run = runner._OutputBuffers.run
+
+    def recording(self, session, outputs, feeds):
+        runs.append((any("clipped" in name for name in outputs), len(feeds["x"])))
+        return real_run(self, session, outputs, feeds)
+
+    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    monkeypatch.setattr(runner, "ThreadPoolExecutor", _ReadyAtOnce)
+
+    def run(bound):
+        runs.clear()
+        return runner.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": bound},
+                                         pooled_means=["clipped"], expected_samples=70)
+
+    lean = run(6.0)
+    pooled_parts = sum(pooled for pooled, _ in runs)
+    assert pooled_parts == 2 * 3  # batches 0, 4 and 8 (the means batches), in parts of 4 and 3
+    assert sorted({size for _, size in runs}) == [3, 4] and len(runs) == 20
+    pooled = run(float("inf"))  # the max never reaches its bound: every batch pooled
+    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 20
+    assert not lean.histograms["y"].has_grid and lean.histograms["y"].count == 70 * 2 * 16
+    for name in ("x", "y"):
+        np.testing.assert_array_equal(lean.histograms[name].hist, pooled.histograms[name].hist)
+        assert lean.histograms[name].bin_width == pooled.histograms[name].bin_width
+    assert lean.maxima["clipped"].abs_max == pooled.maxima["clipped"].abs_max == 6.0
+    np.testing.assert_array_equal(lean.means["clipped"].mean, pooled.means["clipped"].mean)
+
+
 def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
     from onnx import TensorProto, helper
 
@@ -150,3 +231,17 @@ def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
     assert runner.splits_by_sample(model("N", 3, 8, 8))
     assert not runner.splits_by_sample(model(8, 3, 8, 8))  # static batch
     assert not runner.splits_by_sample(model("S", "N", 16))  # may be sequence-first
+
+
+def test_only_batches_of_large_samples_are_split():
+    def batch(count, side):
+        return {"x": np.zeros((count, 3, side, side), np.float32), "m": np.ones((count, 5))}
+
+    small = batch(8, 64)  # 48 KiB + 40 bytes per sample: runs whole
+    assert [part is small for part in runner._split_batch(small, 4)] == [True]
+    large = batch(10, 96)  # 108 KiB per sample: parts of 4, 4 and 2, every input cut alike
+    parts = runner._split_batch(large, 4)
+    assert [(len(p["x"]), len(p["m"])) for p in parts] == [(4, 4), (4, 4), (2, 2)]
+    assert all(np.shares_memory(p["x"], large["x"]) for p in parts)  # views, no copies
+    mismatched = {"x": large["x"], "m": np.ones((3, 5))}
+    assert [part is mismatched for part in runner._split_batch(mismatched, 4)] == [True]

@@ -176,12 +176,20 @@ class TopK:
 
 
 class ClassificationStats:
-    """Top-1/top-5 accuracy of both models (with labels) and their top-1 agreement."""
+    """Top-1/top-5 accuracy of both models (with labels) and their top-1 agreement.
+
+    For each disagreement it also keeps the reference's own margin: how much higher the reference
+    scored its top-1 class than the class the candidate picked. Next to the reference's usual
+    top-1 margin (its median over all samples) that tells near-ties, which any rounding may flip,
+    from confident predictions the candidate got wrong.
+    """
 
     def __init__(self, output: str):
         self.output = output
         self.samples = 0
         self.agree = 0
+        self.flip_margins: list[float] = []  # per disagreement, in the output's units
+        self.top1_margins: list[float] = []  # per sample: the reference's top-1 minus top-2
         self.labelled = 0
         self.reference = TopK()
         self.candidate = TopK()
@@ -195,7 +203,14 @@ class ClassificationStats:
                              f"the candidate {list(cand.shape)}")
         self.classes = ref.shape[1]
         self.samples += ref.shape[0]
-        self.agree += int(np.count_nonzero(ref.argmax(axis=1) == cand.argmax(axis=1)))
+        ref_top, cand_top = ref.argmax(axis=1), cand.argmax(axis=1)
+        self.agree += int(np.count_nonzero(ref_top == cand_top))
+        scores = ref.astype(np.float64)
+        rows = np.flatnonzero(ref_top != cand_top)
+        self.flip_margins += (scores[rows, ref_top[rows]] - scores[rows, cand_top[rows]]).tolist()
+        if ref.shape[1] > 1:
+            best_two = np.partition(scores, -2, axis=1)[:, -2:]
+            self.top1_margins += (best_two[:, 1] - best_two[:, 0]).tolist()
         if labels is None:
             return
         labels = np.asarray(labels, dtype=np.int64)
@@ -216,6 +231,15 @@ class ClassificationStats:
         """Top-1 agreement in percent."""
         return self._percent(self.agree, self.samples)
 
+    @property
+    def disagreements(self) -> int:
+        return self.samples - self.agree
+
+    @property
+    def median_top1_margin(self) -> float | None:
+        """The reference's median top-1 margin over all samples (None with one class)."""
+        return float(np.median(self.top1_margins)) if self.top1_margins else None
+
     def accuracy(self, which: str, k: int = 1) -> float | None:
         counts = self.reference if which == "reference" else self.candidate
         return self._percent(counts.top1 if k == 1 else counts.top5, self.labelled)
@@ -230,7 +254,10 @@ class ClassificationStats:
 
     def to_dict(self) -> dict:
         result = {"output": self.output, "samples": self.samples,
-                  "top1_agreement_percent": self.agreement}
+                  "top1_agreement_percent": self.agreement,
+                  "disagreements": self.disagreements,
+                  "disagreement_margins": [json_number(m) for m in sorted(self.flip_margins)],
+                  "median_top1_margin": json_number(self.median_top1_margin)}
         if self.labelled:
             for which in ("reference", "candidate"):
                 result[which] = {"top1_percent": self.accuracy(which, 1),

@@ -134,6 +134,40 @@ def test_classification_counts():
     assert record["candidate"] == {"top1_percent": 25.0, "top5_percent": 100.0}
 
 
+def test_disagreements_keep_the_reference_margin():
+    ref = np.array([[3.0, 1.0, 0.0],    # margin 2, agreed
+                    [0.5, 0.45, 0.0],   # margin 0.05; candidate picks 1: a near-tie lost
+                    [2.0, 0.0, 1.0],    # margin 1; candidate picks 2, 1 below the top
+                    [0.0, 4.0, 0.5]],   # margin 3.5, agreed
+                   np.float16)
+    cand = np.array([[3, 1, 0], [0.4, 0.5, 0], [0, 0, 3], [0, 4, 0]], np.float32)
+    stats = ClassificationStats("y")
+    stats.update(ref[:3], cand[:3])
+    stats.update(ref[3:], cand[3:])
+    assert stats.disagreements == 2 and stats.agreement == 50.0
+    # float16 scores, subtracted in float64: 0.5 and 0.45 as float16 are 0.5 and 0.4500...
+    np.testing.assert_allclose(sorted(stats.flip_margins), [0.5 - float(np.float16(0.45)), 1.0])
+    assert stats.median_top1_margin == pytest.approx((1.0 + 2.0) / 2)
+    record = stats.to_dict()
+    assert record["disagreements"] == 2
+    assert record["disagreement_margins"] == sorted(stats.flip_margins)
+    assert record["median_top1_margin"] == pytest.approx(1.5)
+
+
+def test_disagreement_margins_in_the_summary():
+    from qtool.analysis.compare import MARGINS_SHOWN, describe_disagreements
+
+    stats = ClassificationStats("y")
+    ref = np.tile(np.array([[2.0, 0.0]]), (8, 1))
+    ref[:, 1] = np.linspace(1.9, 1.2, 8)  # margins 0.1 ... 0.8
+    stats.update(ref, ref[:, ::-1].copy())  # every pick flipped
+    text = describe_disagreements(stats)
+    assert MARGINS_SHOWN == 5
+    assert text == ("8 disagreements; there the reference's top-1 led the candidate's pick by "
+                    "0.1, 0.2, 0.3, 0.4, 0.5, ... (3 more) (its median top-1 margin over all "
+                    "samples: 0.45)")
+
+
 def test_top5_excludes_labels_ranked_sixth():
     scores = np.arange(10, dtype=np.float32)[None, ::-1].copy()  # class 0 best ... class 9 worst
     stats = ClassificationStats("y")

@@ -11,6 +11,7 @@ from qtool.io.model import save_model
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
 from tests.unit.test_quantize_support import (
+    attention_block,
     build,
     check_and_run,
     conv2d,
@@ -85,18 +86,7 @@ def test_int8_and_fp32_weight_storage_give_identical_outputs():
 def attention(seed=2):
     rng = np.random.default_rng(seed)
     params = {name: rng.normal(size=(8, 8)).astype(np.float32) * 0.4 for name in ("wq", "wk", "wv")}
-    nodes = [
-        helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
-        helper.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
-        helper.make_node("MatMul", ["x", "wv"], ["v"], name="v_proj"),
-        helper.make_node("Transpose", ["k"], ["kt"], name="k_t", perm=[0, 2, 1]),
-        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="qk"),
-        helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
-        helper.make_node("MatMul", ["probs", "v"], ["y"], name="pv"),
-    ]
-    model = build(nodes, [value("x", [2, 5, 8])], [value("y", [2, 5, 8])],
-                  [init(k, v) for k, v in params.items()])
-    return model, params
+    return attention_block(**params), params
 
 
 def test_attention_matches_fake_quant_reference():

@@ -12,6 +12,7 @@ from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.scales import MIN_SCALE
 from tests.unit.test_quantize_support import (
+    attention_block,
     build,
     check_and_run,
     init,
@@ -115,18 +116,7 @@ def test_gemm_with_activation_b_quantizes_both_per_tensor():
 
 def attention():
     wq, wk, wv = weights(8, 8), weights(8, 8), weights(8, 8)
-    nodes = [
-        helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
-        helper.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
-        helper.make_node("MatMul", ["x", "wv"], ["v"], name="v_proj"),
-        helper.make_node("Transpose", ["k"], ["kt"], name="k_t", perm=[0, 2, 1]),
-        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="qk"),
-        helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
-        helper.make_node("MatMul", ["probs", "v"], ["y"], name="pv"),
-    ]
-    model = build(nodes, [value("x", [2, 5, 8])], [value("y", [2, 5, 8])],
-                  [init("wq", wq), init("wk", wk), init("wv", wv)])
-    return model, (wq, wk, wv)
+    return attention_block(wq, wk, wv), (wq, wk, wv)
 
 
 ATTENTION_AMAX = {"x": 3.0, "q": 5.0, "k": 6.0, "kt": 6.0, "v": 4.0, "scores": 30.0, "probs": 1.0}

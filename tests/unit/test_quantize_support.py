@@ -30,6 +30,22 @@ def build(nodes, inputs, outputs, initializers=(), opset=13, ir_version=8) -> on
     return model
 
 
+def attention_block(wq, wk, wv) -> onnx.ModelProto:
+    """Single-head self-attention on x[2, 5, 8]: three projections with constant weights, then
+    two MatMuls of activations (q @ k^T, softmax(scores) @ v)."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], name="k_proj"),
+        helper.make_node("MatMul", ["x", "wv"], ["v"], name="v_proj"),
+        helper.make_node("Transpose", ["k"], ["kt"], name="k_t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="qk"),
+        helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["probs", "v"], ["y"], name="pv"),
+    ]
+    return build(nodes, [value("x", [2, 5, 8])], [value("y", [2, 5, 8])],
+                 [init("wq", wq), init("wk", wk), init("wv", wv)])
+
+
 def check_and_run(model, feeds):
     """Full ONNX check, then run on onnxruntime CPU; returns the outputs."""
     import onnxruntime as ort

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
-from qtool.analysis.metrics import ClassificationStats, OutputStats, format_number
+from qtool.analysis.metrics import (
+    ClassificationStats,
+    OutputStats,
+    describe_disagreements,
+    format_number,
+)
 from qtool.analysis.runners import model_kind, open_runner
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
@@ -28,8 +33,6 @@ from qtool.io.model import InputSpec, model_sha256
 from qtool.versions import tool_versions
 
 TASKS = ("classification",)
-# Disagreement margins listed in the text summary (smallest first; --json has them all).
-MARGINS_SHOWN = 5
 
 
 @dataclass
@@ -120,7 +123,8 @@ class CompareResult:
             lines.append(f"classification ({cls.output}, {cls.samples} samples): top-1 agreement "
                          f"{percent(cls.agreement)}")
             if cls.disagreements:
-                lines.append("  " + describe_disagreements(cls))
+                lines.append("  " + describe_disagreements(cls.disagreements, cls.flip_margins,
+                                                           cls.median_top1_margin))
             if cls.labelled:
                 rows = [("", "top-1", "top-5")]
                 for which in ("reference", "candidate"):
@@ -133,20 +137,6 @@ class CompareResult:
             lines.extend(result.describe() for result in self.gate_results)
             lines.append("gate passed" if self.passed else "gate FAILED")
         return "\n".join(lines)
-
-
-def describe_disagreements(cls: ClassificationStats) -> str:
-    """Where the models disagree, by how much the reference's top-1 led the candidate's pick:
-    next to its usual top-1 margin, this tells near-ties from confident predictions lost."""
-    margins = sorted(cls.flip_margins)
-    shown = ", ".join(format_number(m, 3) for m in margins[:MARGINS_SHOWN])
-    if len(margins) > MARGINS_SHOWN:
-        shown += f", ... ({len(margins) - MARGINS_SHOWN} more)"
-    usual = ("" if cls.median_top1_margin is None else
-             f" (its median top-1 margin over all samples: {format_number(cls.median_top1_margin, 3)})")
-    plural = "s" if cls.disagreements != 1 else ""
-    return (f"{cls.disagreements} disagreement{plural}; there the reference's top-1 led the "
-            f"candidate's pick by {shown}{usual}")
 
 
 def percent(value: float | None) -> str:

@@ -52,6 +52,26 @@ def format_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+# Disagreement margins listed in text (smallest first; the JSON has them all).
+MARGINS_SHOWN = 5
+
+
+def describe_disagreements(count: int, margins: list[float], median_margin: float | None) -> str:
+    """'N disagreements; there the reference's top-1 led the candidate's pick by m1, m2, ...
+    (its median top-1 margin over all samples: M)': margins far below M are near-ties that any
+    rounding may flip, margins near it are confident predictions lost."""
+    text = f"{count} disagreement{'s' if count != 1 else ''}"
+    margins = sorted(margins)
+    if margins:
+        shown = ", ".join(format_number(m, 3) for m in margins[:MARGINS_SHOWN])
+        if len(margins) > MARGINS_SHOWN:
+            shown += f", ... ({len(margins) - MARGINS_SHOWN} more)"
+        text += f"; there the reference's top-1 led the candidate's pick by {shown}"
+    if median_margin is not None:
+        text += f" (its median top-1 margin over all samples: {format_number(median_margin, 3)})"
+    return text
+
+
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:
     if noise_energy == 0:
         return math.inf

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from qtool import __version__
+from qtool.analysis.metrics import describe_disagreements
 from qtool.report.data import ReportData
 from qtool.report.figures import CHOSEN_CLIP_COLOUR, method_colour
 from qtool.report.layers import LayerScales
@@ -566,11 +567,20 @@ def _compare(data: ReportData) -> str:
                               f"{_percent(cls[which].get('top5_percent'))}")))
         if cls.get("top1_drop_points") is not None:
             lines.append(("Top-1 drop", f"{esc(fmt(cls['top1_drop_points'], 4))} points"))
+        if cls.get("disagreements"):
+            lines.append(("Disagreements", _disagreements_cell(cls)))
         parts.append(_kv(lines))
     if view.gates:
         parts.append(f"<p>{_gates_cell(view)}</p>")
     return ('<section id="compare"><details open><summary><h2>Compare</h2></summary>'
             + "".join(parts) + "</details></section>")
+
+
+def _disagreements_cell(cls: dict) -> str:
+    margins = [m for m in cls.get("disagreement_margins") or [] if isinstance(m, (int, float))]
+    median = cls.get("median_top1_margin")
+    return esc(describe_disagreements(int(cls["disagreements"]), margins,
+                                      median if isinstance(median, (int, float)) else None))
 
 
 def _percent(value) -> str:

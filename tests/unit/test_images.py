@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -271,9 +269,7 @@ def test_imagenet_photos_with_efficientnet_preprocessing(assets_dir):
     spec = [InputSpec("input", F32, ("batch", 3, 224, 224))]
     source = open_data(folder, spec, preprocess=EFFICIENTNET, batch_size=8)
     assert (source.num_samples, source.num_batches) == (200, 25)
-    start = time.perf_counter()
     out = list(source)
-    per_image = (time.perf_counter() - start) / 200
     assert [feed["input"].shape for feed in out] == [(8, 3, 224, 224)] * 25
     x = np.concatenate([feed["input"] for feed in out])
     assert x.dtype == np.float32
@@ -288,7 +284,6 @@ def test_imagenet_photos_with_efficientnet_preprocessing(assets_dir):
         left, top = round((size[0] - 224) / 2), round((size[1] - 224) / 2)
         pixels = np.asarray(img.crop((left, top, left + 224, top + 224))).astype(np.float32)
     np.testing.assert_array_equal(x[0], ((pixels - 127) / 128).transpose(2, 0, 1))
-    assert per_image < 0.05, f"{per_image * 1000:.1f} ms per image"
 
 
 @pytest.mark.assets

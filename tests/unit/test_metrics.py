@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 
 from qtool.analysis.gates import Gates, evaluate_gates, failure_message
 from qtool.analysis.metrics import (
+    MARGINS_SHOWN,
     ClassificationStats,
     OutputStats,
     as_logits,
+    describe_disagreements,
     format_number,
     json_number,
     label_ranks,
@@ -155,17 +157,18 @@ def test_disagreements_keep_the_reference_margin():
 
 
 def test_disagreement_margins_in_the_summary():
-    from qtool.analysis.compare import MARGINS_SHOWN, describe_disagreements
-
     stats = ClassificationStats("y")
     ref = np.tile(np.array([[2.0, 0.0]]), (8, 1))
     ref[:, 1] = np.linspace(1.9, 1.2, 8)  # margins 0.1 ... 0.8
     stats.update(ref, ref[:, ::-1].copy())  # every pick flipped
-    text = describe_disagreements(stats)
+    text = describe_disagreements(stats.disagreements, stats.flip_margins,
+                                  stats.median_top1_margin)
     assert MARGINS_SHOWN == 5
     assert text == ("8 disagreements; there the reference's top-1 led the candidate's pick by "
                     "0.1, 0.2, 0.3, 0.4, 0.5, ... (3 more) (its median top-1 margin over all "
                     "samples: 0.45)")
+    assert describe_disagreements(1, [0.25], None) == (
+        "1 disagreement; there the reference's top-1 led the candidate's pick by 0.25")
 
 
 def test_top5_excludes_labels_ranked_sixth():

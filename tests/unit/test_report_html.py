@@ -232,6 +232,20 @@ def test_weight_layers_sensitivity_and_compare_sections(demo, page):
     assert badges == ["fail", "ok"]
 
 
+def test_compare_disagreements_and_their_margins(demo, tmp_path):
+    result = json.loads(json.dumps(demo["compare_result"]))
+    assert result["classification"]["disagreements"] == 0  # the demo agrees everywhere
+    result["classification"].update(disagreements=2, disagreement_margins=[0.0125, 1.5],
+                                    median_top1_margin=6.25)
+    compare = tmp_path / "compare.json"
+    compare.write_text(json.dumps(result))
+    out = tmp_path / "report.html"
+    write_report(demo["calib"], out, compare=compare)
+    section = out.read_text(encoding="utf-8").split('id="compare"')[1]
+    assert ("2 disagreements; there the reference&#x27;s top-1 led the candidate&#x27;s pick by "
+            "0.0125, 1.5 (its median top-1 margin over all samples: 6.25)") in section
+
+
 def test_sensitivity_result_as_plain_json(demo, tmp_path):
     ranking = [
         {"rank": 1, "node": "res.conv1.conv", "op_type": "Conv", "sqnr_db": 2.5, "cosine": 0.6},

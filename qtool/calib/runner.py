@@ -5,7 +5,8 @@ session of its own that only the batches needing those statistics run in (collec
 
 Inference, data loading and histogram updates overlap: data is read ahead in one thread and the
 histograms of batch k are updated in another while onnxruntime runs batch k+1 (onnxruntime and
-numpy both release the GIL). Memory is O(tensors x bins) plus a couple of batches in flight.
+numpy both release the GIL). Memory is O(tensors x bins) plus the observed tensors of two runs
+(a run being at most RUN_SAMPLES samples of an image batch).
 """
 
 from __future__ import annotations

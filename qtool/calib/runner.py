@@ -438,12 +438,14 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     buffers = _OutputBuffers()  # shared by both sessions
     worker = builder = None
     try:
-        pooled = start_session(True)
         lean = None
-        if (pooled.max_outputs or pooled.mean_outputs) and (
+        if (max_only or pooled_means) and (
                 expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES):
+            # built alongside the pooled session, so that it is ready early and its building
+            # does not compete with the first runs
             builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtool-session")
             lean = builder.submit(start_session, False)
+        pooled = start_session(True)
         mean_every = MEAN_EVERY if lean is not None else 1
         split = splits_by_sample(model)
         worker = _HistogramWorker()

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,16 +316,25 @@ class _OutputStorage:
 class _HistogramWorker:
     """Runs the observers' updates in a background thread so numpy overlaps with onnxruntime."""
 
+    # How often an idle worker looks whether it was abandoned.
+    POLL_SECONDS = 0.5
+
     def __init__(self):
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
+        self.abandoned = False
         self.thread = threading.Thread(target=self._work, daemon=True, name="qtool-histograms")
         self.thread.start()
 
     def _work(self):
         while True:
-            job = self.jobs.get()
-            if job is _DONE:
+            try:
+                job = self.jobs.get(timeout=self.POLL_SECONDS)
+            except queue.Empty:
+                if self.abandoned:
+                    return
+                continue
+            if job is _DONE or self.abandoned:
                 return
             updates, token = job
             try:
@@ -357,6 +366,30 @@ class _HistogramWorker:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+    def abandon(self) -> None:
+        """Let the thread end on its own, without waiting for it or touching its queue: the
+        caller is unwinding an error or a signal, and a signal can leave a lock that the main
+        thread took inside a `with` block held (the thread is a daemon, so that cannot hold up
+        the process's exit either)."""
+        self.abandoned = True
+
+
+def _in_background(function: Callable, *args) -> Future:
+    """function(*args) in a daemon thread, its result or exception in the returned future. (An
+    executor's threads are joined at exit, so one stuck behind a signal would hang the process.)"""
+    future: Future = Future()
+
+    def run():
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, daemon=True, name="qtool-session").start()
+    return future
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -436,15 +469,14 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
 
     stream = prefetch(batches)  # reading starts while the sessions are built
     buffers = _OutputBuffers()  # shared by both sessions
-    worker = builder = None
+    worker = lean = None
+    completed = False
     try:
-        lean = None
         if (max_only or pooled_means) and (
                 expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES):
             # built alongside the pooled session, so that it is ready early and its building
             # does not compete with the first runs
-            builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtool-session")
-            lean = builder.submit(start_session, False)
+            lean = _in_background(start_session, False)
         pooled = start_session(True)
         mean_every = MEAN_EVERY if lean is not None else 1
         split = splits_by_sample(model)
@@ -491,12 +523,15 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             num_batches += 1
             if on_batch is not None:
                 on_batch(samples)
+        completed = True
     finally:
         stream.close()
-        if worker is not None:
+        if completed:
             worker.close()
-        if builder is not None:
-            builder.shutdown(wait=True, cancel_futures=True)
+            if lean is not None:
+                wait([lean])  # no session left building behind a finished run
+        elif worker is not None:
+            worker.abandon()  # unwinding: waiting on threads could hang
     if num_batches == 0:
         raise QtoolError("no calibration batches were run (empty data, or a shard with no batches)")
     return HistogramRun(histograms, means, maxima, num_samples, num_batches,

@@ -55,7 +55,8 @@ def workdir(tmp_path):
 def start_calibration(tmp_path: Path, model: Path, delay: float, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, QTOOL_TEST_MARKER=str(tmp_path / "started"),
                QTOOL_TEST_DELAY=str(delay), PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "qtool", "calibrate", str(model),
+    # -X faulthandler: SIGABRT then dumps every thread's stack (see stuck_process_message)
+    command = [sys.executable, "-X", "faulthandler", "-m", "qtool", "calibrate", str(model),
                "--data-loader-script", str(tmp_path / "loader.py"),
                "-o", str(tmp_path / "out" / "net.calib.json"),
                "--trt-cache", str(tmp_path / "out" / "net.cache"), *extra]
@@ -72,6 +73,17 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> No
             process.kill()
             raise AssertionError("calibration did not start in time")
         time.sleep(0.02)
+
+
+def stuck_process_message(process: subprocess.Popen) -> str:
+    """Where a process that ignored its signal is stuck: its threads' stacks, from faulthandler."""
+    process.send_signal(signal.SIGABRT)
+    try:
+        _, err = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return f"the process did not exit after the signal; its threads:\n{err[-8000:]}"
 
 
 @pytest.mark.parametrize("signum, status, line", [
@@ -91,8 +103,7 @@ def test_signal_during_calibration(workdir, signum, status, line, delay):
     try:
         out, err = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
-        raise AssertionError("the process did not exit after the signal") from None
+        raise AssertionError(stuck_process_message(process)) from None
     assert time.monotonic() - sent < 10  # not held up by the sleeping prefetch thread
     assert process.returncode == status, err
     assert err == f"{line}\n"

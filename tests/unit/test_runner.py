@@ -1,12 +1,16 @@
+import threading
+import time
 from concurrent.futures import Future
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from qtool.calib import runner
 from qtool.calib.histogram import AbsHistogram, grid_width
 from qtool.calib.runner import augment_with_outputs, collect_histograms
+from qtool.errors import QtoolError
 from qtool.graph.observe import tensors_to_observe
 from tests.tiny_models import conv_relu_gemm, relu6_conv
 
@@ -167,20 +171,12 @@ def test_image_batches_run_in_parts_like_smaller_batches(monkeypatch):
     assert whole.maxima["clipped"].abs_max == split.maxima["clipped"].abs_max
 
 
-class _ReadyAtOnce:
-    """Stands in for the thread pool that builds the lean session: built before the first batch,
-    so which session runs each batch no longer depends on timing."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def submit(self, function, *args):
-        future = Future()
-        future.set_result(function(*args))
-        return future
-
-    def shutdown(self, **kwargs):
-        pass
+def _built_at_once(function, *args) -> Future:
+    """Stands in for the background build of the lean session: done before the first batch, so
+    which session runs each batch no longer depends on timing."""
+    future = Future()
+    future.set_result(function(*args))
+    return future
 
 
 def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
@@ -199,7 +195,7 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
         return real_run(self, session, outputs, feeds)
 
     monkeypatch.setattr(runner._OutputBuffers, "run", recording)
-    monkeypatch.setattr(runner, "ThreadPoolExecutor", _ReadyAtOnce)
+    monkeypatch.setattr(runner, "_in_background", _built_at_once)
 
     def run(bound):
         runs.clear()
@@ -218,6 +214,35 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
         assert lean.histograms[name].bin_width == pooled.histograms[name].bin_width
     assert lean.maxima["clipped"].abs_max == pooled.maxima["clipped"].abs_max == 6.0
     np.testing.assert_array_equal(lean.means["clipped"].mean, pooled.means["clipped"].mean)
+
+
+def test_an_abandoned_worker_ends_without_being_waited_for(monkeypatch):
+    monkeypatch.setattr(runner._HistogramWorker, "POLL_SECONDS", 0.01)
+    worker = runner._HistogramWorker()
+    counted = []
+    worker.submit([(counted.append, 1)])
+    worker.drain()
+    worker.abandon()
+    worker.thread.join(timeout=5)
+    assert not worker.thread.is_alive() and counted == [1]
+
+
+def test_a_failing_run_leaves_no_thread_behind(monkeypatch):
+    """An error in the middle of the batches (here: a batch of the wrong rank) unwinds without
+    joining the threads, and they all end shortly after."""
+    monkeypatch.setattr(runner._HistogramWorker, "POLL_SECONDS", 0.01)
+    before = {thread.name for thread in threading.enumerate()}
+    batches, _, run = _relu6_conv_run(monkeypatch, batches_count=4)
+    batches.append({"x": np.zeros((2, 4, 4), np.float32)})  # batch 4: a means batch, run pooled
+    with pytest.raises(QtoolError, match="onnxruntime failed on a batch"):
+        run(6.0, expected=1000)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+            thread.name.startswith("qtool-") and thread.name not in before
+            for thread in threading.enumerate()):
+        time.sleep(0.01)
+    assert not [thread.name for thread in threading.enumerate()
+                if thread.name.startswith("qtool-") and thread.name not in before]
 
 
 def test_only_image_like_inputs_with_a_dynamic_batch_are_split():

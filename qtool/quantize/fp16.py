@@ -103,7 +103,7 @@ def half_safe_scale(values: np.ndarray) -> bool:
                 and np.all(magnitude <= FP16_MAX))
 
 
-def _set_intattribute(node: onnx.NodeProto, name: str, value: int) -> None:
+def _set_int_attr(node: onnx.NodeProto, name: str, value: int) -> None:
     for attr in node.attribute:
         if attr.name == name:
             attr.i = value
@@ -453,7 +453,7 @@ class _Converter:
         """Attributes that carry a float32 type inside a node now running in float16."""
         node = self.nodes[index]
         if node.op_type == "Cast" and attribute(node, "to") == FLOAT:
-            _set_intattribute(node, "to", HALF)
+            _set_int_attr(node, "to", HALF)
         elif node.op_type == "ConstantOfShape" and self.output_type(index, 0) == HALF:
             value = attribute(node, "value")
             array = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
@@ -462,7 +462,7 @@ class _Converter:
             node.attribute.extend(kept)
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(to_half(array))))
         elif node.op_type == _DQ and attribute(node, "output_dtype") == FLOAT:
-            _set_intattribute(node, "output_dtype", HALF)
+            _set_int_attr(node, "output_dtype", HALF)
 
     def run(self) -> onnx.ModelProto:
         self.producer_index = {name: (i, s) for i, node in enumerate(self.nodes)

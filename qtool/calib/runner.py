@@ -32,6 +32,7 @@ from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.pooled import PooledMax, pooling_nodes
 from qtool.errors import QtoolError, first_line
+from qtool.graph.constants import runtime_inputs
 from qtool.graph.types import tensor_elem_types
 from qtool.io.external import save_external
 from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
@@ -150,8 +151,15 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
 
 
 def run_session(session, feeds: dict[str, np.ndarray], output_names: list[str] | None = None):
-    try:
+    with _batch_errors():
         return session.run(output_names, feeds)
+
+
+@contextlib.contextmanager
+def _batch_errors():
+    """onnxruntime's errors on a batch (wrong shapes, failed kernels) as one user-facing line."""
+    try:
+        yield
     except Exception as exc:
         raise QtoolError(f"onnxruntime failed on a batch: {first_line(exc, 400)}") from None
 
@@ -261,10 +269,8 @@ class _OutputBuffers:
             binding, values = storage.bound(key, session, outputs, layout)
             for name, value in feeds.items():
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
-            try:
+            with _batch_errors():
                 session.run_with_iobinding(binding)
-            except Exception as exc:
-                raise QtoolError(f"onnxruntime failed on a batch: {first_line(exc, 400)}") from None
             return values, (self.free, storage)
         except BaseException:
             self.free.put(storage)
@@ -552,8 +558,7 @@ def splits_by_sample(model: onnx.ModelProto) -> bool:
     """True when every input is image-like (rank >= 4) with a dynamic first dimension: a batch
     then runs in parts of fewer samples without changing any sample's values. (A dynamic first
     dimension of lower rank may be a sequence rather than the batch.)"""
-    weights = {tensor.name for tensor in model.graph.initializer}
-    inputs = [value for value in model.graph.input if value.name not in weights]
+    inputs = runtime_inputs(model)
     for value in inputs:
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 4:

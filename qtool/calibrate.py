@@ -18,6 +18,7 @@ import onnx
 from qtool.calib.calibfile import Calibration, TensorCalibration
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
+from qtool.calib.pooled import PooledMax
 from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.bounded import bounded_ranges
@@ -94,12 +95,12 @@ def amax_from_histograms(histograms: dict[str, AbsHistogram], method: str,
 def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, params: dict, bins: int,
                       sha256: str, model_file: str | None, inputs: list, num_samples: int,
                       num_batches: int, shard: str | None, config: dict,
-                      bounded: set[str] = frozenset(), maxima: dict[str, float] | None = None,
+                      bounded: set[str] = frozenset(), maxima: dict[str, PooledMax] | None = None,
                       order: list[str] | None = None) -> Calibration:
     """Thresholds with `method`, except that the `bounded` tensors (outputs of bounded
-    activations) take their observed max; their entries record rule "bounded". `maxima` are the
-    max|x| of bounded tensors observed without a histogram (count 0 in the file). `order`: the
-    tensors' order in the file (default: histograms, then maxima)."""
+    activations) take their observed max; their entries record rule "bounded". `maxima`: the
+    bounded tensors observed without a histogram, by their max|x| and non-finite count (count 0
+    in the file). `order`: the tensors' order in the file (default: histograms, then maxima)."""
     maxima = maxima or {}
     bounded = {name for name in bounded if name in histograms}
     amax = amax_from_histograms({name: hist for name, hist in histograms.items()
@@ -111,10 +112,12 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
                                 rule="bounded" if name in bounded else None)
         for name, hist in histograms.items()
     }
-    for name, value in maxima.items():
+    for name, observed in maxima.items():
         # as the max method: the exact max, or a tiny positive amax for an all-zero tensor
+        value = observed.abs_max
         tensors[name] = TensorCalibration(amax=value if value > 0 else EMPTY_BIN_WIDTH,
-                                          abs_max=value, count=0, rule="bounded")
+                                          abs_max=value, count=0, nan=observed.non_finite,
+                                          rule="bounded")
     if order is not None:
         tensors = {name: tensors[name] for name in order if name in tensors}
     return Calibration(
@@ -176,11 +179,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
         inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in specs],
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path), bounded=set(bounded),
-        maxima={name: observer.abs_max for name, observer in run.maxima.items()},
-        order=tensors,
+        maxima=run.maxima, order=tensors,
     )
-    for name, observer in run.maxima.items():
-        calibration.tensors[name].nan = observer.non_finite
     return CalibrateResult(calibration, run.histograms, run.seconds, run.means)
 
 
@@ -259,7 +259,8 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
             else:
                 del means[name]
     # bounded tensors calibrated without a histogram: the max of the shards' maxima
-    maxima = {name: max(c.tensors[name].abs_max or 0.0 for c in calibrations)
+    maxima = {name: PooledMax(max(c.tensors[name].abs_max or 0.0 for c in calibrations),
+                              sum(c.tensors[name].nan for c in calibrations))
               for name in first.tensors if name not in merged}
     method = method or first.method
     if method == "trt-cache":
@@ -273,8 +274,6 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
         bounded={name for name, tensor in first.tensors.items() if tensor.rule == "bounded"},
         maxima=maxima, order=list(first.tensors),
     )
-    for name in maxima:
-        calibration.tensors[name].nan = sum(c.tensors[name].nan for c in calibrations)
     return CalibrateResult(calibration, merged, 0.0, means)
 
 

@@ -44,9 +44,9 @@ def pooling_nodes(max_of: list[str], mean_of: list[str],
 class PooledMax:
     """The largest |x| of a non-negative tensor, from its per-sample, per-channel maxima."""
 
-    def __init__(self):
-        self.abs_max = 0.0
-        self.non_finite = 0  # channel maxima that were NaN or Inf (their values are unknown)
+    def __init__(self, abs_max: float = 0.0, non_finite: int = 0):
+        self.abs_max = abs_max
+        self.non_finite = non_finite  # channel maxima that were NaN or Inf (values unknown)
 
     def update(self, pooled: np.ndarray) -> None:
         pooled = np.asarray(pooled, dtype=np.float64)

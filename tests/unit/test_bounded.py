@@ -75,6 +75,26 @@ def test_bounded_tensors_take_their_max_and_say_so():
     assert build("max", {"relu6"}).tensors["relu6"].rule == "bounded"
 
 
+def test_tensors_observed_by_their_max_alone_keep_max_and_non_finite_count():
+    from qtool.calib.histogram import EMPTY_BIN_WIDTH
+    from qtool.calib.pooled import PooledMax
+    from qtool.calibrate import merge
+
+    def build(maxima):
+        return build_calibration({}, method="entropy", params={}, bins=2048, sha256="0" * 64,
+                                 model_file=None, inputs=[], num_samples=1, num_batches=1,
+                                 shard=None, config={}, maxima=maxima)
+
+    shards = [build({"relu6": PooledMax(2.5, 3), "zero": PooledMax()}),
+              build({"relu6": PooledMax(4.0, 1), "zero": PooledMax()})]
+    relu6, zero = shards[0].tensors["relu6"], shards[0].tensors["zero"]
+    assert (relu6.amax, relu6.abs_max, relu6.nan, relu6.count, relu6.rule) == (
+        2.5, 2.5, 3, 0, "bounded")
+    assert zero.amax == EMPTY_BIN_WIDTH and zero.abs_max == 0.0  # never a zero scale
+    merged = merge(shards).calibration.tensors["relu6"]
+    assert (merged.amax, merged.nan, merged.rule) == (4.0, 4, "bounded")  # max of maxima, sum
+
+
 def test_only_float32_tensors_of_known_rank_3_or_more_are_pooled():
     from qtool.calibrate import observation_routes
 

@@ -388,25 +388,21 @@ class _Runner:
         self.result.info["method"] = options.method
         record.data.update(output=str(self.calib_path), cache_key=key)
         reuse = self.table("pipeline").get("reuse_calibration", True) and not self.force_calibrate
+        existing = None  # a calibration of this model already in place
         if reuse and self.calib_path.is_file():
-            try:
+            with contextlib.suppress(QtoolError):
                 existing = read_calibration(self.calib_path)
-            except QtoolError:
+            if existing is not None and existing.model_sha256 != sha256:
                 existing = None
-            if (existing is not None and existing.config.get("cache_key") == key
-                    and existing.model_sha256 == sha256):
-                self.amax = existing.amax
-                record.status = "reused"
-                record.detail = (f"{self.calib_path.name}: model, data and options unchanged "
-                                 f"(cache key {key[:12]})")
-                record.data.update(tensors=len(existing.tensors),
-                                   samples=existing.num_samples)
-                return
-        else:
-            existing = None
+        if existing is not None and existing.config.get("cache_key") == key:
+            self.amax = existing.amax
+            record.status = "reused"
+            record.detail = (f"{self.calib_path.name}: model, data and options unchanged "
+                             f"(cache key {key[:12]})")
+            record.data.update(tensors=len(existing.tensors), samples=existing.num_samples)
+            return
         run = None
-        if (existing is not None and existing.model_sha256 == sha256
-                and existing.config.get("histogram_key") == histogram_key):
+        if existing is not None and existing.config.get("histogram_key") == histogram_key:
             # only the threshold options changed: pick thresholds again from the histograms
             with contextlib.suppress(QtoolError):  # histograms unreadable: calibrate again
                 run = rethreshold(existing, options.method, options.method_params())

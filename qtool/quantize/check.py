@@ -644,8 +644,9 @@ def check_pairs(g: QdqGraph) -> Iterator[Finding]:
                     _zeros_like_missing(q_zero, dq_zero), _zeros_like_missing(dq_zero, q_zero)):
                 differences.append("zero-point")
             per_channel = g.is_per_channel(quantizer) or g.is_per_channel(dq)
-            if per_channel and attribute(quantizer, "axis", 1) != attribute(dq, "axis", 1):
-                differences.append(f"axis {attribute(quantizer, 'axis', 1)} vs {attribute(dq, 'axis', 1)}")
+            q_axis, dq_axis = attribute(quantizer, "axis", 1), attribute(dq, "axis", 1)
+            if per_channel and q_axis != dq_axis:
+                differences.append(f"axis {q_axis} vs {dq_axis}")
             if differences:
                 yield _finding("qdq-pair-mismatch", dq,
                                f"differs from its QuantizeLinear '{node_label(quantizer)}' in "

@@ -13,7 +13,7 @@ flattens X's channels (alpha = 0.5 meets halfway); channels where a_j or w_j is 
 s is kept within [1/max_scale, max_scale].
 
 X qualifies when every read of it is the data input of a MatMul with a constant 2-D weight or of
-a Gemm (transA = 0) with a constant B, it is not a graph output, and its producer can take 1/s on
+a Gemm (transA = 0) with a constant B (Shape and Size reads aside), it is not a graph output, and its producer can take 1/s on
 the last axis through constants only:
   LayerNormalization (axis -1; scale and bias; its mean and inverse-deviation outputs unused),
   Mul by a constant whose last axis has length K (the affine part of a decomposed LayerNorm),
@@ -43,6 +43,8 @@ UNSUPPORTED_WEIGHT = "unsupported_weight"
 CANNOT_ABSORB = "cannot_absorb"
 CHANNEL_MISMATCH = "channel_mismatch"
 NO_CHANNEL_ABSMAX = "no_channel_absmax"
+
+SHAPE_READERS = ("Shape", "Size")
 
 
 @dataclass
@@ -143,6 +145,8 @@ class _Finder:
         for index, slot in self.topo.consumers.get(tensor, ()):
             node = self.topo.nodes[index]
             label = node_label(node)
+            if node.op_type in SHAPE_READERS and node.domain in STANDARD_DOMAINS:
+                continue  # reads only the shape, which smoothing keeps
             weighted = (node.op_type in ("MatMul", "Gemm") and node.domain in STANDARD_DOMAINS
                         and slot == 0 and len(node.input) > 1)
             if not weighted or (node.op_type == "Gemm" and attribute(node, "transA", 0)):

@@ -235,6 +235,19 @@ def probe(model, tensor, data):
     return [session.run([tensor], feeds)[0] for feeds in data]
 
 
+def test_a_shape_read_of_the_activation_does_not_block_it():
+    model = layernorm_qkv()
+    graph = model.graph
+    graph.node.append(helper.make_node("Shape", ["h"], ["h_shape"], name="shape"))
+    graph.output.append(value("h_shape", [3], onnx.TensorProto.INT64))
+    onnx.checker.check_model(model, full_check=True)
+    data = batches(model)
+    absmax = collect_channel_absmax(model, data, smoothable_tensors(model))
+    out, report = smooth_model(model, absmax)
+    assert [s.tensor for s in report.smoothed] == ["h"]
+    assert_same_outputs(model, out, data)
+
+
 def test_collect_channel_absmax_matches_numpy_over_batches():
     model = layernorm_qkv()
     data = batches(model, count=3)

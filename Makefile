@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 QTOOL := $(VENV)/bin/qtool
 
-.PHONY: install test lint demo bench fuzz clean
+.PHONY: install test lint demo bench matrix fuzz clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ demo: install
 
 bench: install
 	$(PY) scripts/bench.py
+
+matrix: install
+	$(PY) scripts/accuracy_matrix.py
 
 fuzz: install
 	QTOOL_FUZZ_LONG=1 $(PY) -m pytest -q tests -k fuzz

@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Real-model accuracy matrix: every model of scripts/matrix_models.py quantized by every row
+(qtool's threshold methods, onnxruntime.quantization and NVIDIA ModelOpt as anchors), each INT8
+model evaluated with onnxruntime CPU against FP32 on held-out real inputs.
+
+Rows (--rows, comma-separated):
+  entropy, max, percentile, mse   qtool calibrate --method M, then qtool quantize
+  default                         qtool calibrate with no --method (whatever the default is)
+  auto                            qtool calibrate --method auto
+  ort                             onnxruntime.quantization: quant_pre_process, opset >= 13, QDQ,
+                                  Conv/ConvTranspose/Gemm/MatMul only, per-channel, symmetric
+                                  QInt8, MinMax (ort-entropy, ort-percentile: other calibrators)
+  modelopt                        python -m modelopt.onnx.quantization --quantize_mode int8,
+                                  run from its own venv (models/.modelopt-venv)
+  --extra-row 'NAME=CALIBRATE ARGS[ :: QUANTIZE ARGS]' adds a qtool row with those arguments.
+
+Every row runs as fresh child processes, measured for wall time and peak RSS
+(scripts/bench_measure.py). A row whose INT8 outputs are NaN, all zero or constant is flagged
+"broken" whatever the tool. Results: out/matrix/results.json, and a summary plus one table per
+model written into BENCHMARKS.md between the matrix markers.
+
+    .venv/bin/python scripts/accuracy_matrix.py                # make matrix
+    .venv/bin/python scripts/accuracy_matrix.py --quick        # smoke run, prints only
+    .venv/bin/python scripts/accuracy_matrix.py --models magika,minilm --rows max,ort --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import matrix_models as mm
+from bench import machine_description, markdown_table
+from bench_measure import Measured, combine, run_measured
+
+BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
+QTOOL_ROWS = {"entropy": ["--method", "entropy"], "max": ["--method", "max"],
+              "percentile": ["--method", "percentile"], "mse": ["--method", "mse"],
+              "default": [], "auto": ["--method", "auto"]}
+ORT_ROWS = {"ort": "MinMax", "ort-entropy": "Entropy", "ort-percentile": "Percentile"}
+ALL_ROWS = [*QTOOL_ROWS, *ORT_ROWS, "modelopt"]
+DEFAULT_ROWS = ["entropy", "max", "percentile", "mse", "default", "auto", "ort", "modelopt"]
+MODELOPT_VERSION = "0.47.0"
+MODELOPT_PY = REPO / "models" / ".modelopt-venv" / "bin" / "python"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_extra_row(text: str) -> tuple[str, list[str], list[str]]:
+    """'NAME=CALIBRATE ARGS[ :: QUANTIZE ARGS]' -> (name, calibrate args, quantize args)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME='calibrate args', got {text!r}")
+    name, rest = text.split("=", 1)
+    calib, _, quant = rest.partition("::")
+    if not name.strip() or name.strip() in ALL_ROWS:
+        raise argparse.ArgumentTypeError(f"extra row needs a new name, got {name!r}")
+    return name.strip(), shlex.split(calib), shlex.split(quant)
+
+
+def parse_list(choices):
+    def parse(text: str) -> list[str]:
+        items = [p.strip() for p in text.split(",") if p.strip()]
+        unknown = [i for i in items if i not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+# ---------------------------------------------------------------------------- rows
+
+def limits(args) -> dict:
+    return {"timeout_s": args.timeout, "mem_limit_mb": args.mem_limit_gb * 1024, "cwd": str(REPO)}
+
+
+def run_qtool(model: Path, calib_dir: Path, out: Path, calib_args: list[str],
+              quant_args: list[str], batch: int | None, args) -> Measured:
+    qtool = [sys.executable, "-m", "qtool"]
+    calib = out.with_suffix(".calib.json")
+    batching = ["--batch-size", str(batch)] if batch else []
+    steps = [run_measured(qtool + ["calibrate", str(model), "--data", str(calib_dir), *batching,
+                                   *calib_args, "-o", str(calib), "-q"], **limits(args))]
+    if steps[0].ok:
+        steps.append(run_measured(qtool + ["quantize", str(model), "--calib", str(calib),
+                                           *quant_args, "-o", str(out), "-q"], **limits(args)))
+    return combine(steps)
+
+
+def run_ort(model: Path, calib_dir: Path, out: Path, method: str, args) -> Measured:
+    return run_measured([sys.executable, str(HERE / "matrix_models.py"), "ort", "--model",
+                         str(model), "--data", str(calib_dir), "--output", str(out),
+                         "--method", method], **limits(args))
+
+
+def run_modelopt(model: Path, calib_dir: Path, out: Path, args) -> Measured:
+    python = Path(args.modelopt_python)
+    if not python.is_file():
+        return Measured("error", 0.0, 0.0, stderr=f"no ModelOpt venv at {python} "
+                        f"(python -m venv models/.modelopt-venv && models/.modelopt-venv/bin/pip "
+                        f"install 'nvidia-modelopt[onnx]=={MODELOPT_VERSION}')")
+    stacked = out.with_suffix(".calib.npz")
+    stack = subprocess.run([sys.executable, str(HERE / "matrix_models.py"), "stack", "--data",
+                            str(calib_dir), "--output", str(stacked)], check=False, capture_output=True,
+                           text=True)
+    if stack.returncode:
+        return Measured("error", 0.0, 0.0, stderr=stack.stderr)
+    return run_measured([str(python), "-m", "modelopt.onnx.quantization", "--onnx_path",
+                         str(model), "--quantize_mode", "int8", "--calibration_data_path",
+                         str(stacked), "--calibration_eps", "cpu", "--output_path", str(out)],
+                        **limits(args))
+
+
+def run_row(row: str, model: Path, spec: mm.Spec, calib_dir: Path, folder: Path,
+            args) -> tuple[Measured, Path]:
+    out = folder / f"{row}.int8.onnx"
+    if out.exists():
+        out.unlink()
+    if row in QTOOL_ROWS:
+        measured = run_qtool(model, calib_dir, out, QTOOL_ROWS[row], [], spec.batch_size, args)
+    elif row in args.extra:
+        calib_args, quant_args = args.extra[row]
+        measured = run_qtool(model, calib_dir, out, calib_args, quant_args, spec.batch_size, args)
+    elif row in ORT_ROWS:
+        measured = run_ort(model, calib_dir, out, ORT_ROWS[row], args)
+    else:
+        measured = run_modelopt(model, calib_dir, out, args)
+    if measured.ok and not out.is_file():
+        measured.status = "error"
+        measured.stderr += f"\nno output model written at {out}"
+    return measured, out
+
+
+def reason_of(measured: Measured) -> str:
+    """The line that says why a run failed: the last error-looking line of its stderr."""
+    lines = [ln.strip() for ln in measured.stderr.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if any(word in line.lower() for word in ("error", "refus", "exception", "invalid",
+                                                 "not ", "cannot", "unsupported", "no such")):
+            return line[:300]
+    return measured.reason()[:300]
+
+
+# ---------------------------------------------------------------------------- one model
+
+def run_model(key: str, args) -> dict:
+    spec = mm.SPECS[key]
+    root = args.out / "data" / key
+    folder = args.out / "runs" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    entry: dict = {"key": key, "title": spec.title, "kind": spec.kind, "about": spec.about,
+                   "rows": {}}
+    # Data in a child process: its inference would otherwise raise every later child's peak RSS.
+    prep = subprocess.run([sys.executable, str(HERE / "matrix_models.py"), "prepare", key,
+                           "--root", str(root), "--calib", str(args.calib_samples), "--eval",
+                           str(args.eval_samples)], check=False, capture_output=True, text=True,
+                          cwd=REPO)
+    if prep.returncode:
+        entry["error"] = (prep.stderr.strip().splitlines() or ["prepare failed"])[-1]
+        log(f"{key}: data preparation failed: {entry['error']}")
+        return entry
+    info = json.loads(prep.stdout.strip().splitlines()[-1])
+    model = Path(info["model"])
+    entry.update(model=str(model.relative_to(REPO) if model.is_relative_to(REPO) else model.name),
+                 sha256=mm.sha256_of(model), calib_samples=info["calib_count"],
+                 eval_samples=info["eval_count"], batch_size=spec.batch_size)
+    log(f"{spec.title}: {info['calib_count']} calibration / {info['eval_count']} evaluation "
+        f"samples")
+    produced = {}
+    for row in args.rows:
+        measured, out = run_row(row, model, spec, root / "calib", folder, args)
+        result = {"status": measured.status, "seconds": round(measured.seconds, 2),
+                  "peak_rss_mb": round(measured.peak_rss_mb, 1)}
+        if measured.ok:
+            produced[row] = str(out)
+            result["model"] = str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)
+        else:
+            result["reason"] = reason_of(measured)
+            # qtool ends a user error (a model or data it declines) with one line and status 1
+            if (row in QTOOL_ROWS or row in args.extra) and measured.returncode == 1 \
+                    and result["reason"].startswith("error:"):
+                result["status"] = "refused"
+        entry["rows"][row] = result
+        log(f"  {row:<14} {measured.status:<7} {measured.seconds:7.1f} s "
+            f"{measured.peak_rss_mb:7.0f} MiB  {result.get('reason', '')[:150]}")
+    if produced:
+        spec_path = folder / "eval.json"
+        spec_path.write_text(json.dumps({"key": key, "fp32": str(model), "eval": str(root / "eval"),
+                                         "meta": str(root / "meta.json"), "models": produced}))
+        evaluated = run_measured([sys.executable, str(HERE / "matrix_models.py"), "eval",
+                                  "--spec", str(spec_path)], timeout_s=args.timeout * 3,
+                                 mem_limit_mb=args.mem_limit_gb * 1024, cwd=str(REPO))
+        if not evaluated.ok:
+            entry["error"] = f"evaluation failed: {reason_of(evaluated)}"
+            log(f"{key}: {entry['error']}")
+        else:
+            metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
+            entry["fp32"] = metrics["fp32"]
+            for row, values in metrics["rows"].items():
+                result = entry["rows"][row]
+                result.update(values)
+                if "error" in values:
+                    result["status"], result["reason"] = "eval error", values["error"]
+                elif values.get("broken"):
+                    result["status"], result["reason"] = "broken", values["broken"]
+    print(f"\n### {spec.title}\n\n{model_table(entry)}\n", flush=True)
+    return entry
+
+
+# ---------------------------------------------------------------------------- tables
+
+def pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def metric_cell(result: dict, kind: str) -> str:
+    if "metric" not in result:
+        return ""
+    text = f"{result['metric']:.4f}" if kind == "embed" else pct(result["metric"])
+    if kind == "ctc":
+        text += f" (CER {100 * result['cer']:.1f}%)"
+    if "top1" in result:
+        text += f" (top-1 {pct(result['top1'])}, {result['confident_flips']} confident flips)"
+    return text
+
+
+def status_cell(result: dict) -> str:
+    if result["status"] == "ok":
+        return "ok"
+    return f"{result['status']}: {result.get('reason', '')}".replace("|", "/")[:160]
+
+
+def model_table(entry: dict) -> str:
+    name = METRIC_NAMES[entry["kind"]]
+    body = []
+    for row, result in entry["rows"].items():
+        sqnr = result.get("mean_sqnr_db")
+        body.append([row, metric_cell(result, entry["kind"]),
+                     "" if sqnr is None else f"{sqnr:.1f}", f"{result['seconds']:.1f}",
+                     f"{result['peak_rss_mb']:.0f}", status_cell(result)])
+    return markdown_table(["row", name, "mean SQNR dB", "seconds", "peak MiB", "status"], body)
+
+
+METRIC_NAMES = {"classify": "top-1 agree", "ctc": "same text", "db": "box F1",
+                "yolo": "box F1", "embed": "cosine", "vad": "speech agree"}
+SHORT_STATUS = {"error": "error", "timeout": "timeout", "OOM": "OOM", "broken": "BROKEN",
+                "eval error": "eval error"}
+
+
+def summary_cell(result: dict | None, kind: str) -> str:
+    if result is None:
+        return ""
+    if result["status"] == "ok":
+        value = result.get("metric")
+        return f"{value:.4f}" if kind == "embed" and value is not None else pct(value)
+    if result["status"] == "broken" and "metric" in result:
+        return f"BROKEN {pct(result['metric'])}"
+    return SHORT_STATUS.get(result["status"], result["status"])
+
+
+def summary_table(report: dict) -> str:
+    rows = report["rows"]
+    body = []
+    for entry in report["models"]:
+        metric = METRIC_NAMES[entry["kind"]]
+        cells = [summary_cell(entry["rows"].get(r), entry["kind"]) for r in rows]
+        if "error" in entry and not entry["rows"]:
+            cells = ["error"] * len(rows)
+        body.append([entry["key"], metric, *cells])
+    return markdown_table(["model", "metric", *rows], body)
+
+
+def render(report: dict) -> str:
+    lines = [f"Measured {report['date']} on: {report['machine']}.", "",
+             (f"Command: `{report['command']}` ({report['minutes']:.1f} minutes in all); "
+             f"{report['calib_samples']} calibration / {report['eval_samples']} evaluation "
+             f"samples per model at most; limits per run {report['timeout']:.0f} s, "
+             f"{report['mem_limit_gb']:g} GiB. ModelOpt {report.get('modelopt', 'n/a')}."), "",
+             ("Task metric of every INT8 model against FP32 on the evaluation split (refused: "
+             "the tool declined the model; error: it failed; BROKEN: it wrote a model whose "
+             "outputs are NaN, all zero or constant):"), "",
+             summary_table(report), ""]
+    for entry in report["models"]:
+        lines += [f"#### {entry['title']}", ""]
+        about = entry["about"]
+        if "calib_samples" in entry:
+            about = (f"`{entry['model']}`, {entry['calib_samples']} calibration / "
+                     f"{entry['eval_samples']} evaluation samples, batch {entry['batch_size'] or 1}; "
+                     + about)
+        if entry.get("fp32", {}).get("top1") is not None:
+            about += f"; FP32 top-1 vs labels {pct(entry['fp32']['top1'])}"
+        lines += [about + ".", ""]
+        if "error" in entry:
+            lines += [f"Error: {entry['error']}", ""]
+        if entry["rows"]:
+            lines += [model_table(entry), ""]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, generated: str) -> None:
+    """Replace the text between the matrix markers, keeping the rest of the file."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{generated}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Real-model accuracy matrix\n\n" + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- main
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=parse_list(list(mm.SPECS)), default=list(mm.SPECS),
+                        help="comma-separated models (default: all)")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                        help=f"comma-separated rows (default {','.join(DEFAULT_ROWS)}; also "
+                             f"ort-entropy, ort-percentile and --extra-row names)")
+    parser.add_argument("--extra-row", action="append", type=parse_extra_row, default=[],
+                        metavar="NAME='ARGS[ :: QARGS]'",
+                        help="a qtool row: calibrate arguments, optionally ' :: ' and quantize "
+                             "arguments; added to --rows. Repeatable.")
+    parser.add_argument("--calib-samples", type=int, default=64)
+    parser.add_argument("--eval-samples", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument("--mem-limit-gb", type=float, default=16.0, help="resident GiB per run")
+    parser.add_argument("--modelopt-python", default=str(MODELOPT_PY),
+                        help="python of the venv with nvidia-modelopt[onnx]")
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "matrix")
+    parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 8 calibration / 8 evaluation samples, prints only")
+    args = parser.parse_args(argv)
+    args.extra = {name: (c, q) for name, c, q in args.extra_row}
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    rows += [name for name in args.extra if name not in rows]
+    unknown = [r for r in rows if r not in ALL_ROWS and r not in args.extra]
+    if unknown or not rows:
+        parser.error(f"unknown rows {unknown}; choose from {', '.join(ALL_ROWS)} or --extra-row")
+    args.rows = rows
+    if args.quick:
+        args.calib_samples, args.eval_samples = min(args.calib_samples, 8), min(args.eval_samples, 8)
+        args.no_write = True
+    if args.calib_samples < 1 or args.eval_samples < 1:
+        parser.error("sample counts must be positive")
+    return args
+
+
+def modelopt_version(python: str) -> str:
+    try:
+        code = "import importlib.metadata as m; print(m.version('nvidia-modelopt'))"
+        return subprocess.run([python, "-c", code], check=False, capture_output=True,
+                              text=True, timeout=120).stdout.strip() or "not installed"
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
+              "command": " ".join(["python scripts/accuracy_matrix.py",
+                                   *map(shlex.quote, argv if argv is not None else sys.argv[1:])]),
+              "rows": args.rows, "calib_samples": args.calib_samples,
+              "eval_samples": args.eval_samples, "timeout": args.timeout,
+              "mem_limit_gb": args.mem_limit_gb, "extra_rows": {k: list(v) for k, v in
+                                                                args.extra.items()},
+              "models": []}
+    if "modelopt" in args.rows:
+        report["modelopt"] = modelopt_version(args.modelopt_python)
+    for key in args.models:
+        report["models"].append(run_model(key, args))
+        report["minutes"] = (time.perf_counter() - start) / 60
+        (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+    report["minutes"] = (time.perf_counter() - start) / 60
+    (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+    print("\n" + summary_table(report) + "\n", flush=True)
+    log(f"{report['minutes']:.1f} minutes; results in {args.out / 'results.json'}")
+    if not args.no_write:
+        write_markdown(args.markdown, render(report))
+        log(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,8 @@ histogram files of shards exactly.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +17,17 @@ from pathlib import Path
 
 import onnx
 
-from qtool.calib.calibfile import Calibration, TensorCalibration
+from qtool.analysis.auto_threshold import (
+    AUTO,
+    CANDIDATE_METHODS,
+    SLICE_MAX_SAMPLES,
+    SLICE_MIN_SAMPLES,
+    TASKS,
+    SliceTap,
+    choose_thresholds,
+)
+from qtool.analysis.probe import ThresholdProbe
+from qtool.calib.calibfile import Calibration, TensorCalibration, channel_means
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
 from qtool.calib.pooled import PooledMax
@@ -26,8 +38,13 @@ from qtool.graph.observe import channel_axes, tensors_to_observe
 from qtool.graph.shapes import tensor_infos
 from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, model_sha256
-from qtool.thresholds import METHODS, compute_amax
+from qtool.quantize.options import QuantizeOptions
+from qtool.thresholds import DEFAULT_PARAMS, METHODS, compute_amax
+from qtool.thresholds.cost import estimated_sqnr_db
 from qtool.versions import tool_versions
+
+log = logging.getLogger("qtool")
+
 
 # Threads picking thresholds: calibration's last step, after every batch (EfficientNet-Lite0: 17
 # entropy searches, 0.1 s in one thread).
@@ -46,17 +63,26 @@ class CalibrateOptions:
     preprocess: dict = field(default_factory=dict)
     loader_script: str | None = None
     bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
+    task: str | None = None  # what auto scores: "classification", or None for output SQNR
+    auto_budget: float = 1.0  # auto's probe runs, in multiples of the calibration samples
 
-    def method_params(self) -> dict:
-        if self.method == "percentile":
+    def method_params(self, method: str | None = None) -> dict:
+        """The parameters of `method` (default: this calibration's own method)."""
+        method = method or self.method
+        if method in ("percentile", AUTO):
             return {"percentile": self.percentile}
-        if self.method == "coverage" and self.coverage is not None:
+        if method == "coverage" and self.coverage is not None:
             return {"coverage": self.coverage}
         return {}
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UsageError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in (*METHODS, AUTO):
+            raise UsageError(f"unknown method {self.method!r}; choose one of "
+                             f"{', '.join((*METHODS, AUTO))}")
+        if self.task is not None and self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if not self.auto_budget > 0:
+            raise UsageError(f"--auto-budget must be positive, got {self.auto_budget}")
         if self.bins < 128:
             raise UsageError(f"--bins must be at least 128 (got {self.bins})")
         if not 0 < self.percentile <= 100:
@@ -96,20 +122,36 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
                       sha256: str, model_file: str | None, inputs: list, num_samples: int,
                       num_batches: int, shard: str | None, config: dict,
                       bounded: set[str] = frozenset(), maxima: dict[str, PooledMax] | None = None,
-                      order: list[str] | None = None) -> Calibration:
+                      order: list[str] | None = None, tensor_methods: dict[str, str] | None = None,
+                      candidates: dict[str, dict] | None = None,
+                      auto: dict | None = None) -> Calibration:
     """Thresholds with `method`, except that the `bounded` tensors (outputs of bounded
     activations) take their observed max; their entries record rule "bounded". `maxima`: the
     bounded tensors observed without a histogram, by their max|x| and non-finite count (count 0
-    in the file). `order`: the tensors' order in the file (default: histograms, then maxima)."""
+    in the file). `order`: the tensors' order in the file (default: histograms, then maxima).
+
+    With method "auto", `tensor_methods` names the method of every other tensor (what the search
+    chose, or what an earlier auto calibration recorded); `candidates` and `auto` are the
+    search's evidence, recorded as they are."""
     maxima = maxima or {}
     bounded = {name for name in bounded if name in histograms}
-    amax = amax_from_histograms({name: hist for name, hist in histograms.items()
-                                 if name not in bounded}, method, params)
+    searched = {name: hist for name, hist in histograms.items() if name not in bounded}
+    methods = {name: (tensor_methods or {}).get(name, method) for name in searched}
+    if AUTO in methods.values():
+        raise QtoolError("method auto needs calibration data to choose thresholds: run "
+                         "`qtool calibrate --method auto` (or pick a method)")
+    amax = {}
+    for chosen in dict.fromkeys(methods.values()):
+        group = {name: hist for name, hist in searched.items() if methods[name] == chosen}
+        amax.update(amax_from_histograms(group, chosen, _params_of(chosen, params)))
     amax.update(amax_from_histograms({name: histograms[name] for name in bounded}, "max"))
+    per_tensor = method == AUTO
     tensors = {
         name: TensorCalibration(amax=amax[name], abs_max=hist.abs_max, count=hist.count,
                                 nan=hist.nan_count, inf=hist.inf_count,
-                                rule="bounded" if name in bounded else None)
+                                rule="bounded" if name in bounded else None,
+                                method=methods.get(name) if per_tensor else None,
+                                candidates=(candidates or {}).get(name) if per_tensor else None)
         for name, hist in histograms.items()
     }
     for name, observed in maxima.items():
@@ -123,8 +165,13 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
     return Calibration(
         model_sha256=sha256, method=method, tensors=tensors, params=params, bins=bins,
         model_file=model_file, inputs=inputs, num_samples=num_samples, num_batches=num_batches,
-        shard=shard, tools=tool_versions(), config=config,
+        shard=shard, tools=tool_versions(), config=config, auto=auto if per_tensor else None,
     )
+
+
+def _params_of(method: str, params: dict) -> dict:
+    """The entries of `params` that `method` takes (auto's params serve several methods)."""
+    return {key: value for key, value in params.items() if key in DEFAULT_PARAMS[method]}
 
 
 def tensors_to_calibrate(model) -> list[str]:
@@ -151,8 +198,11 @@ def tensors_to_calibrate(model) -> list[str]:
 def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None,
               options: CalibrateOptions,
               on_batch: Callable[[int], None] | None = None,
-              on_start: Callable[[int | None], None] | None = None) -> CalibrateResult:
-    """Calibrate one model on one data set; nothing is written (see calibfile.write_calibration)."""
+              on_start: Callable[[int | None], None] | None = None,
+              quantize: QuantizeOptions | None = None) -> CalibrateResult:
+    """Calibrate one model on one data set; nothing is written (see calibfile.write_calibration).
+    `quantize`: the options the model will be quantized with, which method auto's scoring
+    reproduces (default: quantize's defaults)."""
     options.validate()
     # Only the graph is needed here: onnxruntime reads external weights straight from their files.
     model = load_model(model_path, load_weights=False)
@@ -167,12 +217,17 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     tensors = tensors_to_calibrate(model)
     bounded = bounded_ranges(model) if options.bounded_max else {}
     routes = observation_routes(model, tensors, bounded, channel_axes(model))
-    run = collect_histograms(model, source, routes.histograms, bins=options.bins,
+    tap = SliceTap(SLICE_MAX_SAMPLES) if options.method == AUTO else None
+    run = collect_histograms(model, source if tap is None else tap.wrap(source),
+                             routes.histograms, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
                              max_only={name: bounded[name][1] for name in routes.max_only},
                              pooled_means=routes.pooled_means,
                              expected_samples=_shard_share(source.num_samples, options.shard))
+    choice = None
+    if tap is not None:
+        choice = choose_auto(model_path, run, tap, options, set(bounded), quantize)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
@@ -180,8 +235,63 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path), bounded=set(bounded),
         maxima=run.maxima, order=tensors,
+        tensor_methods=choice.methods if choice else None,
+        candidates=choice.candidates if choice else None,
+        auto=choice.record if choice else None,
     )
     return CalibrateResult(calibration, run.histograms, run.seconds, run.means)
+
+
+@dataclass
+class AutoResult:
+    methods: dict[str, str]      # tensor -> chosen method
+    candidates: dict[str, dict]  # tensor -> method -> {"amax", "est_sqnr_db", scores}
+    record: dict                 # the search's record for the calibration file
+
+
+def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bounded: set[str],
+                quantize: QuantizeOptions | None) -> AutoResult:
+    """Method auto: score every candidate method's thresholds, then single tensors, on the
+    samples the tap kept (qtool.analysis.auto_threshold). Too few samples to score on: mse,
+    the most robust single method, for every tensor."""
+    from qtool.backends.onnxruntime import OnnxRunner
+
+    searched = {name: hist for name, hist in run.histograms.items() if name not in bounded}
+    candidates = {method: amax_from_histograms(searched, method, options.method_params(method))
+                  for method in CANDIDATE_METHODS}
+    details = {name: {method: {"amax": values[name],
+                               "est_sqnr_db": _rounded(estimated_sqnr_db(
+                                   hist.hist, hist.edges, values[name]))}
+                      for method, values in candidates.items()}
+               for name, hist in searched.items()}
+    batches = tap.batches()
+    fallback = CANDIDATE_METHODS[0]
+    if sum(map(_samples_in, batches)) < SLICE_MIN_SAMPLES or options.shard:
+        reason = "a shard" if options.shard else f"fewer than {SLICE_MIN_SAMPLES} samples"
+        log.warning("method auto: %s to score on; every tensor takes method %s", reason, fallback)
+        return AutoResult(dict.fromkeys(searched, fallback), details,
+                          {"model_method": fallback, "reason": reason})
+    fixed = amax_from_histograms({name: run.histograms[name] for name in bounded
+                                  if name in run.histograms}, "max")
+    fixed.update((name, observed.abs_max if observed.abs_max > 0 else EMPTY_BIN_WIDTH)
+                 for name, observed in run.maxima.items())
+    model = load_model(model_path)
+    with OnnxRunner(model) as reference:
+        references = [list(reference.run(feeds).values()) for feeds in batches]
+    probe = ThresholdProbe(model, {**fixed, **candidates[fallback]}, quantize,
+                           channel_means(run.means))
+    choice = choose_thresholds(
+        probe.run, batches, references, candidates, fixed, run.histograms,
+        budget=int(options.auto_budget * run.num_samples),
+        classification=options.task == "classification")
+    for tensor, scores in choice.tensor_scores.items():
+        for method, score in scores.items():
+            details[tensor][method].update(score.to_dict())
+    log.info("method auto: %s per model (%s); %d tensors refined; %d probe sample-runs",
+             choice.model_method, ", ".join(f"{m} {s.sqnr_db:.2f} dB"
+                                            for m, s in choice.model_scores.items()),
+             len(choice.refined), choice.sample_runs)
+    return AutoResult(choice.methods, details, choice.record())
 
 
 @dataclass
@@ -266,15 +376,29 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
     if method == "trt-cache":
         raise QtoolError("calibrations made from a TensorRT cache have no histograms to merge")
     params = first.params if params is None and method == first.method else (params or {})
+    # auto's choice needs data: without it, each tensor keeps the method it was given
+    tensor_methods = ({name: tensor.method for name, tensor in first.tensors.items()
+                       if tensor.method} if method == AUTO else None)
     calibration = build_calibration(
         merged, method=method, params=params, bins=first.bins or 2048, sha256=first.model_sha256,
         model_file=first.model_file, inputs=first.inputs,
         num_samples=sum(c.num_samples for c in calibrations),
         num_batches=sum(c.num_batches for c in calibrations), shard=None, config=config,
         bounded={name for name, tensor in first.tensors.items() if tensor.rule == "bounded"},
-        maxima=maxima, order=list(first.tensors),
+        maxima=maxima, order=list(first.tensors), tensor_methods=tensor_methods,
+        auto=first.auto,
     )
     return CalibrateResult(calibration, merged, 0.0, means)
+
+
+def _samples_in(feeds: dict) -> int:
+    first = next(iter(feeds.values()))
+    return first.shape[0] if first.ndim else 1
+
+
+def _rounded(value: float) -> float | None:
+    """A figure for the JSON file: 3 decimals, None when not finite."""
+    return round(value, 3) if math.isfinite(value) else None
 
 
 def _shard_share(num_samples: int | None, shard: str | None) -> int | None:

@@ -6,7 +6,8 @@ Config tables and their keys (the same names as the commands' options, with '_' 
     [pipeline]    model (required), output_dir, reuse_calibration (default true)
     [preprocess]  image preprocessing, for calibration and comparison data alike
     [calibrate]   data (required), loader_script, method, bins, percentile, coverage,
-                  num_samples, batch_size, bounded_max
+                  num_samples, batch_size, bounded_max, task (default: classification when
+                  [compare] is), auto_budget
     [quantize]    op_types, exclude, exclude_op_type, exclude_file, per_tensor_weights, weights,
                   conv_transpose_per_tensor, high_precision, bias_correction
     [check]       strict, ignore
@@ -53,7 +54,8 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
     "pipeline": {"model": (str,), "output_dir": (str,), "reuse_calibration": (bool,)},
     "calibrate": {"data": (str,), "loader_script": (str,), "method": (str,), "bins": (int,),
                   "percentile": (int, float), "coverage": (int, float), "num_samples": (int,),
-                  "batch_size": (int,), "bounded_max": (bool,)},
+                  "batch_size": (int,), "bounded_max": (bool,), "task": (str,),
+                  "auto_budget": (int, float)},
     "quantize": {"op_types": (str, list), "exclude": (str, list), "exclude_op_type": (str, list),
                  "exclude_file": (str,), "per_tensor_weights": (bool,), "weights": (str,),
                  "conv_transpose_per_tensor": (bool,), "high_precision": (str,),
@@ -372,6 +374,8 @@ class _Runner:
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
             bounded_max=table.get("bounded_max", True), preprocess=self.table("preprocess"),
             loader_script=None if script is None else str(script),
+            task=table.get("task", self._compare_task()),
+            auto_budget=float(table.get("auto_budget", 1.0)),
         )
         options.validate()
         sha256 = self.result.info["model"]["sha256"]
@@ -409,8 +413,11 @@ class _Runner:
             how = "histograms reused (no inference), thresholds picked again"
         if run is None:
             with self._progress("calibrating") as bar:
+                quantize = quantize_options(self.table("quantize"),
+                                            self.result.config_path.resolve().parent)
                 run = calibrate(self.result.model_path, None if script is not None else data,
-                                options, on_batch=bar.advance, on_start=bar.begin)
+                                options, on_batch=bar.advance, on_start=bar.begin,
+                                quantize=quantize)
             how = f"{len(run.calibration.tensors)} tensors on {run.calibration.num_samples} samples"
         calibration = run.calibration
         calibration.config.update(cache_key=key, histogram_key=histogram_key)
@@ -419,6 +426,13 @@ class _Runner:
         record.status = "ok"
         record.detail = f"{how}, method {calibration.method} -> {self.calib_path.name}"
         record.data.update(tensors=len(calibration.tensors), samples=calibration.num_samples)
+
+    def _compare_task(self) -> str | None:
+        """The comparison's task, which method auto then scores: classification when the
+        [compare] table names it or gives labels."""
+        table = self.table("compare")
+        return "classification" if table.get("task") == "classification" or table.get(
+            "labels") else None
 
     def quantize(self, record: StepRecord) -> None:
         from qtool.io.model import load_model, save_model

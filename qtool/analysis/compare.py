@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qtool.analysis.auto_threshold import TASKS  # auto scores the tasks compare measures
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
 from qtool.analysis.metrics import (
     ClassificationStats,
@@ -31,8 +32,6 @@ from qtool.io.hashing import sha256_file
 from qtool.io.labels import read_labels
 from qtool.io.model import InputSpec, model_sha256
 from qtool.versions import tool_versions
-
-TASKS = ("classification",)
 
 
 @dataclass

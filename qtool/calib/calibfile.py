@@ -33,7 +33,9 @@ from qtool.io.hashing import sha256_file
 
 FORMAT = "qtool-calibration"
 VERSION = 1
-METHODS = ("entropy", "max", "percentile", "mse", "coverage", "trt-cache")
+HISTOGRAM_METHODS = ("entropy", "max", "percentile", "mse", "coverage")
+# "auto" picks one of the histogram methods per tensor; "trt-cache" is imported from TensorRT
+METHODS = (*HISTOGRAM_METHODS, "auto", "trt-cache")
 
 
 @dataclass
@@ -45,6 +47,8 @@ class TensorCalibration:
     inf: int = 0
     key: str | None = None  # entry prefix in the histogram .npz; None when there is no histogram
     rule: str | None = None  # "bounded": amax is the observed max, not the method's threshold
+    method: str | None = None  # with method "auto": the method whose threshold won
+    candidates: dict | None = None  # with "auto": method -> {"amax", "est_sqnr_db", scores}
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Calibration:
     config: dict = field(default_factory=dict)
     histogram_file: str | None = None
     histogram_sha256: str | None = None
+    auto: dict | None = None  # with method "auto": the search's record (scores, budget, ...)
     path: Path | None = None  # where it was read from, to find the histogram file
 
     @property
@@ -103,12 +108,7 @@ class Calibration:
         Means that are not finite (NaN or Inf in the activations) are left out."""
         if self.histogram_path() is None or not self.histogram_path().is_file():
             return None
-        means = {}
-        for name, accumulator in self.load_stored()[1].items():
-            mean = accumulator.mean
-            if mean is not None and np.all(np.isfinite(mean)):
-                means[name] = (accumulator.axis, mean)
-        return means or None
+        return channel_means(self.load_stored()[1])
 
     def _read_entries(self) -> dict[str, dict[str, np.ndarray]]:
         """The .npz arrays of each tensor, keyed by tensor name (parts without the prefix)."""
@@ -134,6 +134,17 @@ class Calibration:
                 raise QtoolError(f"histogram file {path} has no entry for tensor {name!r}")
             entries[name] = parts
         return entries
+
+
+def channel_means(accumulators: dict[str, ChannelMean]) -> dict[str, tuple[int, np.ndarray]] | None:
+    """tensor -> (channel axis, float64 mean per channel), as bias correction takes them; means
+    that are not finite (NaN or Inf in the activations) are left out; None when none is left."""
+    means = {}
+    for name, accumulator in accumulators.items():
+        mean = accumulator.mean
+        if mean is not None and np.all(np.isfinite(mean)):
+            means[name] = (accumulator.axis, mean)
+    return means or None
 
 
 def _parse(reader, parts: dict, what: str):
@@ -198,6 +209,10 @@ def to_dict(calib: Calibration) -> dict:
             entry["key"] = tensor.key
         if tensor.rule is not None:
             entry["rule"] = tensor.rule
+        if tensor.method is not None:
+            entry["method"] = tensor.method
+        if tensor.candidates is not None:
+            entry["candidates"] = tensor.candidates
         tensors[name] = entry
     histograms = None
     if calib.histogram_file:
@@ -215,6 +230,7 @@ def to_dict(calib: Calibration) -> dict:
         "tools": calib.tools,
         "config": calib.config,
         "histograms": histograms,
+        **({"auto": calib.auto} if calib.auto is not None else {}),
         "tensors": tensors,
     }
 
@@ -294,9 +310,17 @@ def from_dict(data) -> Calibration:
         _require(key is None or isinstance(key, str), f"tensor {name!r}: key must be a string")
         rule = entry.get("rule")
         _require(rule in (None, "bounded"), f"tensor {name!r}: unknown rule {rule!r}")
+        chosen = entry.get("method")
+        _require(chosen is None or chosen in HISTOGRAM_METHODS,
+                 f"tensor {name!r}: unknown method {chosen!r}")
+        candidates = entry.get("candidates")
+        _require(candidates is None or (isinstance(candidates, dict) and all(
+            method in HISTOGRAM_METHODS and isinstance(value, dict) for method, value in candidates.items())),
+            f"tensor {name!r}: 'candidates' must map methods to objects")
         tensors[name] = TensorCalibration(
             float(amax), None if abs_max is None else float(abs_max),
-            entry.get("count", 0), entry.get("nan", 0), entry.get("inf", 0), key, rule)
+            entry.get("count", 0), entry.get("nan", 0), entry.get("inf", 0), key, rule, chosen,
+            candidates)
     histograms = data.get("histograms")
     _require(histograms is None or (isinstance(histograms, dict)
                                     and isinstance(histograms.get("file"), str)),
@@ -314,8 +338,10 @@ def from_dict(data) -> Calibration:
         _require(_is_int(data.get(key, 0)) and data.get(key, 0) >= 0, f"'{key}' must be a count")
     bins = data.get("bins")
     _require(bins is None or (_is_int(bins) and bins > 0), "'bins' must be a positive integer")
-    for key in ("params", "tools", "config"):
+    for key in ("params", "tools", "config", "auto"):
         _require(isinstance(data.get(key, {}), dict), f"'{key}' must be an object")
+    _require(method != "auto" or all(t.method or t.rule for t in tensors.values()),
+             "with method 'auto' every tensor records the method that won")
     inputs = model.get("inputs", [])
     _require(isinstance(inputs, list) and all(isinstance(item, dict) for item in inputs),
              "'model.inputs' must be a list of objects")
@@ -328,6 +354,7 @@ def from_dict(data) -> Calibration:
         shard=data.get("shard"), tools=data.get("tools", {}), config=data.get("config", {}),
         histogram_file=histograms["file"] if histograms else None,
         histogram_sha256=histograms.get("sha256") if histograms else None,
+        auto=data.get("auto"),
     )
 
 

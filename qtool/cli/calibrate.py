@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qtool.analysis.auto_threshold import AUTO, TASKS
 from qtool.cli.common import (
     apply_config,
     config_option,
@@ -31,8 +32,15 @@ def default_output(model: str) -> Path:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options
-@click.option("--method", type=click.Choice(list(METHODS)), default="entropy", show_default=True,
-              help="Threshold method.")
+@click.option("--method", type=click.Choice([*METHODS, AUTO]), default="entropy", show_default=True,
+              help="Threshold method. auto: score every method's thresholds, then single "
+                   "tensors' choices, against the FP32 outputs on held-aside samples.")
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
+              help="What --method auto scores: classification (top-1 agreement first); "
+                   "default: the mean SQNR of the outputs.")
+@click.option("--auto-budget", type=float, default=1.0, show_default=True,
+              help="Quantized runs --method auto may spend, in multiples of the calibration "
+                   "samples (more tries more single-tensor choices).")
 @click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins.")
 @click.option("--percentile", type=float, default=99.99, show_default=True,
               help="Percentile for --method percentile.")
@@ -78,7 +86,8 @@ def calibrate(ctx, **params):
         return _from_trt_cache(model, params, output)
 
     options = CalibrateOptions(
-        method=params["method"], bins=params["bins"], percentile=params["percentile"],
+        method=params["method"], task=params["task"], auto_budget=params["auto_budget"],
+        bins=params["bins"], percentile=params["percentile"],
         coverage=params["coverage"], num_samples=params["num_samples"],
         batch_size=params["batch_size"], shard=params["shard"], bounded_max=params["bounded_max"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from qtool.calib.calibfile import Calibration
 from qtool.calib.histogram import AbsHistogram
 from qtool.calibrate import amax_from_histograms
-from qtool.report.histstats import clipped_fraction, estimated_sqnr_db
+from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db
 
 # Methods every tensor is compared under, in the order they are shown.
 COMPARED_METHODS = ("max", "percentile", "mse", "entropy")

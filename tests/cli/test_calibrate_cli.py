@@ -342,3 +342,23 @@ def test_a_calibration_of_max_only_tensors_has_no_npz_and_still_merges(qtool, tm
     result = qtool("merge-calib", tmp_path / "s0.json", tmp_path / "s1.json", "-o", tmp_path / "m.json")
     assert result.code == 0, result.err
     assert read_calibration(tmp_path / "m.json").amax["clipped"] == float(np.clip(data, 0, 6).max())
+
+
+def test_method_auto_from_the_command_line(qtool, conv_model, npy_dir, tmp_path):
+    out = tmp_path / "auto.json"
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "auto",
+                   "--task", "classification", "--auto-budget", "3", "-o", out, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["method"] == "auto"
+    calib = read_calibration(out)
+    assert calib.config["task"] == "classification" and calib.config["auto_budget"] == 3.0
+    assert calib.auto["budget"] == 27  # 3 x 9 samples
+    assert all("agreement" in score for score in calib.auto["model_scores"].values())
+    assert qtool("quantize", conv_model, "--calib", out, "-o", tmp_path / "q.onnx").code == 0
+
+
+def test_auto_budget_must_be_positive(qtool, conv_model, npy_dir):
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "auto",
+                   "--auto-budget", "0")
+    assert result.code == 2
+    assert result.err.strip().splitlines()[-1] == "error: --auto-budget must be positive, got 0.0"

@@ -25,9 +25,9 @@ from qtool.errors import MissingDependency, QtoolError
 from qtool.io.model import load_model, save_model
 from qtool.quantize.api import quantize_model, record_provenance
 from qtool.report.api import write_report
-from qtool.report.histstats import clipped_fraction
 from qtool.report.html import fmt_percent
 from qtool.thresholds import compute_amax
+from qtool.thresholds.cost import clipped_fraction
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "demo" / "digits_cnn.onnx"

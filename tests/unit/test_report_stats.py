@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qtool.report.histstats import clipped_fraction, display_bins, estimated_sqnr_db, signal_power
+from qtool.report.histstats import display_bins
+from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db, signal_power
 
 
 def ref_clipped(hist, edges, amax, abs_max=None):

@@ -1,0 +1,274 @@
+"""`--method auto`: the thresholds that keep the model's outputs closest to FP32, chosen from the
+histograms already collected, scored on calibration samples held aside for it.
+
+No single threshold method is right for every network: entropy clips the positive range of SiLU
+detectors, max wastes range on heavy tails, and the best method differs from model to model. So
+the choice is measured, in two phases, on a ThresholdProbe (one onnxruntime session of the
+quantized model whose activation scales are inputs):
+
+1. per model: every candidate method's full threshold set is scored on the whole slice; the best
+   wins (ties go to the earlier, more robust method of CANDIDATE_METHODS);
+2. per tensor, within a budget of probe sample-runs: tensors whose candidates differ most in
+   their own estimated quantization error come first; each other candidate threshold is scored
+   on half A of the slice, and the best one is kept only if it also beats the current set on
+   half B, samples it was not chosen on (a per-tensor search on few samples overfits them).
+
+The score uses the task when one is known: for classification, top-1 agreement with FP32 first,
+then the logit SQNR. Otherwise every floating-point output counts the same: the mean of the
+per-output SQNRs in dB, never one SQNR pooled over outputs of different scales.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qtool.thresholds.cost import estimated_sqnr_db
+
+AUTO = "auto"
+TASKS = ("classification",)  # tasks compare measures and auto scores, besides output SQNR
+# Candidate methods, most robust first: on ties the earlier one wins. mse was best or within a
+# few samples of the best on most real models; entropy and max fail badly on some.
+CANDIDATE_METHODS = ("mse", "percentile", "entropy", "max")
+SQNR_CAP_DB = 80.0        # an output quantized almost exactly adds no more to the mean
+SQNR_EPSILON_DB = 0.01    # smaller gains are noise, not a reason to change a threshold
+SLICE_MAX_SAMPLES = 32
+SLICE_MIN_SAMPLES = 8
+PROBE_BATCH = 8           # samples per probe run
+SAME_AMAX = 0.01          # candidates within 1% of the current threshold are not tried again
+
+
+@dataclass(frozen=True)
+class Score:
+    """Higher is better; `agreement` (classification only) decides before the SQNR."""
+
+    agreement: float
+    sqnr_db: float
+
+    def beats(self, other: Score) -> bool:
+        if self.agreement != other.agreement and not math.isnan(self.agreement):
+            return self.agreement > other.agreement
+        return self.sqnr_db > other.sqnr_db + SQNR_EPSILON_DB
+
+    def rank(self) -> tuple[float, float]:
+        """A sort key with the same order as `beats` (without its epsilon)."""
+        return (0.0 if math.isnan(self.agreement) else self.agreement, self.sqnr_db)
+
+    def to_dict(self) -> dict:
+        entry = {"sqnr_db": round(self.sqnr_db, 3)}
+        if not math.isnan(self.agreement):
+            entry["agreement"] = round(self.agreement, 4)
+        return entry
+
+
+def score_outputs(references: list[list[np.ndarray]], outputs: list[list[np.ndarray]],
+                  classification: bool = False) -> Score:
+    """Score one candidate's outputs against FP32 over the same batches (lists per batch, of
+    arrays per output). Outputs that are not floating point, or carry no signal, are skipped."""
+    sqnrs = []
+    for index in range(len(references[0])):
+        signal = noise = 0.0
+        for reference, output in zip(references, outputs):
+            ref = reference[index]
+            if not np.issubdtype(ref.dtype, np.floating):
+                break
+            ref = ref.astype(np.float64)
+            diff = np.nan_to_num(output[index].astype(np.float64) - ref, nan=1e30, posinf=1e30,
+                                 neginf=1e30)
+            signal += float(np.sum(ref * ref))
+            noise += float(np.sum(diff * diff))
+        else:
+            if signal > 0:
+                db = SQNR_CAP_DB if noise == 0 else 10.0 * math.log10(signal / noise)
+                sqnrs.append(min(db, SQNR_CAP_DB))
+    sqnr = float(np.mean(sqnrs)) if sqnrs else 0.0
+    if not classification:
+        return Score(math.nan, sqnr)
+    same = total = 0
+    for reference, output in zip(references, outputs):
+        ref, out = reference[0], output[0]
+        ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(1, -1)
+        out = out.reshape(ref.shape)
+        same += int(np.sum(ref.argmax(1) == out.argmax(1)))
+        total += ref.shape[0]
+    return Score(same / max(total, 1), sqnr)
+
+
+class SliceTap:
+    """Keeps an evenly spread slice of the calibration samples while they stream past.
+
+    Batches pass through unchanged. A batch whose inputs all share the batch axis 0 is kept as
+    single samples, any other as one unit. When more than `capacity` units are kept, every
+    second one is dropped and only every second later one is taken, so the slice stays spread
+    over the whole data set without knowing its size in advance (memory: capacity units)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.units: list[dict[str, np.ndarray]] = []
+        self._stride = 1
+        self._seen = 0
+
+    def wrap(self, batches: Iterable[dict[str, np.ndarray]]):
+        for feeds in batches:
+            for unit in _samples(feeds):
+                if self._seen % self._stride == 0:
+                    self.units.append({name: np.array(value) for name, value in unit.items()})
+                    if len(self.units) > self.capacity:
+                        self.units = self.units[::2]
+                        self._stride *= 2
+                self._seen += 1
+            yield feeds
+
+    def batches(self) -> list[dict[str, np.ndarray]]:
+        """The kept samples, joined again in probe batches of up to PROBE_BATCH samples."""
+        groups: list[list[dict]] = []
+        for unit in self.units:
+            joinable = groups and len(groups[-1]) < PROBE_BATCH and _joinable(groups[-1][0], unit)
+            if joinable:
+                groups[-1].append(unit)
+            else:
+                groups.append([unit])
+        return [{name: np.concatenate([unit[name] for unit in group]) if len(group) > 1
+                 else group[0][name] for name in group[0]} for group in groups]
+
+
+def _samples(feeds: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    values = list(feeds.values())
+    count = values[0].shape[0] if values and values[0].ndim else 0
+    if count < 2 or any(value.ndim == 0 or value.shape[0] != count for value in values):
+        return [feeds]
+    return [{name: value[i:i + 1] for name, value in feeds.items()} for i in range(count)]
+
+
+def _joinable(first: dict[str, np.ndarray], unit: dict[str, np.ndarray]) -> bool:
+    return all(value.ndim and value.shape[0] == 1 and unit[name].shape == value.shape
+               for name, value in first.items())
+
+
+@dataclass
+class AutoChoice:
+    """What the search decided, and the evidence."""
+
+    amax: dict[str, float]
+    methods: dict[str, str]                     # tensor -> winning method
+    model_method: str                           # the phase-1 winner
+    model_scores: dict[str, Score]              # phase 1: method -> score on the whole slice
+    tensor_scores: dict[str, dict[str, Score]] = field(default_factory=dict)  # phase 2, half A
+    refined: list[str] = field(default_factory=list)  # tensors whose threshold phase 2 changed
+    slice_samples: int = 0
+    sample_runs: int = 0
+    budget: int = 0
+
+    def record(self) -> dict:
+        return {
+            "model_method": self.model_method,
+            "model_scores": {name: score.to_dict() for name, score in self.model_scores.items()},
+            "refined": list(self.refined),
+            "slice_samples": self.slice_samples,
+            "sample_runs": self.sample_runs,
+            "budget": self.budget,
+        }
+
+
+Runner = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
+
+
+def choose_thresholds(run: Runner, batches: list[dict[str, np.ndarray]],
+                      references: list[list[np.ndarray]], candidates: dict[str, dict[str, float]],
+                      fixed: dict[str, float], histograms: dict, budget: int,
+                      classification: bool = False) -> AutoChoice:
+    """The search of the module doc.
+
+    `run(feeds, amax)`: the quantized model's outputs for one batch; `references`: FP32 outputs
+    of `batches`; `candidates`: method -> amax of every searched tensor; `fixed`: amax of the
+    tensors not searched (bounded activations); `histograms`: tensor -> AbsHistogram, to rank
+    tensors for phase 2; `budget`: probe sample-runs allowed (phase 1 always runs whole)."""
+    sizes = [_batch_samples(feeds) for feeds in batches]
+    spent = 0
+
+    def evaluate(amax: dict[str, float], which: list[int]) -> Score:
+        nonlocal spent
+        outputs = [run(batches[i], amax) for i in which]
+        spent += sum(sizes[i] for i in which)
+        return score_outputs([references[i] for i in which], outputs, classification)
+
+    every = list(range(len(batches)))
+    sets = {method: {**fixed, **values} for method, values in candidates.items()}
+    model_scores = {method: evaluate(amax, every) for method, amax in sets.items()}
+    best = CANDIDATE_METHODS[0] if CANDIDATE_METHODS[0] in sets else next(iter(sets))
+    for method in sets:
+        if model_scores[method].beats(model_scores[best]):
+            best = method
+    current = dict(sets[best])
+    methods = dict.fromkeys(candidates[best], best)
+    choice = AutoChoice(current, methods, best, model_scores, slice_samples=sum(sizes),
+                        budget=budget)
+    half_a, half_b = every[0::2], every[1::2]
+    if half_b:
+        _refine(choice, evaluate, candidates, histograms, half_a, half_b, sizes,
+                lambda: budget - spent)
+    choice.sample_runs = spent
+    return choice
+
+
+def _refine(choice: AutoChoice, evaluate, candidates, histograms, half_a, half_b, sizes,
+            remaining: Callable[[], int]) -> None:
+    """Phase 2 (see the module doc), in place on `choice`."""
+    cost_a = sum(sizes[i] for i in half_a)
+    cost_b = sum(sizes[i] for i in half_b)
+    if remaining() < 2 * cost_a + cost_b + cost_b:
+        return
+    current = choice.amax
+    score_a, score_b = evaluate(current, half_a), evaluate(current, half_b)
+    for tensor in _ranked(candidates, histograms):
+        options = _alternatives(tensor, candidates, current[tensor])
+        if not options or remaining() < cost_a * len(options) + cost_b:
+            continue
+        trials = {}
+        for method, value in options.items():
+            trials[method] = evaluate({**current, tensor: value}, half_a)
+        choice.tensor_scores[tensor] = {choice.methods[tensor]: score_a, **trials}
+        method = max(trials, key=lambda name: trials[name].rank())
+        if not trials[method].beats(score_a):
+            continue
+        trial = {**current, tensor: options[method]}
+        held_out = evaluate(trial, half_b)
+        if held_out.beats(score_b):
+            current[tensor] = options[method]
+            choice.methods[tensor] = method
+            choice.refined.append(tensor)
+            score_a, score_b = trials[method], held_out
+
+
+def _ranked(candidates: dict[str, dict[str, float]], histograms: dict) -> list[str]:
+    """Searched tensors, those whose candidates differ most in estimated SQNR first."""
+    spread = {}
+    for tensor in next(iter(candidates.values())):
+        hist = histograms.get(tensor)
+        if hist is None:
+            continue
+        values = [estimated_sqnr_db(hist.hist, hist.edges, amax[tensor])
+                  for amax in candidates.values()]
+        values = [value for value in values if math.isfinite(value)]
+        if len(values) > 1:
+            spread[tensor] = max(values) - min(values)
+    return sorted(spread, key=lambda name: (-spread[name], name))
+
+
+def _alternatives(tensor: str, candidates: dict[str, dict[str, float]],
+                  current: float) -> dict[str, float]:
+    """The other candidate thresholds of one tensor, one per distinct value."""
+    found: dict[str, float] = {}
+    for method, amax in candidates.items():
+        value = amax[tensor]
+        taken = [current, *found.values()]
+        if all(abs(value - other) > SAME_AMAX * max(value, other) for other in taken):
+            found[method] = value
+    return found
+
+
+def _batch_samples(feeds: dict[str, np.ndarray]) -> int:
+    return max(1, len(_samples(feeds)))

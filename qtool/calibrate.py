@@ -40,7 +40,13 @@ from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.quantize.options import QuantizeOptions
 from qtool.thresholds import DEFAULT_PARAMS, METHODS, compute_amax
-from qtool.thresholds.cost import estimated_sqnr_db
+from qtool.thresholds.cost import (
+    POOR_CLIPPED,
+    POOR_SQNR_DB,
+    PoorThreshold,
+    estimated_sqnr_db,
+    poor_thresholds,
+)
 from qtool.versions import tool_versions
 
 log = logging.getLogger("qtool")
@@ -172,6 +178,28 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
 def _params_of(method: str, params: dict) -> dict:
     """The entries of `params` that `method` takes (auto's params serve several methods)."""
     return {key: value for key, value in params.items() if key in DEFAULT_PARAMS[method]}
+
+
+def warn_poor_thresholds(calibration: Calibration, histograms: dict[str, AbsHistogram],
+                         shown: int = 5) -> list[PoorThreshold]:
+    """Log one warning naming the tensors whose thresholds cost much (thresholds.cost), with
+    where to look next; returns them."""
+    poor = poor_thresholds(histograms, calibration.amax)
+    if not poor:
+        return poor
+    listed = ", ".join(f"{item.tensor} ({item.sqnr_db:.1f} dB, {item.clipped:.1%} clipped)"
+                       for item in poor[:shown])
+    if len(poor) > shown:
+        listed += f" and {len(poor) - shown} more"
+    if calibration.method == AUTO:
+        advice = ("no method does better for them; `qtool sensitivity` finds whether keeping "
+                  "their consumers in high precision pays")
+    else:
+        advice = "calibrate with --method auto, or compare the methods with `qtool report`"
+    log.warning("%d tensor(s) quantize poorly with method %s (estimated SQNR below %g dB or "
+                "over %g%% of values clipped): %s; %s", len(poor), calibration.method,
+                POOR_SQNR_DB, 100 * POOR_CLIPPED, listed, advice)
+    return poor
 
 
 def tensors_to_calibrate(model) -> list[str]:

@@ -358,7 +358,12 @@ class _Runner:
 
     def calibrate(self, record: StepRecord) -> None:
         from qtool.calib.calibfile import read_calibration, write_calibration
-        from qtool.calibrate import CalibrateOptions, calibrate, rethreshold
+        from qtool.calibrate import (
+            CalibrateOptions,
+            calibrate,
+            rethreshold,
+            warn_poor_thresholds,
+        )
         from qtool.io.data import open_data
         from qtool.io.model import input_specs, load_model
 
@@ -422,6 +427,8 @@ class _Runner:
         calibration = run.calibration
         calibration.config.update(cache_key=key, histogram_key=histogram_key)
         write_calibration(calibration, self.calib_path, run.histograms, run.means)
+        poor = warn_poor_thresholds(calibration, run.histograms)
+        record.data.update(poor_thresholds=[item.tensor for item in poor])
         self.amax = calibration.amax
         record.status = "ok"
         record.detail = f"{how}, method {calibration.method} -> {self.calib_path.name}"

@@ -67,7 +67,7 @@ def calibrate(ctx, **params):
     Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
     """
     from qtool.calib.calibfile import histogram_path_for, write_calibration
-    from qtool.calibrate import CalibrateOptions
+    from qtool.calibrate import CalibrateOptions, warn_poor_thresholds
     from qtool.calibrate import calibrate as run_calibration
     from qtool.io.atomic import refuse_overwrite_input
 
@@ -102,6 +102,7 @@ def calibrate(ctx, **params):
         progress.finish()
     calibration = result.calibration
     _warn_non_finite(calibration)
+    warn_poor_thresholds(calibration, result.histograms)
     write_calibration(calibration, output, result.histograms, result.means)
     if params["trt_cache"]:
         from qtool.calib.trtcache import write_cache

@@ -111,6 +111,7 @@ def quantize(ctx, **params):
             channel_means = calibration.load_channel_means()
         except QtoolError as exc:
             raise QtoolError(f"{exc} (or quantize with --no-bias-correction)") from None
+    _warn_poor_thresholds(calibration)
     quantized, summary = quantize_model(model, calibration.amax, options, in_place=True,
                                         channel_means=channel_means)
     record_provenance(quantized, source_sha256=sha256, calibration_method=calibration.method,
@@ -125,3 +126,19 @@ def quantize(ctx, **params):
               **summary.to_dict()}
     emit(result, params["as_json"],
          summary.render_text(verbose=params["verbose"] > 0) + f"\nwrote {output}")
+
+
+def _warn_poor_thresholds(calibration) -> None:
+    """The calibrate step's warning about costly thresholds, again where they are used (the
+    histograms are small: bins per tensor); a calibration without readable histograms has
+    nothing to check."""
+    from qtool.calibrate import warn_poor_thresholds
+
+    stored = calibration.histogram_path()
+    if stored is None or not stored.is_file():
+        return
+    try:
+        histograms = calibration.load_histograms()
+    except QtoolError:
+        return  # bias correction, when on, has already said what is wrong with the file
+    warn_poor_thresholds(calibration, histograms)

@@ -362,3 +362,18 @@ def test_auto_budget_must_be_positive(qtool, conv_model, npy_dir):
                    "--auto-budget", "0")
     assert result.code == 2
     assert result.err.strip().splitlines()[-1] == "error: --auto-budget must be positive, got 0.0"
+
+
+def test_costly_thresholds_are_named_by_calibrate_and_quantize(qtool, conv_model, npy_dir, tmp_path):
+    out = tmp_path / "p50.json"
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "percentile",
+                   "--percentile", "50", "-o", out)
+    assert result.code == 0, result.err
+    warning = next(line for line in result.err.splitlines() if "quantize poorly" in line)
+    assert "with method percentile" in warning and "x (" in warning
+    assert "calibrate with --method auto" in warning
+    result = qtool("quantize", conv_model, "--calib", out, "-o", tmp_path / "q.onnx")
+    assert result.code == 0 and "quantize poorly" in result.err
+    quiet = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max",
+                  "-o", tmp_path / "max.json")
+    assert "quantize poorly" not in quiet.err

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qtool.report.histstats import display_bins
-from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db, signal_power
+from qtool.thresholds.cost import (
+    clipped_fraction,
+    estimated_sqnr_db,
+    poor_thresholds,
+    signal_power,
+)
 
 
 def ref_clipped(hist, edges, amax, abs_max=None):
@@ -114,3 +119,21 @@ def test_display_bins_merge_exactly_up_to_the_last_nonempty_bin():
     # An empty histogram keeps its first bin.
     counts, merged_edges = display_bins(np.zeros(8, dtype=np.int64), np.arange(9.0))
     assert counts.tolist() == [0] and merged_edges.tolist() == [0.0, 1.0]
+
+
+def test_poor_thresholds_name_the_costly_tensors_worst_first():
+    from qtool.calib.histogram import AbsHistogram
+
+    values = np.linspace(-10, 10, 20001, dtype=np.float32)
+    hists = {}
+    for name in ("fine", "clipped", "coarse"):
+        hists[name] = AbsHistogram(2048)
+        hists[name].update(values)
+    # 5 clips half the values and 10 none; 1000 clips none either, but its steps (7.9) are
+    # coarse against values of at most 10: a poor SQNR
+    amax = {"fine": 10.0, "clipped": 5.0, "coarse": 1000.0}
+    poor = poor_thresholds(hists, amax)
+    assert [item.tensor for item in poor] == ["coarse", "clipped"]
+    assert poor[1].clipped == pytest.approx(0.5, abs=0.01)
+    assert poor[0].sqnr_db < 15
+    assert poor_thresholds(hists, {"fine": 10.0}) == []

@@ -149,7 +149,7 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
     amax = {}
     for chosen in dict.fromkeys(methods.values()):
         group = {name: hist for name, hist in searched.items() if methods[name] == chosen}
-        amax.update(amax_from_histograms(group, chosen, _params_of(chosen, params)))
+        amax.update(amax_from_histograms(group, chosen, params_for(chosen, params)))
     amax.update(amax_from_histograms({name: histograms[name] for name in bounded}, "max"))
     per_tensor = method == AUTO
     tensors = {
@@ -175,7 +175,7 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
     )
 
 
-def _params_of(method: str, params: dict) -> dict:
+def params_for(method: str, params: dict) -> dict:
     """The entries of `params` that `method` takes (auto's params serve several methods)."""
     return {key: value for key, value in params.items() if key in DEFAULT_PARAMS[method]}
 

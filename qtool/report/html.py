@@ -244,6 +244,26 @@ def _kv(rows: list[tuple[str, str]]) -> str:
     return f'<table class="kv">{body}</table>'
 
 
+def _auto_cell(record: dict) -> str:
+    """Method auto's record: the per-model scores, the winner, what the per-tensor search did."""
+    scores = record.get("model_scores", {})
+    listed = ", ".join(
+        f"{esc(method)} {fmt_db(score['sqnr_db'])}"
+        + (f" / {fmt_percent(score['agreement'])} agreement" if "agreement" in score else "")
+        for method, score in scores.items())
+    text = f"<b>{esc(record.get('model_method', '?'))}</b> per model"
+    if listed:
+        text += f" (scored output SQNR: {listed})"
+    if record.get("reason"):
+        text += f"; not scored: {esc(record['reason'])}"
+    refined = record.get("refined", [])
+    if scores:
+        text += (f"; {len(refined)} tensor{'' if len(refined) == 1 else 's'} changed by the "
+                 f"per-tensor search, {record.get('sample_runs', 0)} probe sample-runs on "
+                 f"{record.get('slice_samples', 0)} held-aside samples")
+    return text
+
+
 def _summary(data: ReportData) -> str:
     calib = data.calibration
     params = ", ".join(f"{key}={value}" for key, value in calib.params.items())
@@ -251,6 +271,7 @@ def _summary(data: ReportData) -> str:
         ("Model", f"<code>{esc(calib.model_file or '?')}</code>"),
         ("Model sha256", f"<code>{esc(calib.model_sha256)}</code>"),
         ("Method", esc(calib.method) + (f" ({esc(params)})" if params else "")),
+        *([("Auto choice", _auto_cell(calib.auto))] if calib.auto else []),
         ("Samples", (f"{calib.num_samples} in {calib.num_batches} "
                     f"batch{'' if calib.num_batches == 1 else 'es'}")),
         ("Histogram bins", esc(calib.bins) if calib.bins else "none"),

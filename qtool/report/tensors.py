@@ -1,5 +1,6 @@
 """Per observed tensor: the chosen amax next to the amax every other method would give, with the
-clipped mass and estimated SQNR of each (qtool.report.histstats).
+clipped mass and estimated SQNR of each (qtool.thresholds.cost). With method auto, each tensor's
+chosen method is the one the calibration file records for it.
 
 The amax of a method is computed exactly as calibration computes it (amax_from_histograms), with
 the calibration's own parameters for its method and each method's defaults otherwise. The chosen
@@ -11,9 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from qtool.analysis.auto_threshold import AUTO
 from qtool.calib.calibfile import Calibration
 from qtool.calib.histogram import AbsHistogram
-from qtool.calibrate import amax_from_histograms
+from qtool.calibrate import amax_from_histograms, params_for
 from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db
 
 # Methods every tensor is compared under, in the order they are shown.
@@ -68,7 +70,7 @@ def _json_float(value: float):
 def methods_for(calibration: Calibration) -> list[str]:
     """The compared methods, plus the calibration's own when it is another histogram method."""
     methods = list(COMPARED_METHODS)
-    if calibration.method not in methods and calibration.method != "trt-cache":
+    if calibration.method not in methods and calibration.method not in ("trt-cache", AUTO):
         methods.append(calibration.method)
     return methods
 
@@ -79,7 +81,8 @@ def summarize_tensors(calibration: Calibration,
     per_method: dict[str, dict[str, float]] = {}
     if histograms:
         for method in methods_for(calibration):
-            params = calibration.params if method == calibration.method else {}
+            own = calibration.method in (method, AUTO)  # auto's params serve its candidates
+            params = params_for(method, calibration.params) if own else {}
             per_method[method] = amax_from_histograms(histograms, method, params)
     summaries = []
     for name, tensor in calibration.tensors.items():
@@ -89,7 +92,7 @@ def summarize_tensors(calibration: Calibration,
         if hist is not None:
             summary.histogram = hist
             counts, edges = hist.hist, hist.edges
-            own = "max" if tensor.rule == "bounded" else calibration.method
+            own = "max" if tensor.rule == "bounded" else tensor.method or calibration.method
             for method, values in per_method.items():
                 chosen = method == own
                 amax = tensor.amax if chosen else values[name]

@@ -375,3 +375,20 @@ def test_calibration_without_histograms_shows_the_amax_only(demo, tmp_path):
     assert all(row["images"] == [] and row["methods"] == {} for row in parsed.tensors.values())
     assert "has no histograms" in out.read_text(encoding="utf-8")
     assert result.figures == 0 and result.attention == []
+
+
+def test_auto_calibration_marks_each_tensors_own_method(tmp_path):
+    result = calibrate(DEMO_MODEL, DEMO_CALIB, CalibrateOptions(method="auto"))
+    calib_path = tmp_path / "auto.calib.json"
+    write_calibration(result.calibration, calib_path, result.histograms, result.means)
+    out = tmp_path / "auto.html"
+    write_report(calib_path, out)
+    calib = read_calibration(calib_path)
+    parsed = parse(out)
+    assert parsed.tensors
+    for name, row in parsed.tensors.items():
+        tensor = calib.tensors[name]
+        assert row["chosen"] == ("max" if tensor.rule == "bounded" else tensor.method)
+        assert float(row["methods"][row["chosen"]]) == tensor.amax
+    text = out.read_text(encoding="utf-8")
+    assert f"<b>{calib.auto['model_method']}</b> per model (scored output SQNR: mse " in text

@@ -379,7 +379,8 @@ class _Runner:
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
             bounded_max=table.get("bounded_max", True), preprocess=self.table("preprocess"),
             loader_script=None if script is None else str(script),
-            task=table.get("task", self._compare_task()),
+            # only auto reads the task: other methods' cache keys stay as they were
+            task=table.get("task", self._compare_task() if table.get("method") == "auto" else None),
             auto_budget=float(table.get("auto_budget", 1.0)),
         )
         options.validate()

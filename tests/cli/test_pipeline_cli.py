@@ -262,3 +262,23 @@ def test_a_new_threshold_method_reuses_the_histograms(qtool, demo_copy):
     assert read_calibration(calib).amax == again.amax
     # a rerun with nothing changed reuses the file as it is
     assert "calibrate       reused" in qtool("pipeline", config).out
+
+
+def test_method_auto_scores_the_comparison_task(qtool, demo_copy):
+    """With labels in [compare], auto scores classification agreement; a rerun reuses it, and
+    a switch to a plain method needs no auto data."""
+    import re
+
+    from qtool.calib.calibfile import read_calibration
+
+    config = write_config(demo_copy)
+    config.write_text(re.sub('method = "percentile"', 'method = "auto"', config.read_text()))
+    result = qtool("pipeline", config)
+    assert result.code == 0, result.err + result.out
+    calib = read_calibration(demo_copy / "out" / "digits_cnn.calib.json")
+    assert calib.method == "auto" and calib.config["task"] == "classification"
+    assert all("agreement" in score for score in calib.auto["model_scores"].values())
+    assert "calibrate       reused" in qtool("pipeline", config).out
+    config.write_text(re.sub('method = "auto"', 'method = "mse"', config.read_text()))
+    assert qtool("pipeline", config).code == 0
+    assert read_calibration(demo_copy / "out" / "digits_cnn.calib.json").config["task"] is None

@@ -766,7 +766,7 @@ def components_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 
     boxes = []
     for label in np.unique(labels[labels >= 0]):
         rows, cols = np.nonzero(labels == label)
-        if rows.ptp() + 1 < 3 or cols.ptp() + 1 < 3 or prob[rows, cols].mean() < box_thresh:
+        if np.ptp(rows) + 1 < 3 or np.ptp(cols) + 1 < 3 or prob[rows, cols].mean() < box_thresh:
             continue
         boxes.append((float(cols.min()), float(rows.min()), float(cols.max() + 1),
                       float(rows.max() + 1), 0))

@@ -10,6 +10,7 @@ Rows (--rows, comma-separated):
   ort                             onnxruntime.quantization: quant_pre_process, opset >= 13, QDQ,
                                   Conv/ConvTranspose/Gemm/MatMul only, per-channel, symmetric
                                   QInt8, MinMax (ort-entropy, ort-percentile: other calibrators)
+  ort-all                         the same with every op type onnxruntime quantizes
   modelopt                        python -m modelopt.onnx.quantization --quantize_mode int8
                                   --high_precision_dtype fp32, from its own venv
                                   (models/.modelopt-venv)
@@ -49,9 +50,12 @@ BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 QTOOL_ROWS = {"entropy": ["--method", "entropy"], "max": ["--method", "max"],
               "percentile": ["--method", "percentile"], "mse": ["--method", "mse"],
               "default": [], "auto": ["--method", "auto"]}
-ORT_ROWS = {"ort": "MinMax", "ort-entropy": "Entropy", "ort-percentile": "Percentile"}
+# name -> (calibrate method, every op type instead of Conv/ConvTranspose/Gemm/MatMul only)
+ORT_ROWS = {"ort": ("MinMax", False), "ort-all": ("MinMax", True),
+            "ort-entropy": ("Entropy", False), "ort-percentile": ("Percentile", False)}
 ALL_ROWS = [*QTOOL_ROWS, *ORT_ROWS, "modelopt"]
-DEFAULT_ROWS = ["entropy", "max", "percentile", "mse", "default", "auto", "ort", "modelopt"]
+DEFAULT_ROWS = ["entropy", "max", "percentile", "mse", "default", "auto", "ort", "ort-all",
+                "modelopt"]
 MODELOPT_VERSION = "0.47.0"
 MODELOPT_PY = REPO / "models" / ".modelopt-venv" / "bin" / "python"
 
@@ -101,10 +105,12 @@ def run_qtool(model: Path, calib_dir: Path, out: Path, calib_args: list[str],
     return combine(steps)
 
 
-def run_ort(model: Path, calib_dir: Path, out: Path, method: str, args) -> Measured:
+def run_ort(model: Path, calib_dir: Path, out: Path, method: str, all_ops: bool,
+            args) -> Measured:
     return run_measured([sys.executable, str(HERE / "matrix_models.py"), "ort", "--model",
                          str(model), "--data", str(calib_dir), "--output", str(out),
-                         "--method", method], **limits(args))
+                         "--method", method, *(["--all-ops"] if all_ops else [])],
+                        **limits(args))
 
 
 def run_modelopt(model: Path, calib_dir: Path, out: Path, args) -> Measured:
@@ -138,7 +144,7 @@ def run_row(row: str, model: Path, spec: mm.Spec, calib_dir: Path, folder: Path,
         calib_args, quant_args = args.extra[row]
         measured = run_qtool(model, calib_dir, out, calib_args, quant_args, spec.batch_size, args)
     elif row in ORT_ROWS:
-        measured = run_ort(model, calib_dir, out, ORT_ROWS[row], args)
+        measured = run_ort(model, calib_dir, out, *ORT_ROWS[row], args)
     else:
         measured = run_modelopt(model, calib_dir, out, args)
     if measured.ok and not out.is_file():
@@ -189,12 +195,15 @@ def run_model(key: str, args) -> dict:
                   "peak_rss_mb": round(measured.peak_rss_mb, 1)}
         if measured.ok:
             produced[row] = str(out)
+            if row in ORT_ROWS:  # what the onnxruntime worker had to change, if anything
+                result["notes"] = json.loads(measured.stdout.strip().splitlines()[-1])["notes"]
             result["model"] = str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)
         else:
             result["reason"] = reason_of(measured)
             # qtool ends a user error (a model or data it declines) with one line and status 1
             if (row in QTOOL_ROWS or row in args.extra) and measured.returncode == 1 \
-                    and result["reason"].startswith("error:"):
+                    and result["reason"].startswith("error:") \
+                    and "onnxruntime failed" not in result["reason"]:
                 result["status"] = "refused"
         entry["rows"][row] = result
         log(f"  {row:<14} {measured.status:<7} {measured.seconds:7.1f} s "
@@ -243,7 +252,8 @@ def metric_cell(result: dict, kind: str) -> str:
 def status_cell(result: dict) -> str:
     if result["status"] == "ok":
         return "ok"
-    return f"{result['status']}: {result.get('reason', '')}".replace("|", "/")[:160]
+    reason = result.get("reason", "").removeprefix("error: ")
+    return f"{result['status']}: {reason}".replace("|", "/")[:160]
 
 
 def model_table(entry: dict) -> str:
@@ -312,6 +322,10 @@ def render(report: dict) -> str:
             lines += [f"Error: {entry['error']}", ""]
         if entry["rows"]:
             lines += [model_table(entry), ""]
+        notes = sorted({f"{row}: {'; '.join(r['notes'])}" for row, r in entry["rows"].items()
+                        if r.get("notes")})
+        if notes:
+            lines += ["Notes: " + "; ".join(notes) + ".", ""]
     return "\n".join(lines)
 
 

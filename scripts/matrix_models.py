@@ -946,9 +946,10 @@ def evaluate(spec_path: Path) -> dict:
 
 # ---------------------------------------------------------------------------- ORT anchor
 
-def ort_quantize(model: str, data: str, output: str, method: str) -> dict:
+def ort_quantize(model: str, data: str, output: str, method: str, all_ops: bool = False) -> dict:
     """onnxruntime.quantization's careful configuration: quant_pre_process, opset >= 13, QDQ,
-    only Conv/ConvTranspose/Gemm/MatMul, per-channel, symmetric QInt8 activations and weights."""
+    only Conv/ConvTranspose/Gemm/MatMul (every op type it supports with all_ops), per-channel,
+    symmetric QInt8 activations and weights."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -974,6 +975,10 @@ def ort_quantize(model: str, data: str, output: str, method: str) -> dict:
     prepped = work / "pre.onnx"
     try:
         quant_pre_process(str(upgraded), str(prepped))
+    except ImportError:
+        # symbolic shape inference needs sympy, which qtool's venv does not carry
+        quant_pre_process(str(upgraded), str(prepped), skip_symbolic_shape=True)
+        notes.append("quant_pre_process without symbolic shape inference (no sympy)")
     except Exception as error:  # keep going without it, and say so
         notes.append(f"quant_pre_process failed ({type(error).__name__}); skipped")
         prepped = upgraded
@@ -990,7 +995,8 @@ def ort_quantize(model: str, data: str, output: str, method: str) -> dict:
             return None if sample is None else {n: sample[n] for n in names if n in sample}
 
     quantize_static(str(prepped), output, Reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv", "ConvTranspose", "Gemm", "MatMul"],
+                    op_types_to_quantize=None if all_ops else ["Conv", "ConvTranspose", "Gemm",
+                                                                "MatMul"],
                     per_channel=True, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, method),
@@ -1030,6 +1036,7 @@ def main(argv=None) -> int:
     o.add_argument("--data", required=True)
     o.add_argument("--output", required=True)
     o.add_argument("--method", default="MinMax", choices=["MinMax", "Entropy", "Percentile"])
+    o.add_argument("--all-ops", action="store_true", help="every op type onnxruntime quantizes")
     s = sub.add_parser("stack")
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--output", type=Path, required=True)
@@ -1045,7 +1052,7 @@ def main(argv=None) -> int:
     elif args.job == "eval":
         result = evaluate(args.spec)
     elif args.job == "ort":
-        result = ort_quantize(args.model, args.data, args.output, args.method)
+        result = ort_quantize(args.model, args.data, args.output, args.method, args.all_ops)
     else:
         result = stack_calibration(args.data, args.output)
     print(json.dumps(result), flush=True)

@@ -110,10 +110,14 @@ class SliceTap:
         self.units: list[dict[str, np.ndarray]] = []
         self._stride = 1
         self._seen = 0
+        self._largest = 1  # samples in the largest batch seen: a fixed batch size is kept
 
     def wrap(self, batches: Iterable[dict[str, np.ndarray]]):
         for feeds in batches:
-            for unit in _samples(feeds):
+            units = _samples(feeds)
+            if len(units) > 1:
+                self._largest = max(self._largest, len(units))
+            for unit in units:
                 if self._seen % self._stride == 0:
                     self.units.append({name: np.array(value) for name, value in unit.items()})
                     if len(self.units) > self.capacity:
@@ -123,10 +127,12 @@ class SliceTap:
             yield feeds
 
     def batches(self) -> list[dict[str, np.ndarray]]:
-        """The kept samples, joined again in probe batches of up to PROBE_BATCH samples."""
+        """The kept samples, joined again in probe batches of up to PROBE_BATCH samples (never
+        more than the data's own batches held: a model may fix its batch size)."""
+        size = min(PROBE_BATCH, self._largest)
         groups: list[list[dict]] = []
         for unit in self.units:
-            joinable = groups and len(groups[-1]) < PROBE_BATCH and _joinable(groups[-1][0], unit)
+            joinable = groups and len(groups[-1]) < size and _joinable(groups[-1][0], unit)
             if joinable:
                 groups[-1].append(unit)
             else:

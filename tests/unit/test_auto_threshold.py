@@ -71,7 +71,16 @@ def test_slice_tap_passes_batches_through_and_keeps_an_even_spread():
     # 40 samples thinned by halving to at most 8: every 8th sample (0, 8, 16, 24, 32)
     assert kept == [0.0, 2.0, 4.0, 6.0, 8.0]
     probe_batches = tap.batches()
-    assert [b["x"].shape for b in probe_batches] == [(5, 2)]
+    assert [b["x"].shape for b in probe_batches] == [(4, 2), (1, 2)]  # as the data batched
+
+
+def test_slice_tap_never_joins_more_samples_than_the_data_batches_held():
+    tap = SliceTap(capacity=8)
+    list(tap.wrap([{"x": np.full((1, 3), float(i))} for i in range(5)]))  # a fixed batch of 1
+    assert [b["x"].shape for b in tap.batches()] == [(1, 3)] * 5
+    tap = SliceTap(capacity=8)
+    list(tap.wrap([{"x": np.zeros((3, 3))} for _ in range(2)]))
+    assert [b["x"].shape for b in tap.batches()] == [(3, 3), (3, 3)]
 
 
 def test_slice_tap_keeps_batches_without_a_shared_batch_axis_whole():

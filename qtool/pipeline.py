@@ -373,14 +373,15 @@ class _Runner:
         if data is None and script is None:
             raise UsageError("[calibrate] data (or loader_script) is required")
         options = CalibrateOptions(
-            method=table.get("method", "entropy"), bins=table.get("bins", 2048),
+            method=table.get("method", CalibrateOptions.method), bins=table.get("bins", 2048),
             percentile=float(table.get("percentile", 99.99)),
             coverage=None if "coverage" not in table else float(table["coverage"]),
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
             bounded_max=table.get("bounded_max", True), preprocess=self.table("preprocess"),
             loader_script=None if script is None else str(script),
             # only auto reads the task: other methods' cache keys stay as they were
-            task=table.get("task", self._compare_task() if table.get("method") == "auto" else None),
+            task=table.get("task", self._compare_task()
+                           if table.get("method", CalibrateOptions.method) == "auto" else None),
             auto_budget=float(table.get("auto_budget", 1.0)),
         )
         options.validate()

@@ -32,7 +32,7 @@ def default_output(model: str) -> Path:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options
-@click.option("--method", type=click.Choice([*METHODS, AUTO]), default="entropy", show_default=True,
+@click.option("--method", type=click.Choice([*METHODS, AUTO]), default=AUTO, show_default=True,
               help="Threshold method. auto: score every method's thresholds, then single "
                    "tensors' choices, against the FP32 outputs on held-aside samples.")
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,

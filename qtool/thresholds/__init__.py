@@ -4,7 +4,8 @@ Each method takes a histogram of |x| (counts per bin and the bin edges, see
 qtool.thresholds.common) and returns a strictly positive finite amax (python
 float) no larger than the histogram range. compute_amax() picks a method by
 name, checks its parameters and clamps the result to the exact largest |x|
-when that is known.
+when that is known; a histogram with a single occupied bin (a constant
+tensor) gets that largest |x| from every method.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+
+import numpy as np
 
 from qtool.errors import QtoolError
 from qtool.thresholds.common import checked_histogram
@@ -66,6 +69,11 @@ def compute_amax(method: str, hist, edges, *, abs_max: float | None = None, **pa
             raise QtoolError(
                 f"abs_max {abs_max!r} lies outside the histogram [0, {checked_edges[-1]!r}]"
             )
+    if abs_max and np.count_nonzero(hist) == 1:
+        # every value lies within one bin of abs_max (a constant tensor, say): abs_max itself
+        # represents the largest exactly, where a method working on bin centres or edges
+        # would round it away
+        return abs_max
     if "abs_max" in inspect.signature(function).parameters:
         params["abs_max"] = abs_max
     amax = function(hist, edges, **params)

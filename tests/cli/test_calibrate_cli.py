@@ -32,7 +32,7 @@ def test_calibrate_writes_json_and_histograms(qtool, conv_model, npy_dir, tmp_pa
     calib = read_calibration(tmp_path / "net.calib.json")
     assert set(calib.amax) == {"x", "relu", "flat"}
     assert all(value > 0 for value in calib.amax.values())
-    assert calib.method == "entropy" and calib.num_samples == 9
+    assert calib.method == "auto" and calib.num_samples == 9
     histograms = calib.load_histograms()
     data = np.concatenate([np.load(npy_dir / f"b{i}.npy") for i in range(3)])
     assert histograms["x"].abs_max == pytest.approx(float(np.abs(data).max()))
@@ -59,9 +59,11 @@ def test_multi_input_npz(qtool, tmp_path):
 
 
 def test_shards_merge_to_exactly_one_run(qtool, conv_model, npy_dir, tmp_path):
-    assert qtool("calibrate", conv_model, "--data", npy_dir, "-o", tmp_path / "all.json").code == 0
+    assert qtool("calibrate", conv_model, "--data", npy_dir, "--method", "entropy",
+                 "-o", tmp_path / "all.json").code == 0
     for k in range(2):
-        result = qtool("calibrate", conv_model, "--data", npy_dir, "--shard", f"{k}/2", "-o", tmp_path / f"s{k}.json")
+        result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "entropy",
+                       "--shard", f"{k}/2", "-o", tmp_path / f"s{k}.json")
         assert result.code == 0, result.err
     result = qtool("merge-calib", tmp_path / "s0.json", tmp_path / "s1.json", "-o", tmp_path / "merged.json")
     assert result.code == 0, result.err
@@ -248,8 +250,10 @@ def test_bounded_activation_outputs_keep_their_max_unless_turned_off(qtool, tmp_
     data = np.minimum(rng.exponential(0.3, size=(640, 2, 4, 4)), 6.0).astype(np.float32)
     data.reshape(-1)[:10] = 7.0  # saturates at 6 after the Clip
     np.save(tmp_path / "data.npy", data)
-    assert qtool("calibrate", path, "--data", tmp_path / "data.npy", "-o", tmp_path / "on.json").code == 0
-    result = qtool("calibrate", path, "--data", tmp_path / "data.npy", "--no-bounded-max",
+    assert qtool("calibrate", path, "--data", tmp_path / "data.npy", "--method", "entropy",
+                 "-o", tmp_path / "on.json").code == 0
+    result = qtool("calibrate", path, "--data", tmp_path / "data.npy", "--method", "entropy",
+                   "--no-bounded-max",
                    "-o", tmp_path / "off.json")
     assert result.code == 0, result.err
     on, off = read_calibration(tmp_path / "on.json"), read_calibration(tmp_path / "off.json")

@@ -119,7 +119,7 @@ def parse(path: Path) -> ReportParser:
 def demo(tmp_path_factory):
     """Demo model calibrated in a temporary folder, its Q/DQ model, compare and sensitivity."""
     folder = tmp_path_factory.mktemp("report")
-    result = calibrate(DEMO_MODEL, DEMO_CALIB, CalibrateOptions())
+    result = calibrate(DEMO_MODEL, DEMO_CALIB, CalibrateOptions(method="entropy"))
     calib = folder / "digits.calib.json"
     write_calibration(result.calibration, calib, result.histograms)
     model = shutil.copy(DEMO_MODEL, folder / "digits.onnx")

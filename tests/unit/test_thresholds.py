@@ -377,3 +377,11 @@ def test_user_errors_are_one_line_qtool_errors(call, message):
     with pytest.raises(QtoolError, match=message) as info:
         call(hist, edges)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_one_occupied_bin_gives_the_exact_largest_value(method):
+    edges = np.linspace(0, 4, 2049)
+    hist = np.zeros(2048, np.int64)
+    hist[1536] = 50  # |x| = 3.001 everywhere, inside bin 1536
+    assert compute_amax(method, hist, edges, abs_max=3.001) == 3.001

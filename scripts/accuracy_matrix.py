@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,7 +91,35 @@ def parse_list(choices):
 # ---------------------------------------------------------------------------- rows
 
 def limits(args) -> dict:
-    return {"timeout_s": args.timeout, "mem_limit_mb": args.mem_limit_gb * 1024, "cwd": str(REPO)}
+    # With a snapshot, children start in it: `python -m` puts the working directory first on
+    # sys.path, ahead of PYTHONPATH, so the tree's own qtool/ would win from the repository.
+    return {"timeout_s": args.timeout, "mem_limit_mb": args.mem_limit_gb * 1024,
+            "cwd": str(args.qtool_cwd or REPO), "env": args.qtool_env}
+
+
+def qtool_snapshot(rev: str, out: Path) -> tuple[Path, str]:
+    """qtool/ as committed at `rev`, exported under `out`, so that a long run measures one
+    version even while the working tree changes. The built counting extension is copied in
+    when its C source is the same in the snapshot as in the working tree."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    dest = out / f"qtool-src-{sha[:12]}"
+    if not (dest / "qtool" / "__init__.py").is_file():
+        tmp = out / f"qtool-src-{sha[:12]}.part"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "qtool"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        for built in sorted((REPO / "qtool").rglob("*.so")):
+            source = built.parent / (built.name.split(".")[0] + ".c")
+            twin = tmp / built.relative_to(REPO)
+            if source.is_file() and (twin.parent / source.name).is_file() \
+                    and source.read_bytes() == (twin.parent / source.name).read_bytes():
+                shutil.copyfile(built, twin)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    return dest, sha
 
 
 def run_qtool(model: Path, calib_dir: Path, out: Path, calib_args: list[str],
@@ -299,11 +329,18 @@ def summary_table(report: dict) -> str:
 
 
 def render(report: dict) -> str:
-    lines = [f"Measured {report['date']} on: {report['machine']}.", "",
+    machine = report["machine"]
+    if report.get("qtool_commit"):  # the tree's HEAD is not what ran
+        machine = re.sub(r"qtool at commit \w+", f"qtool at commit {report['qtool_commit'][:7]}",
+                         machine)
+    lines = [f"Measured {report['date']} on: {machine}.", "",
              (f"Command: `{report['command']}` ({report['minutes']:.1f} minutes in all); "
              f"{report['calib_samples']} calibration / {report['eval_samples']} evaluation "
              f"samples per model at most; limits per run {report['timeout']:.0f} s, "
-             f"{report['mem_limit_gb']:g} GiB. ModelOpt {report.get('modelopt', 'n/a')}."), "",
+             f"{report['mem_limit_gb']:g} GiB. ModelOpt {report.get('modelopt', 'n/a')}."
+             + (" Load average (1 min) before and after: {:.2f}, {:.2f} (other processes on "
+                "the machine slow the times).".format(*report["load"]) if "load" in report
+                else "")), "",
              ("Task metric of every INT8 model against FP32 on the evaluation split (refused: "
              "the tool declined the model; error: it failed; BROKEN: it wrote a model whose "
              "outputs are NaN, all zero or constant):"), "",
@@ -363,6 +400,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mem-limit-gb", type=float, default=16.0, help="resident GiB per run")
     parser.add_argument("--modelopt-python", default=str(MODELOPT_PY),
                         help="python of the venv with nvidia-modelopt[onnx]")
+    parser.add_argument("--qtool-commit", metavar="REV",
+                        help="run qtool as committed at REV (exported under --out), not the "
+                             "working tree")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "matrix")
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -395,6 +435,15 @@ def modelopt_version(python: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.out = args.out.resolve()
+    args.qtool_env = args.qtool_cwd = None
+    snapshot = None
+    if args.qtool_commit:
+        args.out.mkdir(parents=True, exist_ok=True)
+        folder, snapshot = qtool_snapshot(args.qtool_commit, args.out)
+        args.qtool_env = dict(os.environ, PYTHONPATH=str(folder))
+        args.qtool_cwd = folder
+        log(f"qtool from commit {snapshot[:12]} ({folder})")
     # SIGTERM as an exception, so that the child being measured is killed with us
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.perf_counter()
@@ -406,14 +455,16 @@ def main(argv=None) -> int:
               "eval_samples": args.eval_samples, "timeout": args.timeout,
               "mem_limit_gb": args.mem_limit_gb, "extra_rows": {k: list(v) for k, v in
                                                                 args.extra.items()},
-              "models": []}
+              "qtool_commit": snapshot, "models": []}
     if "modelopt" in args.rows:
         report["modelopt"] = modelopt_version(args.modelopt_python)
+    load_before = os.getloadavg()[0]
     for key in args.models:
         report["models"].append(run_model(key, args))
         report["minutes"] = (time.perf_counter() - start) / 60
         (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
     report["minutes"] = (time.perf_counter() - start) / 60
+    report["load"] = [load_before, os.getloadavg()[0]]
     (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
     print("\n" + summary_table(report) + "\n", flush=True)
     log(f"{report['minutes']:.1f} minutes; results in {args.out / 'results.json'}")

@@ -195,40 +195,49 @@ def choose_thresholds(run: Runner, batches: list[dict[str, np.ndarray]],
     sizes = [_batch_samples(feeds) for feeds in batches]
     spent = 0
 
-    def evaluate(amax: dict[str, float], which: list[int]) -> Score:
+    def outputs_of(amax: dict[str, float], which: list[int]) -> list[list[np.ndarray]]:
         nonlocal spent
-        outputs = [run(batches[i], amax) for i in which]
         spent += sum(sizes[i] for i in which)
+        return [run(batches[i], amax) for i in which]
+
+    def score(outputs: list[list[np.ndarray]], which: list[int]) -> Score:
         return score_outputs([references[i] for i in which], outputs, classification)
+
+    def evaluate(amax: dict[str, float], which: list[int]) -> Score:
+        return score(outputs_of(amax, which), which)
 
     every = list(range(len(batches)))
     sets = {method: {**fixed, **values} for method, values in candidates.items()}
-    model_scores = {method: evaluate(amax, every) for method, amax in sets.items()}
-    best = CANDIDATE_METHODS[0] if CANDIDATE_METHODS[0] in sets else next(iter(sets))
-    for method in sets:
-        if model_scores[method].beats(model_scores[best]):
-            best = method
+    model_scores: dict[str, Score] = {}
+    best, best_outputs = None, None  # only the leader's outputs are kept (memory)
+    for method in sorted(sets, key=_preference):
+        outputs = outputs_of(sets[method], every)
+        model_scores[method] = score(outputs, every)
+        if best is None or model_scores[method].beats(model_scores[best]):
+            best, best_outputs = method, outputs
     current = dict(sets[best])
     methods = dict.fromkeys(candidates[best], best)
     choice = AutoChoice(current, methods, best, model_scores, slice_samples=sum(sizes),
                         budget=budget)
     half_a, half_b = every[0::2], every[1::2]
     if half_b:
-        _refine(choice, evaluate, candidates, histograms, half_a, half_b, sizes,
+        # the winner's outputs on each half are known from phase 1
+        start = (score(best_outputs[0::2], half_a), score(best_outputs[1::2], half_b))
+        del best_outputs
+        _refine(choice, evaluate, start, candidates, histograms, half_a, half_b, sizes,
                 lambda: budget - spent)
     choice.sample_runs = spent
     return choice
 
 
-def _refine(choice: AutoChoice, evaluate, candidates, histograms, half_a, half_b, sizes,
-            remaining: Callable[[], int]) -> None:
-    """Phase 2 (see the module doc), in place on `choice`."""
+def _refine(choice: AutoChoice, evaluate, start: tuple[Score, Score], candidates, histograms,
+            half_a, half_b, sizes, remaining: Callable[[], int]) -> None:
+    """Phase 2 (see the module doc), in place on `choice`; `start`: the scores of the phase-1
+    winner on each half."""
     cost_a = sum(sizes[i] for i in half_a)
     cost_b = sum(sizes[i] for i in half_b)
-    if remaining() < 2 * cost_a + cost_b + cost_b:
-        return
     current = choice.amax
-    score_a, score_b = evaluate(current, half_a), evaluate(current, half_b)
+    score_a, score_b = start
     for tensor in _ranked(candidates, histograms):
         options = _alternatives(tensor, candidates, current[tensor])
         if not options or remaining() < cost_a * len(options) + cost_b:
@@ -247,6 +256,11 @@ def _refine(choice: AutoChoice, evaluate, candidates, histograms, half_a, half_b
             choice.methods[tensor] = method
             choice.refined.append(tensor)
             score_a, score_b = trials[method], held_out
+
+
+def _preference(method: str) -> int:
+    """Position in CANDIDATE_METHODS (others after): ties keep the earlier method."""
+    return CANDIDATE_METHODS.index(method) if method in CANDIDATE_METHODS else len(CANDIDATE_METHODS)
 
 
 def _ranked(candidates: dict[str, dict[str, float]], histograms: dict) -> list[str]:

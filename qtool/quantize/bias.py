@@ -48,10 +48,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph.attributes import attribute
-from qtool.graph.constants import constant_node_value
 from qtool.graph.topology import Topology, node_label
 from qtool.quantize.insert import NameAllocator
 from qtool.quantize.plan import Plan, Skip
+from qtool.quantize.rescale import (
+    STANDARD_DOMAINS,
+    Skipped,
+    constant_sources,
+    count_reasons,
+    read_source,
+    write_source,
+)
 from qtool.quantize.scales import broadcast_scale, quantize_int8, weight_scales
 
 ChannelMeans = dict[str, tuple[int, np.ndarray]]
@@ -80,10 +87,7 @@ class BiasCorrection:
     skipped: list[Skip] = field(default_factory=list)
 
     def skipped_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for skip in self.skipped:
-            counts[skip.reason] = counts.get(skip.reason, 0) + 1
-        return counts
+        return count_reasons(self.skipped)
 
     def to_dict(self) -> dict:
         return {
@@ -93,15 +97,6 @@ class BiasCorrection:
             "skipped": [skip.to_dict() for skip in self.skipped],
             "skipped_by_reason": self.skipped_by_reason(),
         }
-
-
-class _Skipped(Exception):
-    """Raised inside one node's correction; becomes a Skip entry."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,11 +151,7 @@ class _Pass:
         self.means = means
         self.topo = Topology.of(model.graph)
         self.names = NameAllocator(model)
-        self.sources: dict[str, onnx.TensorProto | onnx.NodeProto] = {
-            init.name: init for init in model.graph.initializer}
-        for node in model.graph.node:
-            if node.op_type == "Constant" and node.output and node.output[0] not in self.sources:
-                self.sources[node.output[0]] = node
+        self.sources = constant_sources(model)
         self.new_initializers: list[onnx.TensorProto] = []
         self.uses: dict[str, int] = {}  # reads left of each bias, as nodes move to corrected copies
 
@@ -168,29 +159,25 @@ class _Pass:
 
     def constant(self, name: str) -> np.ndarray | None:
         source = self.sources.get(name)
-        if source is None:
-            return None
-        if isinstance(source, onnx.NodeProto):
-            return constant_node_value(source)
-        return numpy_helper.to_array(source)
+        return None if source is None else read_source(source)
 
     def channel_mean(self, tensor: str, axis: int, length: int) -> np.ndarray:
         entry = self.means.get(tensor)
         if entry is None:
-            raise _Skipped(MISSING_MEANS, f"no channel means for {tensor!r}")
+            raise Skipped(MISSING_MEANS, f"no channel means for {tensor!r}")
         try:
             got_axis, mean = entry
             got_axis = int(got_axis)
             mean = np.asarray(mean, dtype=np.float64)
         except (TypeError, ValueError):
-            raise _Skipped(MEANS_MISMATCH,
-                           f"channel means of {tensor!r} are not (axis, array)") from None
+            raise Skipped(MEANS_MISMATCH,
+                          f"channel means of {tensor!r} are not (axis, array)") from None
         if got_axis != axis or mean.ndim != 1 or mean.size != length:
-            raise _Skipped(MEANS_MISMATCH,
-                           f"channel means of {tensor!r} are {mean.size} along axis {got_axis}; "
-                           f"the op needs {length} along axis {axis}")
+            raise Skipped(MEANS_MISMATCH,
+                          f"channel means of {tensor!r} are {mean.size} along axis {got_axis}; "
+                          f"the op needs {length} along axis {axis}")
         if not np.all(np.isfinite(mean)):
-            raise _Skipped(NOT_FINITE, f"channel means of {tensor!r} are not finite")
+            raise Skipped(NOT_FINITE, f"channel means of {tensor!r} are not finite")
         return mean
 
     def weight(self, index: int) -> tuple[str, np.ndarray, int | None]:
@@ -198,18 +185,18 @@ class _Pass:
         name = self.plan.rewires.get((index, 1))
         spec = self.plan.weights.get(name) if name is not None else None
         if spec is None:
-            raise _Skipped(UNSUPPORTED_WEIGHT, "the quantized weight is not the second input")
+            raise Skipped(UNSUPPORTED_WEIGHT, "the quantized weight is not the second input")
         value = self.constant(name)
         if value is None:
-            raise _Skipped(UNSUPPORTED_WEIGHT, f"weight {name!r} is not a dense constant")
+            raise Skipped(UNSUPPORTED_WEIGHT, f"weight {name!r} is not a dense constant")
         return name, np.asarray(value, dtype=np.float32), spec.axis
 
     def bias_value(self, name: str, what: str) -> np.ndarray:
         value = self.constant(name)
         if value is None:
-            raise _Skipped(NO_BIAS, f"{what} {name!r} is computed at run time, not a constant")
+            raise Skipped(NO_BIAS, f"{what} {name!r} is computed at run time, not a constant")
         if value.dtype != np.float32:
-            raise _Skipped(UNSUPPORTED_BIAS, f"{what} {name!r} is {value.dtype}, not float32")
+            raise Skipped(UNSUPPORTED_BIAS, f"{what} {name!r} is {value.dtype}, not float32")
         return value
 
     # --- per op -------------------------------------------------------------------------------
@@ -219,16 +206,16 @@ class _Pass:
         _, w, axis = self.weight(index)
         group = int(attribute(node, "group", 1))
         if w.ndim < 2 or group < 1 or w.shape[0] % group:
-            raise _Skipped(UNSUPPORTED_WEIGHT,
-                           f"weight shape {list(w.shape)} does not fit group {group}")
+            raise Skipped(UNSUPPORTED_WEIGHT,
+                          f"weight shape {list(w.shape)} does not fit group {group}")
         mean = self.channel_mean(node.input[0], 1, w.shape[1] * group)
         shift = conv_shift(weight_error(w, axis), mean, group)
         out = w.shape[0]
         if len(node.input) > 2 and node.input[2]:
             bias = self.bias_value(node.input[2], "bias")
             if bias.shape != (out,):
-                raise _Skipped(UNSUPPORTED_BIAS,
-                               f"bias {node.input[2]!r} has shape {list(bias.shape)}")
+                raise Skipped(UNSUPPORTED_BIAS,
+                              f"bias {node.input[2]!r} has shape {list(bias.shape)}")
             return shift, _Target(node, 2, node.input[2], bias)
         return shift, _Target(node, 2, None, np.zeros(out, np.float32))
 
@@ -236,7 +223,7 @@ class _Pass:
         node = self.topo.nodes[index]
         _, b, axis = self.weight(index)
         if b.ndim != 2:
-            raise _Skipped(UNSUPPORTED_WEIGHT, f"weight is {b.ndim}-D, Gemm needs 2-D")
+            raise Skipped(UNSUPPORTED_WEIGHT, f"weight is {b.ndim}-D, Gemm needs 2-D")
         trans_a, trans_b = int(attribute(node, "transA", 0)), int(attribute(node, "transB", 0))
         alpha, beta = float(attribute(node, "alpha", 1.0)), float(attribute(node, "beta", 1.0))
         db = weight_error(b, axis)
@@ -250,7 +237,7 @@ class _Pass:
             shape = _broadcast_shape(c.shape, n, "C")
             if beta == 0.0:
                 if not np.all(np.isfinite(c)):
-                    raise _Skipped(UNSUPPORTED_BIAS, "beta is 0 and C holds NaN or Inf")
+                    raise Skipped(UNSUPPORTED_BIAS, "beta is 0 and C holds NaN or Inf")
                 return shift, _Target(node, 2, node.input[2], np.zeros(shape, np.float32),
                                       set_beta_one=True)
             return shift, _Target(node, 2, node.input[2], c, divisor=beta)
@@ -263,18 +250,18 @@ class _Pass:
         node = self.topo.nodes[index]
         _, b, axis = self.weight(index)
         if b.ndim != 2:
-            raise _Skipped(UNSUPPORTED_WEIGHT,
-                           f"weight is {b.ndim}-D; only a 2-D [K, N] one is corrected")
+            raise Skipped(UNSUPPORTED_WEIGHT,
+                          f"weight is {b.ndim}-D; only a 2-D [K, N] one is corrected")
         mean = self.channel_mean(node.input[0], -1, b.shape[0])
         shift = matmul_shift(weight_error(b, axis), mean)
         consumer = self.topo.only_consumer(node.output[0])
         add = None if consumer is None else self.topo.nodes[consumer]
-        if add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx"):
-            raise _Skipped(NO_BIAS, "the output does not feed exactly one Add of a constant")
+        if add is None or add.op_type != "Add" or add.domain not in STANDARD_DOMAINS:
+            raise Skipped(NO_BIAS, "the output does not feed exactly one Add of a constant")
         slot = 1 if add.input[0] == node.output[0] else 0
         other = add.input[slot]
         if other == node.output[0] or other not in self.sources:
-            raise _Skipped(NO_BIAS, "the Add after it does not add a constant")
+            raise Skipped(NO_BIAS, "the Add after it does not add a constant")
         c = self.bias_value(other, "Add constant")
         _broadcast_shape(c.shape, b.shape[1], "the Add constant")
         return shift, _Target(add, slot, other, c)
@@ -288,7 +275,7 @@ class _Pass:
             total = target.value.astype(np.float64) + shift / target.divisor
             corrected = np.broadcast_to(total, shape).astype(np.float32)
         if not np.all(np.isfinite(corrected)):
-            raise _Skipped(NOT_FINITE, "the corrected bias is not finite in float32")
+            raise Skipped(NOT_FINITE, "the corrected bias is not finite in float32")
         node = target.node
         if target.tensor is None:
             name = self.add_initializer(f"{node_label(node)}_bias", corrected)
@@ -312,15 +299,7 @@ class _Pass:
         return name
 
     def replace(self, name: str, value: np.ndarray) -> None:
-        source = self.sources[name]
-        tensor = numpy_helper.from_array(value, name)
-        if isinstance(source, onnx.NodeProto):
-            kept = [attr for attr in source.attribute if not attr.name.startswith("value")]
-            del source.attribute[:]
-            source.attribute.extend(kept)
-            source.attribute.append(helper.make_attribute("value", tensor))
-        else:
-            source.CopyFrom(tensor)
+        write_source(self.sources[name], numpy_helper.from_array(value, name))
         # A declared shape (old IR lists initializers as inputs too) follows a broadcast value.
         graph = self.model.graph
         for info in list(graph.input) + list(graph.value_info):
@@ -340,8 +319,8 @@ def _broadcast_shape(shape: tuple, n: int, what: str) -> tuple:
     try:
         return np.broadcast_shapes(tuple(shape), (n,))
     except ValueError:
-        raise _Skipped(UNSUPPORTED_BIAS,
-                       f"{what} of shape {list(shape)} does not broadcast with [{n}]") from None
+        raise Skipped(UNSUPPORTED_BIAS,
+                      f"{what} of shape {list(shape)} does not broadcast with [{n}]") from None
 
 
 _HANDLERS = {"Conv": _Pass.conv, "Gemm": _Pass.gemm, "MatMul": _Pass.matmul}
@@ -369,7 +348,7 @@ def correct_biases(model: onnx.ModelProto, plan: Plan,
         try:
             shift, target = handler(work, index)
             work.apply(shift, target)
-        except _Skipped as skip:
+        except Skipped as skip:
             result.skipped.append(Skip(node_label(node), node.op_type, skip.reason, skip.detail))
             continue
         result.corrected.append(node_label(node))

@@ -41,7 +41,14 @@ import onnx
 from qtool.graph.attributes import attribute
 from qtool.graph.topology import Topology, node_label
 from qtool.quantize.plan import Skip
-from qtool.quantize.rescale import STANDARD_DOMAINS, Constants, copy_model
+from qtool.quantize.rescale import (
+    STANDARD_DOMAINS,
+    Constants,
+    Skipped,
+    clamp_scales,
+    copy_model,
+    count_reasons,
+)
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")
@@ -78,23 +85,13 @@ class Equalization:
     converged: bool = True
 
     def skipped_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for skip in self.skipped:
-            counts[skip.reason] = counts.get(skip.reason, 0) + 1
-        return counts
+        return count_reasons(self.skipped)
 
     def to_dict(self) -> dict:
         return {"pairs": len(self.pairs), "iterations": self.iterations,
                 "converged": self.converged, "pair_list": [p.to_dict() for p in self.pairs],
                 "skipped": [s.to_dict() for s in self.skipped],
                 "skipped_by_reason": self.skipped_by_reason()}
-
-
-class _Skipped(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,21 +191,21 @@ class _Finder:
             return self.layers[index]
         node = self.topo.nodes[index]
         if len(node.input) < 2:
-            raise _Skipped(UNSUPPORTED_WEIGHT, "no weight input")
+            raise Skipped(UNSUPPORTED_WEIGHT, "no weight input")
         reason = self.consts.why_not_rewritable(node.input[1])
         if reason is not None:
-            raise _Skipped(UNSUPPORTED_WEIGHT, f"{node_label(node)}: {reason}")
+            raise Skipped(UNSUPPORTED_WEIGHT, f"{node_label(node)}: {reason}")
         shape = self.consts.raw(node.input[1]).shape
         if node.op_type == "Conv":
             group = int(attribute(node, "group", 1))
             if len(shape) < 3 or group < 1 or shape[0] % group:
-                raise _Skipped(UNSUPPORTED_LAYOUT,
-                               f"{node_label(node)}: weight {list(shape)}, group {group}")
+                raise Skipped(UNSUPPORTED_LAYOUT,
+                              f"{node_label(node)}: weight {list(shape)}, group {group}")
             layer = _Layer(self.consts, node, "conv", node.input[1], group=group)
         else:
             if len(shape) != 2:
-                raise _Skipped(UNSUPPORTED_LAYOUT,
-                               f"{node_label(node)}: weight is {len(shape)}-D, not 2-D")
+                raise Skipped(UNSUPPORTED_LAYOUT,
+                              f"{node_label(node)}: weight is {len(shape)}-D, not 2-D")
             trans_b = node.op_type == "Gemm" and bool(attribute(node, "transB", 0))
             layer = _Layer(self.consts, node, "dense", node.input[1], trans_b=trans_b)
         self.layers[index] = layer
@@ -231,12 +228,12 @@ class _Finder:
         if bias is not None:
             reason = self.consts.why_not_rewritable(bias)
             if reason is not None:
-                raise _Skipped(UNSUPPORTED_BIAS, f"{label}: bias {reason}")
+                raise Skipped(UNSUPPORTED_BIAS, f"{label}: bias {reason}")
             shape = self.consts.raw(bias).shape
             if not shape or shape[-1] != layer.out_channels or (
                     layer.kind == "conv" and len(shape) != 1):
-                raise _Skipped(UNSUPPORTED_BIAS, f"{label}: bias of shape {list(shape)} is not "
-                                                 f"per output channel ({layer.out_channels})")
+                raise Skipped(UNSUPPORTED_BIAS, f"{label}: bias of shape {list(shape)} is not "
+                                                f"per output channel ({layer.out_channels})")
         layer.bias = bias
         return out
 
@@ -244,7 +241,7 @@ class _Finder:
         """The single node reading `tensor`; None at a graph output; raises when read twice."""
         uses = self.topo.use_count(tensor)
         if uses > 1:
-            raise _Skipped(BRANCHING, f"{tensor!r} is read {uses} times")
+            raise Skipped(BRANCHING, f"{tensor!r} is read {uses} times")
         return self.topo.only_consumer(tensor)
 
     def pair_from(self, index: int) -> _Pair | None:
@@ -267,21 +264,21 @@ class _Finder:
                 # one op between two weighted ops: say why it blocks the pair
                 after = self.topo.only_consumer(second_node.output[0])
                 if after is not None and self.topo.nodes[after].op_type in WEIGHTED:
-                    raise _Skipped(NOT_HOMOGENEOUS, f"{second_node.op_type} "
-                                   f"{node_label(second_node)!r} between the two ops")
+                    raise Skipped(NOT_HOMOGENEOUS, f"{second_node.op_type} "
+                                  f"{node_label(second_node)!r} between the two ops")
             return None
         if second_node.input[0] != out:
-            raise _Skipped(UNSUPPORTED_LAYOUT, f"{node_label(second_node)} reads {out!r} "
-                                               "as its weight")
+            raise Skipped(UNSUPPORTED_LAYOUT, f"{node_label(second_node)} reads {out!r} "
+                                              "as its weight")
         second = self.layer(following)
         if first.kind != second.kind:
-            raise _Skipped(UNSUPPORTED_LAYOUT, f"{first.node.op_type} output channels do not "
-                                               f"lie on {second.node.op_type}'s input axis")
+            raise Skipped(UNSUPPORTED_LAYOUT, f"{first.node.op_type} output channels do not "
+                                              f"lie on {second.node.op_type}'s input axis")
         if second.node.op_type == "Gemm" and attribute(second.node, "transA", 0):
-            raise _Skipped(UNSUPPORTED_LAYOUT, f"{node_label(second.node)} transposes A")
+            raise Skipped(UNSUPPORTED_LAYOUT, f"{node_label(second.node)} transposes A")
         if first.out_channels != second.in_channels:
-            raise _Skipped(CHANNEL_MISMATCH, f"{first.out_channels} output channels, "
-                                             f"{second.in_channels} input channels")
+            raise Skipped(CHANNEL_MISMATCH, f"{first.out_channels} output channels, "
+                                            f"{second.in_channels} input channels")
         return _Pair(first, second, activation, np.ones(first.out_channels))
 
 
@@ -305,7 +302,7 @@ def equalize_model(model: onnx.ModelProto, iterations: int = 20, tolerance: floa
             continue  # not a weighted op with a constant weight: nothing to start from
         try:
             pair = finder.pair_from(index)
-        except _Skipped as skip:
+        except Skipped as skip:
             result.skipped.append(Skip(node_label(node), node.op_type, skip.reason, skip.detail))
             continue
         if pair is not None:
@@ -316,7 +313,7 @@ def equalize_model(model: onnx.ModelProto, iterations: int = 20, tolerance: floa
         worst = 0.0
         for pair in pairs:
             step = equalization_scales(pair.first.out_range(), pair.second.in_range())
-            total = np.clip(pair.total * step, 1.0 / max_scale, max_scale)
+            total = clamp_scales(pair.total * step, max_scale)
             step = total / pair.total
             pair.total = total
             pair.first.scale_out(1.0 / step)

@@ -6,9 +6,15 @@ writes every weight as a Constant node); both are read and written here the same
 is rewritable only when exactly one node input reads it: a shared weight rescaled for one reader
 would change the others. Initializers that are also graph inputs (old IR) can be fed at run time,
 so they are not treated as constants.
+
+Bias correction reads and replaces constants the same way (`constant_sources`, `read_source`,
+`write_source`), and all three passes report the places they leave alone through `Skipped` and
+`count_reasons`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
 
 import numpy as np
 import onnx
@@ -19,6 +25,37 @@ from qtool.graph.topology import Topology
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 
+Source = onnx.TensorProto | onnx.NodeProto  # an initializer or a Constant node
+
+
+def constant_sources(model: onnx.ModelProto, exclude: Collection[str] = ()) -> dict[str, Source]:
+    """Every constant of the graph by name: initializers (but those in `exclude`), then the
+    outputs of Constant nodes that no initializer names."""
+    sources: dict[str, Source] = {
+        init.name: init for init in model.graph.initializer if init.name not in exclude}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] not in sources:
+            sources[node.output[0]] = node
+    return sources
+
+
+def read_source(source: Source) -> np.ndarray | None:
+    """The value of an initializer or Constant node (None where a Constant holds no dense tensor)."""
+    if isinstance(source, onnx.NodeProto):
+        return constant_node_value(source)
+    return numpy_helper.to_array(source)
+
+
+def write_source(source: Source, tensor: onnx.TensorProto) -> None:
+    """Store `tensor` as the value of an initializer or Constant node, in place."""
+    if isinstance(source, onnx.NodeProto):
+        kept = [attr for attr in source.attribute if not attr.name.startswith("value")]
+        del source.attribute[:]
+        source.attribute.extend(kept)
+        source.attribute.append(helper.make_attribute("value", tensor))
+    else:
+        source.CopyFrom(tensor)
+
 
 class Constants:
     """The rewritable constants of one graph: read as float64, written back in their own dtype."""
@@ -26,12 +63,7 @@ class Constants:
     def __init__(self, model: onnx.ModelProto, topo: Topology) -> None:
         self.model = model
         self.topo = topo
-        inputs = {value.name for value in model.graph.input}
-        self.sources: dict[str, onnx.TensorProto | onnx.NodeProto] = {
-            init.name: init for init in model.graph.initializer if init.name not in inputs}
-        for node in model.graph.node:
-            if node.op_type == "Constant" and node.output and node.output[0] not in self.sources:
-                self.sources[node.output[0]] = node
+        self.sources = constant_sources(model, exclude={value.name for value in model.graph.input})
         self.values: dict[str, np.ndarray] = {}  # float64 working copies of read constants
         self.dtypes: dict[str, np.dtype] = {}
         self.changed: set[str] = set()
@@ -55,11 +87,7 @@ class Constants:
 
     def raw(self, name: str) -> np.ndarray | None:
         source = self.sources.get(name)
-        if source is None:
-            return None
-        if isinstance(source, onnx.NodeProto):
-            return constant_node_value(source)
-        return numpy_helper.to_array(source)
+        return None if source is None else read_source(source)
 
     def get(self, name: str) -> np.ndarray:
         """The working float64 copy (the same array on every call, so rescaling accumulates)."""
@@ -76,14 +104,7 @@ class Constants:
         """Round every changed working copy once to its dtype and store it under its own name."""
         for name in sorted(self.changed):
             tensor = numpy_helper.from_array(self.values[name].astype(self.dtypes[name]), name)
-            source = self.sources[name]
-            if isinstance(source, onnx.NodeProto):
-                kept = [attr for attr in source.attribute if not attr.name.startswith("value")]
-                del source.attribute[:]
-                source.attribute.extend(kept)
-                source.attribute.append(helper.make_attribute("value", tensor))
-            else:
-                source.CopyFrom(tensor)
+            write_source(self.sources[name], tensor)
 
 
 def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -94,3 +115,20 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def clamp_scales(scales: np.ndarray, max_scale: float) -> np.ndarray:
     return np.clip(scales, 1.0 / max_scale, max_scale)
+
+
+class Skipped(Exception):
+    """Raised while one place is examined or rewritten; the pass records it as skipped."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def count_reasons(skipped: Iterable) -> dict[str, int]:
+    """How many entries give each `reason`, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for skip in skipped:
+        counts[skip.reason] = counts.get(skip.reason, 0) + 1
+    return counts

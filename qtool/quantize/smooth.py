@@ -35,7 +35,14 @@ import onnx
 
 from qtool.graph.attributes import attribute
 from qtool.graph.topology import Topology, node_label
-from qtool.quantize.rescale import STANDARD_DOMAINS, Constants, copy_model
+from qtool.quantize.rescale import (
+    STANDARD_DOMAINS,
+    Constants,
+    Skipped,
+    clamp_scales,
+    copy_model,
+    count_reasons,
+)
 
 # Reason codes for activations not smoothed (stable: reports count them).
 OTHER_READERS = "other_readers"
@@ -80,23 +87,13 @@ class Smoothing:
     alpha: float = 0.5
 
     def skipped_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for skip in self.skipped:
-            counts[skip.reason] = counts.get(skip.reason, 0) + 1
-        return counts
+        return count_reasons(self.skipped)
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "smoothed": len(self.smoothed),
                 "smoothed_tensors": [s.to_dict() for s in self.smoothed],
                 "skipped": [s.to_dict() for s in self.skipped],
                 "skipped_by_reason": self.skipped_by_reason()}
-
-
-class _Skipped(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +108,7 @@ def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: f
     live = (a > 0) & (w > 0) & np.isfinite(a) & np.isfinite(w)
     scales = np.ones(a.shape)
     scales[live] = a[live] ** alpha / w[live] ** (1.0 - alpha)
-    return np.clip(scales, 1.0 / max_scale, max_scale)
+    return clamp_scales(scales, max_scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,13 +132,13 @@ class _Finder:
     def rewritable(self, name: str, what: str) -> np.ndarray:
         reason = self.consts.why_not_rewritable(name)
         if reason is not None:
-            raise _Skipped(UNSUPPORTED_WEIGHT, f"{what}: {reason}")
+            raise Skipped(UNSUPPORTED_WEIGHT, f"{what}: {reason}")
         return self.consts.raw(name)
 
     def consumers(self, tensor: str) -> list[tuple[str, str, int]]:
         found = []
         if tensor in self.topo.graph_outputs or self.topo.subgraph_users.get(tensor):
-            raise _Skipped(OTHER_READERS, f"{tensor!r} is a graph output or read by a subgraph")
+            raise Skipped(OTHER_READERS, f"{tensor!r} is a graph output or read by a subgraph")
         for index, slot in self.topo.consumers.get(tensor, ()):
             node = self.topo.nodes[index]
             label = node_label(node)
@@ -150,13 +147,13 @@ class _Finder:
             weighted = (node.op_type in ("MatMul", "Gemm") and node.domain in STANDARD_DOMAINS
                         and slot == 0 and len(node.input) > 1)
             if not weighted or (node.op_type == "Gemm" and attribute(node, "transA", 0)):
-                raise _Skipped(OTHER_READERS, f"{node.op_type} {label!r} reads it other than "
-                                              "as the data input of a MatMul or Gemm")
+                raise Skipped(OTHER_READERS, f"{node.op_type} {label!r} reads it other than "
+                                             "as the data input of a MatMul or Gemm")
             if not self.consts.is_constant(node.input[1]):
-                raise _Skipped(UNSUPPORTED_WEIGHT, f"{label!r} has no constant weight")
+                raise Skipped(UNSUPPORTED_WEIGHT, f"{label!r} has no constant weight")
             w = self.rewritable(node.input[1], label)
             if w.ndim != 2:
-                raise _Skipped(UNSUPPORTED_WEIGHT, f"{label!r}: weight is {w.ndim}-D, not 2-D")
+                raise Skipped(UNSUPPORTED_WEIGHT, f"{label!r}: weight is {w.ndim}-D, not 2-D")
             trans_b = node.op_type == "Gemm" and bool(attribute(node, "transB", 0))
             found.append((label, node.input[1], 1 if trans_b else 0))
         return found
@@ -164,25 +161,25 @@ class _Finder:
     def last_axis_constant(self, name: str, channels: int, what: str) -> tuple[str, int]:
         value = self.rewritable(name, what)
         if value.ndim == 0 or value.shape[-1] != channels:
-            raise _Skipped(CANNOT_ABSORB, f"{what} of shape {list(value.shape)} is not per "
-                                          f"channel of the last axis ({channels})")
+            raise Skipped(CANNOT_ABSORB, f"{what} of shape {list(value.shape)} is not per "
+                                         f"channel of the last axis ({channels})")
         return name, value.ndim - 1
 
     def absorbers(self, tensor: str, channels: int) -> tuple[str, list[tuple[str, int]]]:
         """The producer chain of `tensor` that takes 1/s, and the constants it scales."""
         node = self.topo.producer_node(tensor)
         if node is None:
-            raise _Skipped(CANNOT_ABSORB, f"{tensor!r} is a graph input or a constant")
+            raise Skipped(CANNOT_ABSORB, f"{tensor!r} is a graph input or a constant")
         label = f"{node.op_type} {node_label(node)}"
         if node.domain not in STANDARD_DOMAINS:
-            raise _Skipped(CANNOT_ABSORB, f"produced by {label}")
+            raise Skipped(CANNOT_ABSORB, f"produced by {label}")
         op = node.op_type
         if op == "LayerNormalization":
             if int(attribute(node, "axis", -1)) != -1:
-                raise _Skipped(CANNOT_ABSORB, f"{label} normalizes from axis "
-                                              f"{attribute(node, 'axis', -1)}, not -1")
+                raise Skipped(CANNOT_ABSORB, f"{label} normalizes from axis "
+                                             f"{attribute(node, 'axis', -1)}, not -1")
             if any(self.topo.use_count(name) for name in node.output[1:] if name):
-                raise _Skipped(CANNOT_ABSORB, f"{label}: its mean or deviation output is used")
+                raise Skipped(CANNOT_ABSORB, f"{label}: its mean or deviation output is used")
             found = [self.last_axis_constant(node.input[1], channels, f"{label} scale")]
             if len(node.input) > 2 and node.input[2]:
                 found.append(self.last_axis_constant(node.input[2], channels, f"{label} bias"))
@@ -190,31 +187,31 @@ class _Finder:
         if op in ("Mul", "Add") and len(node.input) == 2:
             const_slot = next((i for i in (1, 0) if self.consts.is_constant(node.input[i])), None)
             if const_slot is None:
-                raise _Skipped(CANNOT_ABSORB, f"{label} has no constant operand")
+                raise Skipped(CANNOT_ABSORB, f"{label} has no constant operand")
             found = [self.last_axis_constant(node.input[const_slot], channels, label)]
             if op == "Mul":
                 return label, found
             # x + c scales as a whole only when x takes 1/s too
             other = node.input[1 - const_slot]
             if self.topo.use_count(other) != 1:
-                raise _Skipped(CANNOT_ABSORB, f"the input of {label} is read elsewhere too")
+                raise Skipped(CANNOT_ABSORB, f"the input of {label} is read elsewhere too")
             inner, more = self.absorbers(other, channels)
             return f"{inner} + {label}", more + found
         if op == "MatMul" and len(node.input) == 2 and self.consts.is_constant(node.input[1]):
             w = self.rewritable(node.input[1], label)
             if w.ndim != 2 or w.shape[1] != channels:
-                raise _Skipped(CANNOT_ABSORB, f"{label}: weight {list(w.shape)}")
+                raise Skipped(CANNOT_ABSORB, f"{label}: weight {list(w.shape)}")
             return label, [(node.input[1], 1)]
         if op == "Gemm" and self.consts.is_constant(node.input[1]):
             w = self.rewritable(node.input[1], label)
             trans_b = bool(attribute(node, "transB", 0))
             if w.ndim != 2 or w.shape[0 if trans_b else 1] != channels:
-                raise _Skipped(CANNOT_ABSORB, f"{label}: weight {list(w.shape)}")
+                raise Skipped(CANNOT_ABSORB, f"{label}: weight {list(w.shape)}")
             found = [(node.input[1], 0 if trans_b else 1)]
             if len(node.input) > 2 and node.input[2]:
                 found.append(self.last_axis_constant(node.input[2], channels, f"{label} C"))
             return label, found
-        raise _Skipped(CANNOT_ABSORB, f"produced by {label}")
+        raise Skipped(CANNOT_ABSORB, f"produced by {label}")
 
     def candidates(self) -> tuple[list[_Candidate], list[SkippedTensor]]:
         seen: dict[str, None] = {}
@@ -230,13 +227,13 @@ class _Finder:
                 consumers = self.consumers(tensor)
                 rows = {self.consts.raw(w).shape[axis] for _, w, axis in consumers}
                 if len(rows) != 1:
-                    raise _Skipped(CHANNEL_MISMATCH, f"weights with {sorted(rows)} input rows")
+                    raise Skipped(CHANNEL_MISMATCH, f"weights with {sorted(rows)} input rows")
                 channels = rows.pop()
                 producer, absorb = self.absorbers(tensor, channels)
                 names = [name for name, _ in absorb] + [w for _, w, _ in consumers]
                 if len(set(names)) != len(names):
-                    raise _Skipped(UNSUPPORTED_WEIGHT, "a constant appears twice")
-            except _Skipped as skip:
+                    raise Skipped(UNSUPPORTED_WEIGHT, "a constant appears twice")
+            except Skipped as skip:
                 skipped.append(SkippedTensor(tensor, skip.reason, skip.detail))
                 continue
             found.append(_Candidate(tensor, channels, producer, absorb, consumers))

@@ -16,7 +16,8 @@ from qtool.quantize.equalize import (
     equalization_scales,
     equalize_model,
 )
-from tests.unit.test_quantize_support import build, check_and_run, init, value
+from tests.unit.test_quantize_support import build, init, value
+from tests.unit.test_rescale_support import assert_same_outputs, batches, inits, skeleton
 
 # ---------------------------------------------------------------------------------------------
 # Slow reference
@@ -71,20 +72,6 @@ def ref_equalize_convs(layers: list[dict], iterations=20, tolerance=1e-4, max_sc
 # Helpers
 
 
-def inits(model) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def skeleton(model) -> bytes:
-    """The model with every initializer's data removed: what must not change."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for tensor in copy.graph.initializer:
-        tensor.ClearField("raw_data")
-        tensor.ClearField("float_data")
-    return copy.SerializeToString()
-
-
 def spread_weight(rng, shape, out_decades=2.0, in_decades=2.0):
     """Weights whose output and input channels have magnitudes spread over decades."""
     out_scale = 10.0 ** rng.uniform(-out_decades / 2, out_decades / 2, size=shape[0])
@@ -122,17 +109,6 @@ def conv_chain(specs, activations, channels_in=3, size=6, seed=0):
     return model, layers
 
 
-def assert_same_outputs(before, after, feeds, rtol=1e-5):
-    for want, got in zip(check_and_run(before, feeds), check_and_run(after, feeds)):
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
-
-
-def feeds_for(model, seed=1):
-    rng = np.random.default_rng(seed)
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    return {model.graph.input[0].name: rng.normal(size=shape).astype(np.float32)}
-
-
 # ---------------------------------------------------------------------------------------------
 # Scales
 
@@ -164,7 +140,7 @@ def test_one_pair_gets_both_ranges_to_the_geometric_mean():
         ("conv0", "conv1", "Relu", 6)]
     assert report.converged and report.iterations == 2  # the second sweep finds nothing to do
     assert report.skipped == []
-    assert_same_outputs(model, out, feeds_for(model))
+    assert_same_outputs(model, out, batches(model, count=1))
 
 
 @pytest.mark.parametrize("activations", [["Relu", "LeakyRelu", "PRelu"], ["", "Relu", ""]])
@@ -184,7 +160,7 @@ def test_chain_with_grouped_and_depthwise_convs_matches_the_reference(activation
         np.testing.assert_allclose(got[f"w{i}"], layer["w"], rtol=1e-6, atol=0)
         if layer["b"] is not None:
             np.testing.assert_allclose(got[f"b{i}"], layer["b"], rtol=1e-6, atol=0)
-    assert_same_outputs(model, out, feeds_for(model))
+    assert_same_outputs(model, out, batches(model, count=1))
 
 
 def test_converged_chain_has_equal_ranges_on_both_sides_of_every_pair():
@@ -217,7 +193,7 @@ def test_scales_stay_within_max_scale_and_dead_channels_keep_scale_one():
     np.testing.assert_array_equal(inits(out)["w1"][:, 1], layers[1]["w"][:, 1])
     # the clamped channel moved by exactly max_scale
     np.testing.assert_allclose(inits(out)["w0"][0], w0[0] / 10.0, rtol=1e-6)
-    assert_same_outputs(model, out, feeds_for(model))
+    assert_same_outputs(model, out, batches(model, count=1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +244,7 @@ def test_dense_chain_gemm_matmul_with_add_bias_and_prelu():
     np.testing.assert_array_equal(w["c3"], inits(model)["c3"])
     assert not np.array_equal(w["b1"], inits(model)["b1"])  # the MatMul's Add bias follows
     rng = np.random.default_rng(4)
-    assert_same_outputs(model, out, {"x": rng.normal(size=(3, 6)).astype(np.float32)})
+    assert_same_outputs(model, out, [{"x": rng.normal(size=(3, 6)).astype(np.float32)}])
 
 
 def test_constant_node_weights_are_rewritten_in_place():
@@ -287,7 +263,7 @@ def test_constant_node_weights_are_rewritten_in_place():
     assert skeleton(out) != skeleton(model)  # (Constant values live in attributes)
     assert [n.op_type for n in out.graph.node] == [n.op_type for n in model.graph.node]
     assert [list(n.input) for n in out.graph.node] == [list(n.input) for n in model.graph.node]
-    assert_same_outputs(model, out, feeds_for(model))
+    assert_same_outputs(model, out, batches(model, count=1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +327,8 @@ def test_blocked_pairs_stay_bit_identical(case, reason):
     assert model.SerializeToString() == before
     assert report.pairs == []
     assert [(s.node, s.reason) for s in report.skipped] == [("conv0", reason)]
-    feeds = {**feeds_for(model), **extra_inputs}
-    assert_same_outputs(model, out, feeds)
+    feeds = {**batches(model, count=1)[0], **extra_inputs}
+    assert_same_outputs(model, out, [feeds])
 
 
 def test_conv_to_gemm_through_flatten_and_gemm_with_transposed_a_are_not_paired():

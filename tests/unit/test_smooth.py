@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from qtool.quantize.smooth import (
     CANNOT_ABSORB,
@@ -20,7 +20,8 @@ from qtool.quantize.smooth import (
     smoothable_tensors,
     smoothing_scales,
 )
-from tests.unit.test_quantize_support import build, check_and_run, init, value
+from tests.unit.test_quantize_support import build, init, value
+from tests.unit.test_rescale_support import assert_same_outputs, batches, inits, skeleton
 
 K = 16
 
@@ -53,19 +54,6 @@ def ref_absmax(batches):
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def inits(model) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def skeleton(model) -> bytes:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for tensor in copy.graph.initializer:
-        tensor.ClearField("raw_data")
-        tensor.ClearField("float_data")
-    return copy.SerializeToString()
 
 
 def outlier_gamma(rng):
@@ -116,19 +104,6 @@ def gemm_gemm(seed=0, trans_first=1, trans_second=0, bias_shape=(K,)):
     return build(nodes, [value("x", [6, 12])], [value("y", [6, 5])],
                  [init("w0", w0.T.copy() if trans_first else w0), init("c0", c0),
                   init("w1", w1.T.copy() if trans_second else w1)])
-
-
-def batches(model, count=4, seed=1):
-    rng = np.random.default_rng(seed)
-    spec = model.graph.input[0]
-    shape = [d.dim_value for d in spec.type.tensor_type.shape.dim]
-    return [{spec.name: rng.normal(size=shape).astype(np.float32)} for _ in range(count)]
-
-
-def assert_same_outputs(before, after, feeds_list, rtol=1e-5):
-    for feeds in feeds_list:
-        for want, got in zip(check_and_run(before, feeds), check_and_run(after, feeds)):
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
 
 
 def flatness(absmax):

@@ -1024,7 +1024,10 @@ def stack_calibration(data: Path, output: Path) -> dict:
         arrays = [s[name] for s in samples]
         if len({a.shape for a in arrays}) != 1:
             raise ValueError(f"input {name}: samples differ in shape, cannot stack")
-        stacked[name] = np.concatenate(arrays) if arrays[0].ndim else arrays[0]
+        # join along each input's batch axis: the first of size 1 (Silero's state: axis 1)
+        ones = [axis for axis, size in enumerate(arrays[0].shape) if size == 1]
+        stacked[name] = np.concatenate(arrays, axis=ones[0] if ones else 0) \
+            if arrays[0].ndim else arrays[0]
     np.savez(output, **stacked)
     return {name: list(a.shape) for name, a in stacked.items()}
 

@@ -148,3 +148,13 @@ def test_write_markdown_keeps_the_rest(tmp_path):
     path.write_text(f"head\n{am.BEGIN}\nold\n{am.END}\ntail\n")
     am.write_markdown(path, "new")
     assert path.read_text() == f"head\n{am.BEGIN}\nnew\n{am.END}\ntail\n"
+
+
+def test_stack_calibration_joins_on_each_batch_axis(tmp_path):
+    samples = [{"x": np.full((1, 3), i, np.float32), "state": np.full((2, 1, 4), i, np.float32),
+                "sr": np.array(16000)} for i in range(3)]
+    mm.write_split(tmp_path / "calib", samples)
+    shapes = mm.stack_calibration(tmp_path / "calib", tmp_path / "all.npz")
+    assert shapes == {"x": [3, 3], "state": [2, 3, 4], "sr": []}
+    with np.load(tmp_path / "all.npz") as data:
+        assert data["state"][0, :, 0].tolist() == [0, 1, 2]

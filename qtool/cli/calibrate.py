@@ -113,12 +113,26 @@ def calibrate(ctx, **params):
         "method": calibration.method, "params": calibration.params,
         "tensors": len(calibration.tensors), "samples": calibration.num_samples,
         "batches": calibration.num_batches, "seconds": round(result.seconds, 3),
-        "trt_cache": params["trt_cache"],
+        "trt_cache": params["trt_cache"], "auto": calibration.auto,
     }
     emit(summary, params["as_json"],
          f"calibrated {summary['tensors']} tensors on {summary['samples']} samples "
-         f"({summary['batches']} batches) in {result.seconds:.2f}s, method {calibration.method}\n"
+         f"({summary['batches']} batches) in {result.seconds:.2f}s, method {calibration.method}"
+         f"{_auto_text(calibration.auto)}\n"
          f"wrote {output}" + (f" and {params['trt_cache']}" if params["trt_cache"] else ""))
+
+
+def _auto_text(record: dict | None) -> str:
+    """What method auto chose, in a few words (empty for other methods)."""
+    if not record:
+        return ""
+    scores = record.get("model_scores", {})
+    if not scores:
+        return f" ({record['model_method']} for every tensor: {record.get('reason', '')})"
+    listed = ", ".join(f"{method} {score['sqnr_db']:.1f} dB" for method, score in scores.items())
+    refined = len(record.get("refined", []))
+    return (f" ({record['model_method']} won; output SQNR on {record['slice_samples']} held-aside "
+            f"samples: {listed}; {refined} tensor{'' if refined == 1 else 's'} refined)")
 
 
 def _log_counting_path() -> None:

@@ -359,6 +359,11 @@ def test_method_auto_from_the_command_line(qtool, conv_model, npy_dir, tmp_path)
     assert calib.auto["budget"] == 27  # 3 x 9 samples
     assert all("agreement" in score for score in calib.auto["model_scores"].values())
     assert qtool("quantize", conv_model, "--calib", out, "-o", tmp_path / "q.onnx").code == 0
+    text = qtool("calibrate", conv_model, "--data", npy_dir, "-o", out).out
+    winner = read_calibration(out).auto["model_method"]
+    assert f"method auto ({winner} won; output SQNR on 9 held-aside samples: mse " in text
+    shard = qtool("calibrate", conv_model, "--data", npy_dir, "--shard", "0/2", "-o", out).out
+    assert "method auto (mse for every tensor: a shard)" in shard
 
 
 def test_auto_budget_must_be_positive(qtool, conv_model, npy_dir):

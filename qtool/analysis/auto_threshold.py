@@ -15,8 +15,7 @@ quantized model whose activation scales are inputs):
 
 The score uses the task when one is known: for classification, top-1 agreement with FP32 first,
 then the logit SQNR. Otherwise every floating-point output counts the same: the mean of the
-per-output SQNRs in dB, never one SQNR pooled over outputs of different scales; likewise within
-an output, each channel (axis 1) counts the same (output_sqnr_db).
+per-output SQNRs in dB, never one SQNR pooled over outputs of different scales.
 """
 
 from __future__ import annotations
@@ -71,12 +70,20 @@ def score_outputs(references: list[list[np.ndarray]], outputs: list[list[np.ndar
     arrays per output). Outputs that are not floating point, or carry no signal, are skipped."""
     sqnrs = []
     for index in range(len(references[0])):
-        if not np.issubdtype(references[0][index].dtype, np.floating):
-            continue
-        value = output_sqnr_db([reference[index] for reference in references],
-                               [output[index] for output in outputs])
-        if value is not None:
-            sqnrs.append(value)
+        signal = noise = 0.0
+        for reference, output in zip(references, outputs):
+            ref = reference[index]
+            if not np.issubdtype(ref.dtype, np.floating):
+                break
+            ref = ref.astype(np.float64)
+            diff = np.nan_to_num(output[index].astype(np.float64) - ref, nan=1e30, posinf=1e30,
+                                 neginf=1e30)
+            signal += float(np.sum(ref * ref))
+            noise += float(np.sum(diff * diff))
+        else:
+            if signal > 0:
+                db = SQNR_CAP_DB if noise == 0 else 10.0 * math.log10(signal / noise)
+                sqnrs.append(min(db, SQNR_CAP_DB))
     sqnr = float(np.mean(sqnrs)) if sqnrs else 0.0
     if not classification:
         return Score(math.nan, sqnr)
@@ -88,30 +95,6 @@ def score_outputs(references: list[list[np.ndarray]], outputs: list[list[np.ndar
         same += int(np.sum(ref.argmax(1) == out.argmax(1)))
         total += ref.shape[0]
     return Score(same / max(total, 1), sqnr)
-
-
-def output_sqnr_db(references: list[np.ndarray], outputs: list[np.ndarray]) -> float | None:
-    """One output's SQNR over the batches: the mean over its channels (axis 1) of each channel's
-    SQNR in dB, capped at SQNR_CAP_DB; None without signal. Channels count the same because one
-    output often packs quantities of very different scales: a YOLO head's box coordinates (in
-    pixels) would otherwise drown its class scores (0..1), which decide the detections. An
-    output of rank 1, or whose axis 1 changes from batch to batch, is one channel."""
-    channels = {ref.shape[1] if ref.ndim >= 2 else None for ref in references}
-    per_channel = len(channels) == 1 and None not in channels
-    signal = noise = 0.0
-    for ref, out in zip(references, outputs):
-        ref = ref.astype(np.float64)
-        diff = np.nan_to_num(out.astype(np.float64) - ref, nan=1e30, posinf=1e30, neginf=1e30)
-        axes = tuple(axis for axis in range(ref.ndim) if axis != 1) if per_channel else None
-        signal = signal + np.sum(ref * ref, axis=axes)
-        noise = noise + np.sum(diff * diff, axis=axes)
-    signal, noise = np.atleast_1d(signal), np.atleast_1d(noise)
-    live = signal > 0
-    if not live.any():
-        return None
-    with np.errstate(divide="ignore"):
-        db = 10.0 * np.log10(signal[live] / noise[live])
-    return float(np.mean(np.minimum(db, SQNR_CAP_DB)))
 
 
 class SliceTap:

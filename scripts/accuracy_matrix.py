@@ -45,7 +45,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import matrix_models as mm
-from bench import machine_description, markdown_table
+from bench import machine_description, markdown_table, write_markdown
 from bench_measure import Measured, combine, run_measured
 
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
@@ -328,6 +328,11 @@ def summary_table(report: dict) -> str:
     return markdown_table(["model", "metric", *rows], body)
 
 
+def write_matrix_markdown(path: Path, generated: str) -> None:
+    """Replace the text between the matrix markers, keeping the rest of the file."""
+    write_markdown(path, generated, (BEGIN, END), "## Real-model accuracy matrix\n\n")
+
+
 def render(report: dict) -> str:
     machine = report["machine"]
     if report.get("qtool_commit"):  # the tree's HEAD is not what ran
@@ -364,20 +369,6 @@ def render(report: dict) -> str:
         if notes:
             lines += ["Notes: " + "; ".join(notes) + ".", ""]
     return "\n".join(lines)
-
-
-def write_markdown(path: Path, generated: str) -> None:
-    """Replace the text between the matrix markers, keeping the rest of the file."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{generated}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Real-model accuracy matrix\n\n" + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- main
@@ -469,7 +460,7 @@ def main(argv=None) -> int:
     print("\n" + summary_table(report) + "\n", flush=True)
     log(f"{report['minutes']:.1f} minutes; results in {args.out / 'results.json'}")
     if not args.no_write:
-        write_markdown(args.markdown, render(report))
+        write_matrix_markdown(args.markdown, render(report))
         log(f"wrote {args.markdown}")
     return 0
 

@@ -382,15 +382,18 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, generated: str) -> None:
-    """Replace the generated part of BENCHMARKS.md, keeping the hand-written text around it."""
+def write_markdown(path: Path, generated: str, markers: tuple[str, str] = (BEGIN, END),
+                   heading: str = "") -> None:
+    """Replace the generated part of BENCHMARKS.md between `markers`, keeping the hand-written
+    text around it; a file without them gets `heading` and the part appended."""
+    begin, end = markers
     text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    block = f"{BEGIN}\n{generated}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{generated}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + heading + block + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

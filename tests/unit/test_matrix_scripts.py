@@ -146,7 +146,7 @@ def test_summary_cells():
 def test_write_markdown_keeps_the_rest(tmp_path):
     path = tmp_path / "B.md"
     path.write_text(f"head\n{am.BEGIN}\nold\n{am.END}\ntail\n")
-    am.write_markdown(path, "new")
+    am.write_matrix_markdown(path, "new")
     assert path.read_text() == f"head\n{am.BEGIN}\nnew\n{am.END}\ntail\n"
 
 

@@ -150,7 +150,7 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
     for chosen in dict.fromkeys(methods.values()):
         group = {name: hist for name, hist in searched.items() if methods[name] == chosen}
         amax.update(amax_from_histograms(group, chosen, params_for(chosen, params)))
-    amax.update(amax_from_histograms({name: histograms[name] for name in bounded}, "max"))
+    amax.update(bounded_amax(histograms, bounded, maxima))
     per_tensor = method == AUTO
     tensors = {
         name: TensorCalibration(amax=amax[name], abs_max=hist.abs_max, count=hist.count,
@@ -161,11 +161,8 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
         for name, hist in histograms.items()
     }
     for name, observed in maxima.items():
-        # as the max method: the exact max, or a tiny positive amax for an all-zero tensor
-        value = observed.abs_max
-        tensors[name] = TensorCalibration(amax=value if value > 0 else EMPTY_BIN_WIDTH,
-                                          abs_max=value, count=0, nan=observed.non_finite,
-                                          rule="bounded")
+        tensors[name] = TensorCalibration(amax=amax[name], abs_max=observed.abs_max, count=0,
+                                          nan=observed.non_finite, rule="bounded")
     if order is not None:
         tensors = {name: tensors[name] for name in order if name in tensors}
     return Calibration(
@@ -173,6 +170,17 @@ def build_calibration(histograms: dict[str, AbsHistogram], *, method: str, param
         model_file=model_file, inputs=inputs, num_samples=num_samples, num_batches=num_batches,
         shard=shard, tools=tool_versions(), config=config, auto=auto if per_tensor else None,
     )
+
+
+def bounded_amax(histograms: dict[str, AbsHistogram], bounded: set[str],
+                 maxima: dict[str, PooledMax]) -> dict[str, float]:
+    """The amax of bounded tensors, whatever the method: their max, from the histogram or from
+    the pooled max (a tiny positive amax for an all-zero tensor, as the max method gives)."""
+    amax = amax_from_histograms({name: histograms[name] for name in bounded
+                                 if name in histograms}, "max")
+    amax.update((name, observed.abs_max if observed.abs_max > 0 else EMPTY_BIN_WIDTH)
+                for name, observed in maxima.items())
+    return amax
 
 
 def params_for(method: str, params: dict) -> dict:
@@ -294,15 +302,12 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
                for name, hist in searched.items()}
     batches = tap.batches()
     fallback = CANDIDATE_METHODS[0]
-    if sum(map(_samples_in, batches)) < SLICE_MIN_SAMPLES or options.shard:
+    if len(tap.units) < SLICE_MIN_SAMPLES or options.shard:
         reason = "a shard" if options.shard else f"fewer than {SLICE_MIN_SAMPLES} samples"
         log.warning("method auto: %s to score on; every tensor takes method %s", reason, fallback)
         return AutoResult(dict.fromkeys(searched, fallback), details,
                           {"model_method": fallback, "reason": reason})
-    fixed = amax_from_histograms({name: run.histograms[name] for name in bounded
-                                  if name in run.histograms}, "max")
-    fixed.update((name, observed.abs_max if observed.abs_max > 0 else EMPTY_BIN_WIDTH)
-                 for name, observed in run.maxima.items())
+    fixed = bounded_amax(run.histograms, bounded, run.maxima)
     model = load_model(model_path)
     with OnnxRunner(model) as reference:
         references = [list(reference.run(feeds).values()) for feeds in batches]
@@ -417,11 +422,6 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
         auto=first.auto,
     )
     return CalibrateResult(calibration, merged, 0.0, means)
-
-
-def _samples_in(feeds: dict) -> int:
-    first = next(iter(feeds.values()))
-    return first.shape[0] if first.ndim else 1
 
 
 def _rounded(value: float) -> float | None:

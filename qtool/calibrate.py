@@ -200,8 +200,9 @@ def warn_poor_thresholds(calibration: Calibration, histograms: dict[str, AbsHist
     if len(poor) > shown:
         listed += f" and {len(poor) - shown} more"
     if calibration.method == AUTO:
-        advice = ("no method does better for them; `qtool sensitivity` finds whether keeping "
-                  "their consumers in high precision pays")
+        advice = ("auto chose them by the model's outputs; `qtool report` shows every "
+                  "method's cost for them, and `qtool sensitivity` whether keeping their "
+                  "consumers in high precision pays")
     else:
         advice = "calibrate with --method auto, or compare the methods with `qtool report`"
     log.warning("%d tensor(s) quantize poorly with method %s (estimated SQNR below %g dB or "

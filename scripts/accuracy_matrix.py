@@ -45,7 +45,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import matrix_models as mm
-from bench import machine_description, markdown_table, write_markdown
+from bench import machine_description, markdown_table, parse_list, write_markdown
 from bench_measure import Measured, combine, run_measured
 
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
@@ -75,17 +75,6 @@ def parse_extra_row(text: str) -> tuple[str, list[str], list[str]]:
     if not name.strip() or name.strip() in ALL_ROWS:
         raise argparse.ArgumentTypeError(f"extra row needs a new name, got {name!r}")
     return name.strip(), shlex.split(calib), shlex.split(quant)
-
-
-def parse_list(choices):
-    def parse(text: str) -> list[str]:
-        items = [p.strip() for p in text.split(",") if p.strip()]
-        unknown = [i for i in items if i not in choices]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(choices)}")
-        return items
-    return parse
 
 
 # ---------------------------------------------------------------------------- rows

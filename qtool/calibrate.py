@@ -25,6 +25,7 @@ from qtool.analysis.auto_threshold import (
     TASKS,
     SliceTap,
     choose_thresholds,
+    estimated_sqnrs,
 )
 from qtool.analysis.probe import ThresholdProbe
 from qtool.calib.calibfile import Calibration, TensorCalibration, channel_means
@@ -44,7 +45,6 @@ from qtool.thresholds.cost import (
     POOR_CLIPPED,
     POOR_SQNR_DB,
     PoorThreshold,
-    estimated_sqnr_db,
     poor_thresholds,
 )
 from qtool.versions import tool_versions
@@ -296,11 +296,10 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
     searched = {name: hist for name, hist in run.histograms.items() if name not in bounded}
     candidates = {method: amax_from_histograms(searched, method, options.method_params(method))
                   for method in CANDIDATE_METHODS}
-    details = {name: {method: {"amax": values[name],
-                               "est_sqnr_db": _rounded(estimated_sqnr_db(
-                                   hist.hist, hist.edges, values[name]))}
+    estimates = estimated_sqnrs(searched, candidates)
+    details = {name: {method: {"amax": values[name], "est_sqnr_db": _rounded(estimates[name][method])}
                       for method, values in candidates.items()}
-               for name, hist in searched.items()}
+               for name in searched}
     batches = tap.batches()
     fallback = CANDIDATE_METHODS[0]
     if len(tap.units) < SLICE_MIN_SAMPLES or options.shard:
@@ -315,7 +314,7 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
     probe = ThresholdProbe(model, {**fixed, **candidates[fallback]}, quantize,
                            channel_means(run.means))
     choice = choose_thresholds(
-        probe.run, batches, references, candidates, fixed, run.histograms,
+        probe.run, batches, references, candidates, fixed, estimates,
         budget=int(options.auto_budget * run.num_samples),
         classification=options.task == "classification")
     for tensor, scores in choice.tensor_scores.items():

@@ -357,6 +357,7 @@ class _Runner:
     # -- steps ---------------------------------------------------------------------------------
 
     def calibrate(self, record: StepRecord) -> None:
+        from qtool.analysis.auto_threshold import AUTO
         from qtool.calib.calibfile import read_calibration, write_calibration
         from qtool.calibrate import (
             CalibrateOptions,
@@ -381,8 +382,8 @@ class _Runner:
             loader_script=None if script is None else str(script),
             # only auto reads the task: other methods' cache keys stay as they were
             task=table.get("task", self._compare_task()
-                           if table.get("method", CalibrateOptions.method) == "auto" else None),
-            auto_budget=float(table.get("auto_budget", 1.0)),
+                           if table.get("method", CalibrateOptions.method) == AUTO else None),
+            auto_budget=float(table.get("auto_budget", CalibrateOptions.auto_budget)),
         )
         options.validate()
         sha256 = self.result.info["model"]["sha256"]

@@ -184,14 +184,15 @@ Runner = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
 
 def choose_thresholds(run: Runner, batches: list[dict[str, np.ndarray]],
                       references: list[list[np.ndarray]], candidates: dict[str, dict[str, float]],
-                      fixed: dict[str, float], histograms: dict, budget: int,
+                      fixed: dict[str, float], estimates: dict[str, dict[str, float]],
+                      budget: int,
                       classification: bool = False) -> AutoChoice:
     """The search of the module doc.
 
     `run(feeds, amax)`: the quantized model's outputs for one batch; `references`: FP32 outputs
     of `batches`; `candidates`: method -> amax of every searched tensor; `fixed`: amax of the
-    tensors not searched (bounded activations); `histograms`: tensor -> AbsHistogram, to rank
-    tensors for phase 2; `budget`: probe sample-runs allowed (phase 1 always runs whole)."""
+    tensors not searched (bounded activations); `estimates`: tensor -> method -> estimated SQNR
+    of its candidate (estimated_sqnrs), to rank tensors for phase 2; `budget`: probe sample-runs allowed (phase 1 always runs whole)."""
     sizes = [_batch_samples(feeds) for feeds in batches]
     spent = 0
 
@@ -224,13 +225,13 @@ def choose_thresholds(run: Runner, batches: list[dict[str, np.ndarray]],
         # the winner's outputs on each half are known from phase 1
         start = (score(best_outputs[0::2], half_a), score(best_outputs[1::2], half_b))
         del best_outputs
-        _refine(choice, evaluate, start, candidates, histograms, half_a, half_b, sizes,
+        _refine(choice, evaluate, start, candidates, estimates, half_a, half_b, sizes,
                 lambda: budget - spent)
     choice.sample_runs = spent
     return choice
 
 
-def _refine(choice: AutoChoice, evaluate, start: tuple[Score, Score], candidates, histograms,
+def _refine(choice: AutoChoice, evaluate, start: tuple[Score, Score], candidates, estimates,
             half_a, half_b, sizes, remaining: Callable[[], int]) -> None:
     """Phase 2 (see the module doc), in place on `choice`; `start`: the scores of the phase-1
     winner on each half."""
@@ -238,7 +239,7 @@ def _refine(choice: AutoChoice, evaluate, start: tuple[Score, Score], candidates
     cost_b = sum(sizes[i] for i in half_b)
     current = choice.amax
     score_a, score_b = start
-    for tensor in _ranked(candidates, histograms):
+    for tensor in _ranked(estimates):
         options = _alternatives(tensor, candidates, current[tensor])
         if not options or remaining() < cost_a * len(options) + cost_b:
             continue
@@ -263,16 +264,20 @@ def _preference(method: str) -> int:
     return CANDIDATE_METHODS.index(method) if method in CANDIDATE_METHODS else len(CANDIDATE_METHODS)
 
 
-def _ranked(candidates: dict[str, dict[str, float]], histograms: dict) -> list[str]:
+def estimated_sqnrs(histograms: dict, candidates: dict[str, dict[str, float]]
+                    ) -> dict[str, dict[str, float]]:
+    """tensor -> method -> estimated SQNR (thresholds.cost) of each candidate threshold, for the
+    tensors that have a histogram."""
+    return {tensor: {method: estimated_sqnr_db(hist.hist, hist.edges, amax[tensor])
+                     for method, amax in candidates.items()}
+            for tensor, hist in histograms.items() if tensor in next(iter(candidates.values()))}
+
+
+def _ranked(estimates: dict[str, dict[str, float]]) -> list[str]:
     """Searched tensors, those whose candidates differ most in estimated SQNR first."""
     spread = {}
-    for tensor in next(iter(candidates.values())):
-        hist = histograms.get(tensor)
-        if hist is None:
-            continue
-        values = [estimated_sqnr_db(hist.hist, hist.edges, amax[tensor])
-                  for amax in candidates.values()]
-        values = [value for value in values if math.isfinite(value)]
+    for tensor, by_method in estimates.items():
+        values = [value for value in by_method.values() if math.isfinite(value)]
         if len(values) > 1:
             spread[tensor] = max(values) - min(values)
     return sorted(spread, key=lambda name: (-spread[name], name))

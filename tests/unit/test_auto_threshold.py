@@ -12,6 +12,7 @@ from qtool.analysis.auto_threshold import (
     Score,
     SliceTap,
     choose_thresholds,
+    estimated_sqnrs,
     score_outputs,
 )
 from qtool.analysis.probe import ThresholdProbe
@@ -155,13 +156,14 @@ def chain_case(seed=0):
     return probe, batches, references, x_max, h_max
 
 
-def histograms_for(values: dict[str, float]) -> dict:
+def estimates_for(values: dict[str, float], candidates: dict[str, dict[str, float]]) -> dict:
+    """The candidates' estimated SQNRs on histograms of values spread evenly over +-values."""
     hists = {}
     for name, top in values.items():
         hist = AbsHistogram(128)
         hist.update(np.linspace(-top, top, 1001, dtype=np.float32))
         hists[name] = hist
-    return hists
+    return estimated_sqnrs(hists, candidates)
 
 
 def test_per_model_choice_picks_the_set_that_keeps_the_outputs():
@@ -169,7 +171,8 @@ def test_per_model_choice_picks_the_set_that_keeps_the_outputs():
     candidates = {"mse": {"x": x_max * 40, "h": h_max * 40},   # wastes the range
                   "max": {"x": x_max, "h": h_max}}
     choice = choose_thresholds(probe.run, batches, references, candidates, {},
-                               histograms_for({"x": x_max, "h": h_max}), budget=0)
+                               estimates_for({"x": x_max, "h": h_max}, candidates),
+                               budget=0)
     assert choice.model_method == "max" and choice.methods == {"x": "max", "h": "max"}
     assert choice.amax == {"x": x_max, "h": h_max}
     assert choice.model_scores["max"].sqnr_db > choice.model_scores["mse"].sqnr_db + 10
@@ -181,7 +184,8 @@ def test_per_tensor_search_fixes_the_tensor_the_model_choice_got_wrong():
     # each method is right for one tensor only; the per-model winner leaves one tensor bad
     candidates = {"mse": {"x": x_max, "h": h_max * 60}, "max": {"x": x_max * 60, "h": h_max}}
     choice = choose_thresholds(probe.run, batches, references, candidates, {},
-                               histograms_for({"x": x_max, "h": h_max}), budget=1000)
+                               estimates_for({"x": x_max, "h": h_max}, candidates),
+                               budget=1000)
     assert choice.amax == {"x": x_max, "h": h_max}
     winner = choice.model_method
     fixed = "h" if winner == "mse" else "x"
@@ -206,7 +210,7 @@ def test_a_change_that_helps_only_the_samples_it_was_chosen_on_is_rejected():
     candidates = {"mse": {"t": 1.0}, "max": {"t": 2.0}}
     # phase 1 over all four batches is a tie, so mse (the more robust method) wins it
     choice = choose_thresholds(run, batches, references, candidates, {},
-                               histograms_for({"t": 2.0}), budget=100)
+                               estimates_for({"t": 2.0}, candidates), budget=100)
     assert choice.model_method == "mse"
     assert "t" in choice.tensor_scores  # tried: max is better on half A ...
     assert choice.tensor_scores["t"]["max"].beats(choice.tensor_scores["t"]["mse"])

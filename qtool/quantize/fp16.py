@@ -22,8 +22,10 @@ How each part of the graph is treated:
   then every float32 input and output becomes float16.
 
 Q/DQ regions. Below opset 19 QuantizeLinear takes only float32 input and scale and
-DequantizeLinear returns float32, so Q/DQ nodes stay float32 and Casts sit around them
-(FP16 -> Cast -> Q -> DQ -> Cast -> FP16). From opset 19 the float side of a Q/DQ has the scale's
+DequantizeLinear returns float32, so every weighted op would read DQ -> Cast(fp16) -> op: TensorRT's
+strongly typed mode gives DQ the scale's type and would have to fuse through the Cast to keep the
+layer in INT8. So a model holding Q/DQ nodes is first upgraded to opset 19 (`FP16_QDQ_OPSET`), or
+the conversion fails with one line. From opset 19 the float side of a Q/DQ has the scale's
 type, so a DequantizeLinear feeding FP16 ops gets a float16 scale and emits float16 directly, and a
 QuantizeLinear of a float16 tensor takes a float16 scale: no Casts, which is the pattern TensorRT's
 strongly typed mode reads as "INT8 layer with FP16 I/O". A QuantizeLinear of constant weights
@@ -43,10 +45,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.errors import QtoolError
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
+from qtool.graph.observe import WEIGHTED_OPS
 from qtool.graph.types import infer_shapes
-from qtool.io.model import opset_version
+from qtool.io.model import ensure_opset, opset_version
 
 log = logging.getLogger("qtool")
 
@@ -74,6 +78,8 @@ _ACCUMULATING_SCATTERS = ("ScatterElements", "ScatterND")
 _SHAPE_OPS = ("Shape", "Size")
 _Q, _DQ = "QuantizeLinear", "DequantizeLinear"
 _FP16_TYPE_STR = "tensor(float16)"
+# The first opset whose DequantizeLinear outputs its scale's type (float16 straight into the op).
+FP16_QDQ_OPSET = 19
 
 
 def convert_to_fp16(model: onnx.ModelProto, keep_io_types: bool = True, *,
@@ -81,11 +87,58 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_types: bool = True, *,
                     fp32_nodes: Iterable[str] = ()) -> onnx.ModelProto:
     """A new model with float32 computation outside Q/DQ regions turned into float16.
 
-    The input model is not modified. keep_io_types=True keeps float32 graph inputs and outputs
+    The input model is not modified. A model holding Q/DQ nodes below opset 19 is upgraded to
+    opset 19 first (QtoolError when it cannot be). keep_io_types=True keeps float32 graph inputs and outputs
     (Casts at the boundary); False makes them float16. fp32_ops / fp32_nodes keep op types / node
     names in float32.
     """
-    return _Converter(model, keep_io_types, frozenset(fp32_ops), frozenset(fp32_nodes)).run()
+    model = _upgrade_for_qdq(model)
+    converted = _Converter(model, keep_io_types, frozenset(fp32_ops), frozenset(fp32_nodes)).run()
+    casts = casts_before_weighted_ops(converted)
+    if casts:
+        # only a Q/DQ whose scale float16 cannot hold exactly is left in float32 (module notes)
+        log.warning("fp16: %d weighted op(s) read a dequantized input through a Cast because its "
+                    "scale is outside float16's normal range (%s); TensorRT may not fuse them "
+                    "into INT8 layers", len(casts), ", ".join(casts[:5]))
+    return converted
+
+
+def _upgrade_for_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model at opset FP16_QDQ_OPSET or later when it holds Q/DQ nodes (unchanged otherwise)."""
+    current = opset_version(model)
+    if current >= FP16_QDQ_OPSET or not any(
+            node.op_type in (_Q, _DQ) and node.domain in ("", "ai.onnx") for node in model.graph.node):
+        return model
+    try:
+        upgraded = ensure_opset(model, FP16_QDQ_OPSET)
+    except QtoolError as exc:
+        raise QtoolError(
+            f"FP16 with Q/DQ nodes needs opset {FP16_QDQ_OPSET} (DequantizeLinear writing FP16 "
+            f"straight into the quantized op) and the model's opset {current} cannot be upgraded: "
+            f"{exc}") from None
+    # opset 19 needs IR version 9
+    upgraded.ir_version = max(upgraded.ir_version, 9)
+    log.info("fp16: opset %d upgraded to %d for FP16 Q/DQ", current, FP16_QDQ_OPSET)
+    return upgraded
+
+
+def casts_before_weighted_ops(model: onnx.ModelProto) -> list[str]:
+    """Names of the weighted ops (Conv, ConvTranspose, Gemm, MatMul) that read a
+    DequantizeLinear output through a Cast: the pattern that can cost TensorRT its INT8 fusion."""
+    producers = {name: node for node in model.graph.node for name in node.output if name}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        for name in node.input[:2]:
+            cast = producers.get(name)
+            if cast is None or cast.op_type != "Cast" or not cast.input:
+                continue
+            source = producers.get(cast.input[0])
+            if source is not None and source.op_type == _DQ:
+                found.append(node.name or node.output[0])
+                break
+    return found
 
 
 def to_half(values: np.ndarray) -> np.ndarray:

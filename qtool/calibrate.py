@@ -32,6 +32,8 @@ from qtool.calib.calibfile import Calibration, TensorCalibration, channel_means
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
 from qtool.calib.pooled import PooledMax
+from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
+from qtool.calib.providers import Providers
 from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.bounded import bounded_ranges
@@ -71,6 +73,7 @@ class CalibrateOptions:
     bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
     task: str | None = None  # what auto scores: "classification", or None for output SQNR
     auto_budget: float = 1.0  # auto's probe runs, in multiples of the calibration samples
+    provider: str = "auto"  # onnxruntime's execution providers (qtool.calib.providers)
 
     def method_params(self, method: str | None = None) -> dict:
         """The parameters of `method` (default: this calibration's own method)."""
@@ -100,6 +103,9 @@ class CalibrateOptions:
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
         parse_shard(self.shard)
+        if self.provider not in PROVIDER_CHOICES:
+            raise UsageError(f"unknown provider {self.provider!r}; choose one of "
+                             f"{', '.join(PROVIDER_CHOICES)}")
 
 
 @dataclass
@@ -251,6 +257,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                        loader_script=options.loader_script)
     if on_start is not None:
         on_start(source.num_samples)
+    providers = Providers(options.provider)
     tensors = tensors_to_calibrate(model)
     bounded = bounded_ranges(model) if options.bounded_max else {}
     routes = observation_routes(model, tensors, bounded, channel_axes(model))
@@ -261,10 +268,11 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
                              max_only={name: bounded[name][1] for name in routes.max_only},
                              pooled_means=routes.pooled_means,
-                             expected_samples=_shard_share(source.num_samples, options.shard))
+                             expected_samples=_shard_share(source.num_samples, options.shard),
+                             providers=providers)
     choice = None
     if tap is not None:
-        choice = choose_auto(model_path, run, tap, options, set(bounded), quantize)
+        choice = choose_auto(model_path, run, tap, options, set(bounded), quantize, providers)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
@@ -287,7 +295,7 @@ class AutoResult:
 
 
 def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bounded: set[str],
-                quantize: QuantizeOptions | None) -> AutoResult:
+                quantize: QuantizeOptions | None, providers: Providers | None = None) -> AutoResult:
     """Method auto: score every candidate method's thresholds, then single tensors, on the
     samples the tap kept (qtool.analysis.auto_threshold). Too few samples to score on: mse,
     the most robust single method, for every tensor."""
@@ -309,10 +317,10 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
                           {"model_method": fallback, "reason": reason})
     fixed = bounded_amax(run.histograms, bounded, run.maxima)
     model = load_model(model_path)
-    with OnnxRunner(model) as reference:
+    with OnnxRunner(model, providers=providers) as reference:
         references = [list(reference.run(feeds).values()) for feeds in batches]
     probe = ThresholdProbe(model, {**fixed, **candidates[fallback]}, quantize,
-                           channel_means(run.means))
+                           channel_means(run.means), providers)
     choice = choose_thresholds(
         probe.run, batches, references, candidates, fixed, estimates,
         budget=int(options.auto_budget * run.num_samples),

@@ -3,7 +3,8 @@ engine), every option from one TOML file, every artifact in one output folder.
 
 Config tables and their keys (the same names as the commands' options, with '_' for '-'):
 
-    [pipeline]    model (required), output_dir, reuse_calibration (default true)
+    [pipeline]    model (required), output_dir, reuse_calibration (default true),
+                  provider (onnxruntime's execution providers: cpu, cuda, tensorrt, auto)
     [preprocess]  image preprocessing, for calibration and comparison data alike
     [calibrate]   data (required), loader_script, method, bins, percentile, coverage,
                   num_samples, batch_size, bounded_max, task (default: classification when
@@ -51,7 +52,8 @@ SUMMARY_VERSION = 1
 
 # table -> {key: accepted python types}
 TABLE_KEYS: dict[str, dict[str, tuple]] = {
-    "pipeline": {"model": (str,), "output_dir": (str,), "reuse_calibration": (bool,)},
+    "pipeline": {"model": (str,), "output_dir": (str,), "reuse_calibration": (bool,),
+                 "provider": (str,)},
     "calibrate": {"data": (str,), "loader_script": (str,), "method": (str,), "bins": (int,),
                   "percentile": (int, float), "coverage": (int, float), "num_samples": (int,),
                   "batch_size": (int,), "bounded_max": (bool,), "task": (str,),
@@ -226,7 +228,8 @@ THRESHOLD_OPTIONS = ("method", "percentile", "coverage")
 def calibration_key(model_sha256: str, options, fingerprint: dict,
                     thresholds: bool = True) -> str:
     """What a calibration depends on, hashed; without `thresholds`, what its histograms depend on."""
-    skip = {"shard"} | (set() if thresholds else set(THRESHOLD_OPTIONS))
+    # where onnxruntime ran changes no count: a calibration made on a GPU serves a CPU run too
+    skip = {"shard", "provider"} | (set() if thresholds else set(THRESHOLD_OPTIONS))
     record = {"model": model_sha256, "data": fingerprint,
               "options": {k: v for k, v in asdict(options).items() if k not in skip}}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
@@ -235,9 +238,13 @@ def calibration_key(model_sha256: str, options, fingerprint: dict,
 def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike | None = None,
                  force_calibrate: bool = False,
                  on_step: Callable[[StepRecord], None] | None = None,
-                 progress: Callable[[str], object] | None = None) -> PipelineResult:
+                 progress: Callable[[str], object] | None = None,
+                 provider: str | None = None) -> PipelineResult:
     """Run every step; summary.json is written even when a step fails. Never raises for a failed
     step or gate: the result's exit_status and error say what happened.
+
+    `provider`: where onnxruntime runs calibration and comparison (default: [pipeline]
+    provider, else auto).
 
     `progress(label)` may return an object with begin(total), advance(samples) and finish(), told
     about the batches of the calibrate and compare steps."""
@@ -255,7 +262,8 @@ def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike |
         out = paths.get("pipeline", "output_dir") or base / "out" / config_path.stem
     out.mkdir(parents=True, exist_ok=True)
     result = PipelineResult(config_path, out, model_path)
-    runner = _Runner(config, paths, result, force_calibrate, on_step, progress)
+    provider = provider or config.get("pipeline", {}).get("provider", "auto")
+    runner = _Runner(config, paths, result, force_calibrate, on_step, progress, provider)
     try:
         runner.run()
     except QtoolError as exc:
@@ -291,8 +299,9 @@ def _versions(result: PipelineResult) -> dict:
 
 class _Runner:
     def __init__(self, config: dict, paths: _Paths, result: PipelineResult, force_calibrate: bool,
-                 on_step, progress=None):
+                 on_step, progress=None, provider: str = "auto"):
         self.config = config
+        self.provider = provider
         self.paths = paths
         self.result = result
         self.force_calibrate = force_calibrate
@@ -384,6 +393,7 @@ class _Runner:
             task=table.get("task", self._compare_task()
                            if table.get("method", CalibrateOptions.method) == AUTO else None),
             auto_budget=float(table.get("auto_budget", CalibrateOptions.auto_budget)),
+            provider=self.provider,
         )
         options.validate()
         sha256 = self.result.info["model"]["sha256"]
@@ -506,6 +516,7 @@ class _Runner:
             logits=table.get("logits"),
             gates=Gates(number("min_sqnr"), number("min_cosine"), number("max_top1_drop"),
                         number("min_agreement")),
+            provider=self.provider,
         )
 
     def compare(self, record: StepRecord, candidate: Path, name: str = "compare") -> None:

@@ -24,6 +24,8 @@ from qtool.analysis.metrics import (
     format_number,
 )
 from qtool.analysis.runners import model_kind, open_runner
+from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
+from qtool.calib.providers import Providers
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
@@ -44,12 +46,16 @@ class CompareOptions:
     task: str | None = None          # "classification"; implied by labels
     logits: str | None = None        # classifier output (default: the first common output)
     gates: Gates = field(default_factory=Gates)
+    provider: str = "auto"           # onnxruntime's execution providers for ONNX models
 
     @property
     def classification(self) -> bool:
         return self.task == "classification" or self.labels is not None
 
     def validate(self) -> CompareOptions:
+        if self.provider not in PROVIDER_CHOICES:
+            raise UsageError(f"unknown provider {self.provider!r}; choose one of "
+                             f"{', '.join(PROVIDER_CHOICES)}")
         if self.task is not None and self.task not in TASKS:
             raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         for name in ("num_samples", "batch_size"):
@@ -233,8 +239,9 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         raise UsageError("give comparison data with --data PATH (or --data-loader-script FILE)")
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        ref = stack.enter_context(open_runner(reference))
-        cand = stack.enter_context(open_runner(candidate))
+        providers = Providers(options.provider)
+        ref = stack.enter_context(open_runner(reference, providers))
+        cand = stack.enter_context(open_runner(candidate, providers))
         info = (describe_model(reference), describe_model(candidate))  # files checked by now
         specs = merge_specs(ref.input_specs, cand.input_specs)
         names, skipped = common_outputs(ref.output_names, cand.output_names)

@@ -23,9 +23,10 @@ class ThresholdProbe:
     """Runs the quantized model for any activation amax per tensor (see the module doc)."""
 
     def __init__(self, model: onnx.ModelProto, amax: dict[str, float],
-                 options: QuantizeOptions | None = None, channel_means=None):
+                 options: QuantizeOptions | None = None, channel_means=None, providers=None):
         """`model`: the FP32 model with its weights loaded; `amax`: one threshold per tensor the
-        calibration observed (any method: only which tensors have one matters here)."""
+        calibration observed (any method: only which tensors have one matters here);
+        `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU)."""
         from qtool.calib.runner import create_session
 
         options = QuantizeOptions(**vars(options or QuantizeOptions()))
@@ -41,7 +42,7 @@ class ThresholdProbe:
             for name in group:
                 self._groups[name] = group
         self.output_names = [value.name for value in model.graph.output]
-        self.session = create_session(quantized)
+        self.session = create_session(quantized, providers)
         known = {value.name for value in self.session.get_inputs()}
         self._data_inputs = [value.name for value in model.graph.input if value.name in known]
 

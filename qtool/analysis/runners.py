@@ -25,8 +25,9 @@ def model_kind(path: str | os.PathLike) -> str:
                      f"model (.onnx) or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})")
 
 
-def open_runner(path: str | os.PathLike):
-    """A context manager with input_specs, output_names and run(feeds) -> dict."""
+def open_runner(path: str | os.PathLike, providers=None):
+    """A context manager with input_specs, output_names and run(feeds) -> dict. `providers`:
+    where onnxruntime runs an ONNX model (qtool.calib.providers); an engine runs in TensorRT."""
     path = Path(path)
     kind = model_kind(path)
     if not path.is_file():
@@ -34,7 +35,7 @@ def open_runner(path: str | os.PathLike):
     if kind == "onnx":
         from qtool.backends.onnxruntime import OnnxRunner
 
-        return OnnxRunner(path)
+        return OnnxRunner(path, providers=providers)
     from qtool.backends.tensorrt.runtime import TensorRTRunner
 
     return TensorRTRunner(path)

@@ -31,6 +31,8 @@ from qtool.analysis.gates import Gates
 from qtool.analysis.layers import SingleLayerModels
 from qtool.backends.onnxruntime import OnnxRunner
 from qtool.calib.calibfile import check_model_match, read_calibration
+from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
+from qtool.calib.providers import Providers
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.topology import node_label
 from qtool.io.data import open_data
@@ -57,12 +59,16 @@ class SensitivityOptions:
     logits: str | None = None
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     target: Gates = field(default_factory=Gates)
+    provider: str = "auto"                 # onnxruntime's execution providers
 
     @property
     def classification(self) -> bool:
         return self.task == "classification" or self.labels is not None
 
     def validate(self) -> SensitivityOptions:
+        if self.provider not in PROVIDER_CHOICES:
+            raise UsageError(f"unknown provider {self.provider!r}; choose one of "
+                             f"{', '.join(PROVIDER_CHOICES)}")
         for name in ("num_samples", "eval_samples", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -173,18 +179,19 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
     single = SingleLayerModels(model, quantized)
     if not single.layers:
         raise QtoolError("no layer is quantized, so there is nothing to rank; see `qtool quantize -v`")
-    reference_runner = OnnxRunner(model, label=str(model_path))
+    providers = Providers(options.provider)
+    reference_runner = OnnxRunner(model, label=str(model_path), providers=providers)
     batch_size = options.batch_size or _default_batch(reference_runner.input_specs)
     sample, sample_source = _reference_set(reference_runner, data, options, options.num_samples,
                                            batch_size)
     setup = time.perf_counter() - start
 
     ranking_start = time.perf_counter()
-    all_quantized = _evaluate_model(sample, quantized)
+    all_quantized = _evaluate_model(sample, quantized, providers=providers)
     evaluations = []
     count = len(single.layers)
     for index, layer in enumerate(single.layers):
-        evaluations.append(_evaluate_model(sample, single.build(layer)))
+        evaluations.append(_evaluate_model(sample, single.build(layer), providers=providers))
         if on_layer is not None:
             on_layer(index + 1, count, layer.name)
     order = sorted(range(count), key=lambda i: (rank_key(evaluations[i]), i))
@@ -212,15 +219,16 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
         result.eval_fp32_top1 = evaluation_set.reference_accuracy()
         means = calibration.load_channel_means() if options.quantize.bias_correction else None
         result.fallback = find_fallback(model, calibration.amax, options, result.ranking,
-                                        evaluation_set, on_step, channel_means=means)
+                                        evaluation_set, on_step, channel_means=means,
+                                        providers=providers)
         seconds["fallback"] = time.perf_counter() - fallback_start
     seconds["total"] = time.perf_counter() - start
     return result
 
 
 def _evaluate_model(evaluation_set: ReferenceSet, model: onnx.ModelProto,
-                    gates: Gates | None = None) -> Evaluation:
-    runner = OnnxRunner(model)
+                    gates: Gates | None = None, providers: Providers | None = None) -> Evaluation:
+    runner = OnnxRunner(model, providers=providers)
     try:
         return evaluation_set.evaluate(runner.run, gates)
     finally:
@@ -240,14 +248,15 @@ def _sample_covers_evaluation(sample_source, options: SensitivityOptions) -> boo
 def find_fallback(model: onnx.ModelProto, amax: dict[str, float], options: SensitivityOptions,
                   ranking: list[str], evaluation_set: ReferenceSet,
                   on_step: Callable[[Step], None] | None = None,
-                  channel_means: dict | None = None) -> FallbackResult:
+                  channel_means: dict | None = None,
+                  providers: Providers | None = None) -> FallbackResult:
     """Search the exclusion set with whole-model checks on `evaluation_set`."""
     base = options.quantize
 
     def check(excluded: tuple[str, ...]) -> tuple[bool, dict]:
         trial = dataclasses.replace(base, exclude=tuple(base.exclude) + excluded)
         candidate, _ = quantize_model(model, amax, trial, channel_means=channel_means)
-        evaluation = _evaluate_model(evaluation_set, candidate, options.target)
+        evaluation = _evaluate_model(evaluation_set, candidate, options.target, providers)
         failure = evaluation.failure(options.target)
         metrics = evaluation.summary()
         if failure:

@@ -113,10 +113,14 @@ def onnxruntime_component() -> Component:
         import onnxruntime as ort
     except Exception as exc:
         return Component("onnxruntime", False, detail=first_line(exc))
+    from qtool.calib.providers import Providers
+
     providers = list(ort.get_available_providers())
+    auto = Providers("auto", providers).describe()
     return Component(
         "onnxruntime", True, ort.__version__,
-        detail="providers: " + ", ".join(providers), extra={"providers": providers},
+        detail="providers: " + ", ".join(providers) + f"; --provider auto runs on {auto}",
+        extra={"providers": providers, "auto": auto},
     )
 
 

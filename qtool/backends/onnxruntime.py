@@ -1,4 +1,4 @@
-"""Run an ONNX model on numpy feeds with onnxruntime (CPU), with the same face as
+"""Run an ONNX model on numpy feeds with onnxruntime (CPU, or a GPU provider), with the same face as
 TensorRTRunner: a context manager with `input_specs`, `output_names` and `run(feeds) -> dict`.
 
 Sessions come from qtool.calib.runner, so every onnxruntime session in qtool is made one way
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qtool.calib.providers import Providers
 from qtool.calib.runner import create_session, run_session
 from qtool.io.model import InputSpec, input_specs, load_model
 
@@ -22,8 +23,10 @@ class OnnxRunner:
     """One onnxruntime session for one model, reused for every batch."""
 
     def __init__(self, model: onnx.ModelProto | str | os.PathLike, label: str | None = None,
-                 intra_op_threads: int = 0, extra_inputs: tuple[str, ...] = ()):
-        """`extra_inputs`: graph inputs fed through run(extra=...), not from the data."""
+                 intra_op_threads: int = 0, extra_inputs: tuple[str, ...] = (),
+                 providers: Providers | str | None = None):
+        """`extra_inputs`: graph inputs fed through run(extra=...), not from the data;
+        `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU)."""
         external_dir = None
         if isinstance(model, onnx.ModelProto):
             self.model = model
@@ -35,7 +38,7 @@ class OnnxRunner:
             external_dir = Path(model).parent
         self._specs = [spec for spec in input_specs(self.model) if spec.name not in extra_inputs]
         self._outputs = [value.name for value in self.model.graph.output]
-        self.session = create_session(self.model, intra_op_threads=intra_op_threads,
+        self.session = create_session(self.model, providers, intra_op_threads=intra_op_threads,
                                       external_dir=external_dir)
         known = {value.name for value in self.session.get_inputs()}
         # onnxruntime may drop unused graph inputs; feed only what the session takes.

@@ -31,6 +31,8 @@ from onnx import external_data_helper, helper
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.pooled import PooledMax, pooling_nodes
+from qtool.calib.providers import Providers
+from qtool.calib.providers import resolve as resolve_providers
 from qtool.errors import QtoolError, first_line
 from qtool.graph.constants import runtime_inputs
 from qtool.graph.types import tensor_elem_types
@@ -94,12 +96,17 @@ def has_unloaded_weights(model: onnx.ModelProto) -> bool:
                for tensor in external_data_helper._get_all_tensors(model))
 
 
-def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
+def create_session(model: onnx.ModelProto, providers: Providers | str | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
                    extra_nodes: list[onnx.NodeProto] = (),
                    external_dir: str | os.PathLike | None = None):
-    """An onnxruntime CPU session for an in-memory model, plus `extra_outputs` as graph outputs
+    """An onnxruntime session for an in-memory model, plus `extra_outputs` as graph outputs
     and `extra_nodes` (reading only existing tensors) appended to its graph.
+
+    `providers`: a qtool.calib.providers.Providers (or a --provider choice); default the CPU.
+    A session that cannot start on a GPU provider is an error when the provider was named, and
+    runs on the CPU after one warning under `auto` (onnxruntime's own fallback, which prints on
+    stdout, is off).
 
     The model is neither copied nor modified, whatever its size:
       - weights still on disk (load_model(..., load_weights=False)): the graph goes over in memory
@@ -112,6 +119,7 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
     """
     import onnxruntime as ort
 
+    providers = resolve_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if intra_op_threads:
@@ -120,10 +128,9 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
     # data decoding) needs between runs: calibration of EfficientNet-Lite0 took 14.8 s with
     # spinning and 10.7 s without.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = providers or ["CPUExecutionProvider"]
     # This rewrite folds a Q/DQ conv's bias in the model's float type and overflows with FP16
     # models (opset 19+ FP16 Q/DQ gave 0% top-1 on EfficientNet-Lite0 with it enabled).
-    extra = {"disabled_optimizers": ["WeightBiasQuantization"]}
+    extra = {"disabled_optimizers": ["WeightBiasQuantization"], "enable_fallback": 0}
     outputs = output_infos(model, list(extra_outputs), extra_nodes) if extra_outputs else []
     on_disk = has_unloaded_weights(model)
     if on_disk:
@@ -131,7 +138,8 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
             raise TypeError("create_session: the model's weights are not loaded; pass external_dir")
         options.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                          str(external_dir))
-    try:
+
+    def start(names: tuple[str, ...]):
         if on_disk or weights_nbytes(model) < PROTOBUF_LIMIT - (64 << 20):
             serialized = model.SerializeToString()
             if outputs or extra_nodes:
@@ -140,12 +148,25 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
                 addition.graph.node.extend(extra_nodes)
                 addition.graph.output.extend(outputs)
                 serialized += addition.SerializeToString()
-            return ort.InferenceSession(serialized, options, providers=providers, **extra)
+            return ort.InferenceSession(serialized, options, providers=list(names), **extra)
         with tempfile.TemporaryDirectory(prefix="qtool-") as tmp:
             path = Path(tmp) / "model.onnx"
             save_external(model, path, "model.onnx.data", extra_outputs=outputs,
                           extra_nodes=extra_nodes)
-            return ort.InferenceSession(str(path), options, providers=providers, **extra)
+            return ort.InferenceSession(str(path), options, providers=list(names), **extra)
+
+    try:
+        if not providers.on_cpu:
+            try:
+                session = start(providers.names)
+            except Exception as exc:
+                providers.failed(exc)  # an error for a named provider; otherwise the CPU
+            else:
+                providers.check_session(session)
+                return session
+        return start(providers.names)
+    except QtoolError:
+        raise
     except Exception as exc:
         raise QtoolError(f"onnxruntime cannot load the model: {first_line(exc, 400)}") from None
 
@@ -418,11 +439,14 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        mean_axes: dict[str, int] | None = None,
                        max_only: dict[str, float] | None = None,
                        pooled_means: list[str] = (),
-                       expected_samples: int | None = None) -> HistogramRun:
+                       expected_samples: int | None = None,
+                       providers: Providers | None = None) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each observed tensor.
 
     `external_dir`: the model's folder, for a model loaded without its weights (see
     create_session); onnxruntime then reads them from there and they are never in memory twice.
+    `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU); the observers
+    count what they are given the same way whatever produced it.
 
     `mean_axes`: histogrammed tensors whose per-channel means are also kept (tensor -> channel
     axis). `max_only`: tensors (never negative, rank >= 3) of which only max|x| is needed, each
@@ -449,6 +473,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     every batch; the result is still exact.)
     """
     max_only = max_only or {}
+    providers = resolve_providers(providers)
     if not tensors and not max_only:
         raise QtoolError("the model has no tensors to calibrate (no Conv, Gemm, MatMul, ... inputs)")
     start = time.perf_counter()
@@ -469,7 +494,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         nodes, max_outputs, mean_outputs = pooling_nodes(
             list(max_only) if pool else [], list(pooled_means) if pool else [], set(taken))
         outputs = computed + list(max_outputs.values()) + list(mean_outputs.values())
-        session = create_session(model, extra_outputs=outputs, extra_nodes=nodes,
+        session = create_session(model, providers, extra_outputs=outputs, extra_nodes=nodes,
                                  external_dir=external_dir)
         return _Session(session, outputs, max_outputs, mean_outputs)
 

@@ -14,6 +14,7 @@ from qtool.cli.common import (
     emit,
     json_option,
     log,
+    provider_option,
     require_data,
     setup_logging,
     verbosity_options,
@@ -49,6 +50,7 @@ def default_output(model: str) -> Path:
               help="Outputs of bounded activations (ReLU6 and other Clips, Sigmoid, Tanh, "
                    "Softmax) take their observed max instead of the method's threshold.")
 @click.option("--shard", default=None, metavar="K/N", help="Calibrate every N-th batch from K.")
+@provider_option
 @click.option("--trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT (implicit INT8) calibration cache.")
 @click.option("--trt-version", default="10.3.0", show_default=True,
@@ -91,6 +93,7 @@ def calibrate(ctx, **params):
         coverage=params["coverage"], num_samples=params["num_samples"],
         batch_size=params["batch_size"], shard=params["shard"], bounded_max=params["bounded_max"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        provider=params["provider"],
     )
     require_data(params)
     _log_counting_path()

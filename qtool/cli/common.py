@@ -47,6 +47,17 @@ def data_options(func):
     return func
 
 
+PROVIDER_CHOICES = ("cpu", "cuda", "tensorrt", "auto")  # qtool.calib.providers.CHOICES
+
+
+def provider_option(func):
+    """--provider: where onnxruntime runs (onnxruntime-gpu offers cuda and tensorrt)."""
+    return click.option(
+        "--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+        help="onnxruntime execution provider: cuda or tensorrt need onnxruntime-gpu (an error "
+             "when missing); auto takes cuda when available, else the CPU.")(func)
+
+
 def require_data(params: dict) -> None:
     if params["data"] is None and params["loader_script"] is None:
         raise UsageError("missing --data PATH (or --data-loader-script FILE)")

@@ -11,6 +11,7 @@ from qtool.cli.common import (
     data_options,
     emit,
     json_option,
+    provider_option,
     require_data,
     setup_logging,
     verbosity_options,
@@ -40,6 +41,7 @@ def gate_options(func):
 @click.option("--logits", "logits", default=None, metavar="OUTPUT",
               help="The classifier output to score (default: the first output).")
 @gate_options
+@provider_option
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
               help="Also write the result as JSON to this file.")
 @config_option
@@ -76,6 +78,7 @@ def compare(ctx, **params):
         labels=params["labels"], task=params["task"], logits=params["logits"],
         gates=Gates(params["min_sqnr"], params["min_cosine"], params["max_top1_drop"],
                     params["min_agreement"]),
+        provider=params["provider"],
     )
     progress = SampleProgress("comparing", enabled=not params["quiet"])
     try:

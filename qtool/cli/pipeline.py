@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from qtool.cli.common import json_option, setup_logging, verbosity_options
+from qtool.cli.common import PROVIDER_CHOICES, json_option, setup_logging, verbosity_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,9 +14,12 @@ from qtool.cli.common import json_option, setup_logging, verbosity_options
               help="Artifact folder (default: [pipeline] output_dir of CONFIG).")
 @click.option("--force-calibrate", is_flag=True,
               help="Calibrate again even when model, data and options are unchanged.")
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=None,
+              help="onnxruntime execution provider for calibration and comparison (default: "
+                   "[pipeline] provider, else auto: cuda when onnxruntime-gpu offers it).")
 @json_option
 @verbosity_options
-def pipeline(config, output_dir, force_calibrate, as_json, verbose, quiet):
+def pipeline(config, output_dir, force_calibrate, provider, as_json, verbose, quiet):
     """Run calibrate -> quantize -> check -> compare (-> build) as CONFIG describes.
 
     Every option of every step comes from CONFIG's tables ([pipeline], [preprocess],
@@ -45,7 +48,7 @@ def pipeline(config, output_dir, force_calibrate, as_json, verbose, quiet):
         return SampleProgress(label, enabled=not quiet)
 
     result = run_pipeline(config, output_dir, force_calibrate=force_calibrate, on_step=show,
-                          progress=progress)
+                          progress=progress, provider=provider)
     summary = result.to_dict()
     lines = [""]
     compare = result.steps.get("compare")

@@ -15,6 +15,7 @@ from qtool.cli.common import (
     emit,
     json_option,
     log,
+    provider_option,
     require_data,
     setup_logging,
     verbosity_options,
@@ -48,6 +49,7 @@ from qtool.cli.common import (
               help="Exclusion list to write with a target (default: MODEL.exclude.txt).")
 @click.option("--top", type=int, default=20, show_default=True,
               help="Layers to print (0: all); JSON and -o always hold all.")
+@provider_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the result as JSON to this file.")
 @config_option
@@ -107,7 +109,7 @@ def sensitivity(ctx, **params):
         num_samples=params["num_samples"] or DEFAULT_SAMPLES, eval_samples=params["eval_samples"],
         batch_size=params["batch_size"], preprocess=section(config, "preprocess"),
         loader_script=params["loader_script"], labels=params["labels"], task=params["task"],
-        logits=params["logits"], quantize=quantize, target=target,
+        logits=params["logits"], quantize=quantize, target=target, provider=params["provider"],
     )
     progress = _LayerProgress(enabled=not params["quiet"])
     result = measure_sensitivity(params["model"], params["calib"], params["data"], options,

@@ -59,6 +59,8 @@ def test_doctor_json(qtool, no_tensorrt):
     assert components["tensorrt"]["available"] is False
     assert components["onnxruntime"]["available"] is True
     assert "CPUExecutionProvider" in components["onnxruntime"]["extra"]["providers"]
+    gpu = "CUDAExecutionProvider" in components["onnxruntime"]["extra"]["providers"]
+    assert components["onnxruntime"]["extra"]["auto"] == ("CUDA+CPU" if gpu else "CPU")
     assert components["qtool"]["version"] == __import__("qtool").__version__
 
 

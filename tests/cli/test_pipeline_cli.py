@@ -210,10 +210,10 @@ def test_build_and_engine_compare_steps_when_tensorrt_is_there(qtool, demo_copy,
 
     real_open = compare_module.open_runner
 
-    def fake_open(path):
+    def fake_open(path, providers=None):
         if str(path).endswith(".engine"):
             return OnnxRunner(Path(path).with_suffix(".onnx"))
-        return real_open(path)
+        return real_open(path, providers)
 
     monkeypatch.setattr(availability, "tensorrt_component",
                         lambda start_builder=True: availability.Component("tensorrt", True, "10.99"))

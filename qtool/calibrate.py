@@ -35,6 +35,7 @@ from qtool.calib.pooled import PooledMax
 from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
 from qtool.calib.providers import Providers
 from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
+from qtool.calib.signature import SeenShapes, merge_inputs
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.bounded import bounded_ranges
 from qtool.graph.observe import channel_axes, tensors_to_observe
@@ -262,7 +263,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     bounded = bounded_ranges(model) if options.bounded_max else {}
     routes = observation_routes(model, tensors, bounded, channel_axes(model))
     tap = SliceTap(SLICE_MAX_SAMPLES) if options.method == AUTO else None
-    run = collect_histograms(model, source if tap is None else tap.wrap(source),
+    seen = SeenShapes()  # the input signature, for `qtool build` without --shapes
+    run = collect_histograms(model, seen.watch(source if tap is None else tap.wrap(source)),
                              routes.histograms, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
@@ -276,7 +278,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
-        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in specs],
+        inputs=seen.entries(specs),
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path), bounded=set(bounded),
         maxima=run.maxima, order=tensors,
@@ -422,7 +424,7 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
                        if tensor.method} if method == AUTO else None)
     calibration = build_calibration(
         merged, method=method, params=params, bins=first.bins or 2048, sha256=first.model_sha256,
-        model_file=first.model_file, inputs=first.inputs,
+        model_file=first.model_file, inputs=merge_inputs([c.inputs for c in calibrations]),
         num_samples=sum(c.num_samples for c in calibrations),
         num_batches=sum(c.num_batches for c in calibrations), shard=None, config=config,
         bounded={name for name, tensor in first.tensors.items() if tensor.rule == "bounded"},

@@ -2,7 +2,9 @@
 
     {
       "format": "qtool-calibration", "version": 1,
-      "model": {"file": "net.onnx", "sha256": "...", "inputs": [...]},
+      "model": {"file": "net.onnx", "sha256": "...",
+                "inputs": [{"name": "x", "dtype": "float32", "shape": ["N", 3, 224, 224],
+                            "seen": {"min": [8, 3, 224, 224], "max": [32, 3, 224, 224]}}]},
       "method": "entropy", "params": {...}, "bins": 2048,
       "num_samples": 200, "num_batches": 200, "shard": null,
       "tools": {...}, "config": {...},
@@ -10,6 +12,9 @@
       "tensors": {"input.1": {"amax": 2.64, "abs_max": 2.64, "count": 150528,
                               "nan": 0, "inf": 0, "key": "t0"}, ...}
     }
+
+`seen` is each input's smallest and largest size per axis over the calibration batches (the
+input signature `qtool build` sizes dynamic dimensions from); files without it are read as before.
 
 Everything is parsed as data (no pickle) and validated, so a corrupt or foreign file gets one
 clear error rather than a crash further down.
@@ -345,6 +350,8 @@ def from_dict(data) -> Calibration:
     inputs = model.get("inputs", [])
     _require(isinstance(inputs, list) and all(isinstance(item, dict) for item in inputs),
              "'model.inputs' must be a list of objects")
+    for item in inputs:
+        _check_seen(item)
     _require(data.get("shard") is None or isinstance(data.get("shard"), str),
              "'shard' must be a string like '0/4'")
     return Calibration(
@@ -356,6 +363,20 @@ def from_dict(data) -> Calibration:
         histogram_sha256=histograms.get("sha256") if histograms else None,
         auto=data.get("auto"),
     )
+
+
+def _check_seen(item: dict) -> None:
+    """`seen` (optional, qtool.calib.signature): the smallest and largest size per axis."""
+    if "seen" not in item:
+        return
+    seen, name = item["seen"], item.get("name")
+    _require(isinstance(name, str), "'model.inputs' entries with 'seen' need a 'name'")
+    _require(isinstance(seen, dict) and all(
+        isinstance(seen.get(key), list) and all(_is_int(d) and d >= 0 for d in seen[key])
+        for key in ("min", "max")), f"input {name!r}: 'seen' must hold 'min' and 'max' sizes")
+    _require(len(seen["min"]) == len(seen["max"]) and all(
+        a <= b for a, b in zip(seen["min"], seen["max"])),
+        f"input {name!r}: 'seen' min and max must have one size per axis, min <= max")
 
 
 def check_model_match(calib: Calibration, model_sha256: str, calib_name: str = "calibration file") -> None:

@@ -16,7 +16,9 @@ from qtool.cli.common import (
 SHAPES_HELP = (
     "Optimization-profile range of an input, NAME:MINxOPTxMAX with dims joined by ',' "
     "(e.g. input:1,3,224,224x8,3,224,224x32,3,224,224), or NAME:DIMS for a fixed shape. "
-    "Repeat for each dynamic input; the k-th --shapes of an input belongs to profile k."
+    "Repeat for each dynamic input; the k-th --shapes of an input belongs to profile k. "
+    "Without it, dynamic dimensions take the sizes seen in calibration (--calib, or MODEL's "
+    "calibration file beside it), else the batch axis is 1."
 )
 
 
@@ -32,6 +34,11 @@ SHAPES_HELP = (
 @click.option("--strongly-typed", is_flag=True,
               help="TensorRT 10: build a strongly typed network (always so on TensorRT 11).")
 @click.option("--shapes", multiple=True, metavar="NAME:MINxOPTxMAX", help=SHAPES_HELP)
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration file whose recorded input sizes set the dynamic dimensions "
+                   "(default: MODEL.calib.json, or the FP32 model's for MODEL.int8.onnx).")
+@click.option("--batch", type=int, default=None, metavar="N",
+              help="Batch axis of every dynamic input from 1 to N (OPT = MAX = N), without --shapes.")
 @click.option("--workspace", type=int, default=None, metavar="MIB",
               help="Workspace memory pool limit in MiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
@@ -61,6 +68,7 @@ def build(ctx, **params):
         timing_cache=params["timing_cache"],
         builder_optimization_level=params["builder_optimization_level"],
         log_level=level_for(params["verbose"], params["quiet"]),
+        calib=params["calib"], batch=params["batch"],
     )
 
     def notify(text: str) -> None:

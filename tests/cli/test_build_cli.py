@@ -72,14 +72,24 @@ def test_build_int8_on_a_model_without_qdq_says_quantize_first(qtool, tmp_path, 
 @pytest.mark.parametrize("args, message", [
     (["--shapes", "x:1,1,4,4x8,1,4"], ("error: invalid --shapes 'x:1,1,4,4x8,1,4': give one shape or three "
                                        "(MINxOPTxMAX), not 2")),
-    ([], ("error: input 'x' has a dynamic shape [N,1,4,4]: give its range with --shapes NAME:MINxOPTxMAX "
-          "(e.g. --shapes x:1,1,4,4x8,1,4,4x32,1,4,4)")),
+    (["--calib", "missing.calib.json"], "error: calibration file not found: missing.calib.json"),
     (["--shapes", "y:1"], "error: --shapes names 'y', which is not an input of the model (inputs: x)"),
 ])
 def test_build_input_errors_come_before_the_tensorrt_check(qtool, qdq_model, tmp_path, no_tensorrt, args, message):
     result = qtool("build", qdq_model, "--int8", *args)
     assert result.code == 1
     assert one_error_line(result) == message
+    assert files(tmp_path) == ["net.int8.onnx"]
+
+
+def test_build_batch_and_calib_do_not_combine_with_shapes(qtool, qdq_model, tmp_path, no_tensorrt):
+    for extra in (["--batch", "4"], ["--calib", qdq_model]):
+        result = qtool("build", qdq_model, "--shapes", SHAPES, *extra)
+        assert result.code == 2
+        assert one_error_line(result) == ("error: --shapes gives every range itself: it takes no "
+                                          "--batch or --calib")
+    result = qtool("build", qdq_model, "--batch", "0")
+    assert result.code == 2 and one_error_line(result) == "error: --batch must be a positive integer (got 0)"
     assert files(tmp_path) == ["net.int8.onnx"]
 
 

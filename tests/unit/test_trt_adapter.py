@@ -530,11 +530,16 @@ def test_input_checks_come_before_tensorrt(tmp_path):
     fake = FakeTensorRT("10.16.1.11", [("x", (1, 1, 4, 4))])
     with pytest.raises(QtoolError, match=r"has no Q/DQ .* run `qtool quantize` first"):
         build_engine(plain, None, BuildOptions(int8=True), trt=fake)
-    dynamic = save(qdq_conv_model(), tmp_path / "dyn.onnx")
+    spatial = qdq_conv_model()
+    spatial.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    spatial = save(spatial, tmp_path / "spatial.onnx")
     with pytest.raises(QtoolError) as info:
-        build_engine(dynamic, None, BuildOptions(int8=True), trt=fake)
-    assert str(info.value) == ("input 'x' has a dynamic shape [N,1,4,4]: give its range with --shapes "
-                               "NAME:MINxOPTxMAX (e.g. --shapes x:1,1,4,4x8,1,4,4x32,1,4,4)")
+        build_engine(spatial, None, BuildOptions(int8=True), trt=fake)
+    assert str(info.value) == (
+        "input 'x' [N,1,H,4] has dynamic axis 2 (H) of unknown size (no calibration file gives the "
+        "sizes seen): give its range with --shapes (e.g. --shapes x:1,1,1,4x8,1,8,4x32,1,32,4), or "
+        "--calib with a calibration of this model, which records the sizes it saw")
+    dynamic = save(qdq_conv_model(), tmp_path / "dyn.onnx")
     with pytest.raises(QtoolError, match="output folder does not exist"):
         build_engine(dynamic, tmp_path / "nowhere" / "x.engine", BuildOptions(shapes=SHAPES), trt=fake)
     with pytest.raises(QtoolError, match="would overwrite the input"):

@@ -1,7 +1,8 @@
 """Build a TensorRT engine from an ONNX model (TensorRT 10 and 11, one code path).
 
     plan_build()   checks that need no TensorRT: the model reads, has Q/DQ nodes for --int8,
-                   --shapes parse and cover every dynamic input, output folders exist
+                   --shapes parse and cover every dynamic input (or a default profile from the
+                   calibration's input signature, see shapes.py), output folders exist
     build_engine() imports TensorRT, parses, configures, builds, writes the engine atomically,
                    updates the timing cache, and inspects the engine's layer precisions
 
@@ -11,12 +12,18 @@ and they give the same one-line error with or without a GPU. TensorRT is importe
 INT8 comes from the model's Q/DQ nodes; qtool offers no implicit (calibrator) INT8. On TensorRT 10
 a weakly typed network with Q/DQ nodes gets BuilderFlag.INT8 (TensorRT needs it to build them),
 with or without --int8; --int8 only insists that Q/DQ nodes are there, on every version.
+
+A model that already holds FP16 tensors (`quantize --high-precision fp16`) is built strongly typed
+on TensorRT 10 too: its own types then decide each layer's precision, as on TensorRT 11. Weakly
+typed, TensorRT refuses FP16 layers without BuilderFlag.FP16, and with it may choose other
+precisions than the model's; NVIDIA deprecated weak typing in TensorRT 10.12 and removed it in 11.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,11 +37,19 @@ from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_information
 from qtool.backends.tensorrt.logger import make_logger
-from qtool.backends.tensorrt.shapes import ShapeRange, check_profiles, parse_profiles
+from qtool.backends.tensorrt.shapes import (
+    ShapeRange,
+    check_profiles,
+    default_profile,
+    is_dynamic,
+    parse_profiles,
+)
 from qtool.errors import MissingDependency, QtoolError, UsageError, first_line
 from qtool.io.atomic import atomic_path, refuse_overwrite_input, write_bytes, write_json
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.versions import tool_versions
+
+log = logging.getLogger("qtool")
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 RECORD_FORMAT = "qtool-engine"
@@ -51,8 +66,14 @@ class BuildOptions:
     timing_cache: str | None = None
     builder_optimization_level: int | None = None
     log_level: str = "WARNING"
+    calib: str | None = None   # calibration file whose input signature sizes dynamic dims
+    batch: int | None = None   # --batch N: the batch axis of every dynamic input from 1 to N
 
     def validate(self) -> None:
+        if self.batch is not None and self.batch < 1:
+            raise UsageError(f"--batch must be a positive integer (got {self.batch})")
+        if self.shapes and (self.batch is not None or self.calib is not None):
+            raise UsageError("--shapes gives every range itself: it takes no --batch or --calib")
         if self.workspace_mib is not None and self.workspace_mib < 1:
             raise UsageError(f"--workspace must be a positive number of MiB (got {self.workspace_mib})")
         level = self.builder_optimization_level
@@ -70,6 +91,9 @@ class BuildPlan:
     profiles: list
     qdq_nodes: int
     timing_cache: Path | None
+    holds_fp16: bool = False
+    profile_note: str = ""  # where a profile made without --shapes came from
+    profile_warned: bool = False  # ... a batch defaulted to 1, already logged as a warning
 
 
 @dataclass
@@ -150,8 +174,13 @@ def plan_build(model_path, output=None, options: BuildOptions | None = None) -> 
             f"{model_path} has no Q/DQ (QuantizeLinear/DequantizeLinear) nodes: run `qtool quantize` "
             "first (qtool builds INT8 engines from Q/DQ models; it offers no implicit calibration)"
         )
-    profiles = parse_profiles(options.shapes)
-    check_profiles(profiles, input_specs(model))
+    specs = input_specs(model)
+    profile_note, warned = "", False
+    if options.shapes:
+        profiles = parse_profiles(options.shapes)
+    else:
+        profiles, profile_note, warned = _default_profiles(model_path, specs, options)
+    check_profiles(profiles, specs)
     output = Path(output) if output is not None else default_engine_path(model_path)
     _check_folder(output, "output")
     refuse_overwrite_input(output, model_path)
@@ -163,7 +192,71 @@ def plan_build(model_path, output=None, options: BuildOptions | None = None) -> 
             raise UsageError("--timing-cache and -o name the same file")
         if cache.exists() and not cache.is_file():
             raise QtoolError(f"timing cache {cache} is not a file")
-    return BuildPlan(model_path, output, profiles, qdq, cache)
+    return BuildPlan(model_path, output, profiles, qdq, cache, holds_fp16(model), profile_note,
+                     warned)
+
+
+def calibration_beside(model_path: Path) -> Path | None:
+    """MODEL.calib.json beside the model, or the FP32 model's (net.calib.json for net.int8.onnx)."""
+    model_path = Path(model_path)
+    stems = [model_path.stem] + ([model_path.stem.removesuffix(".int8")]
+                                 if model_path.stem.endswith(".int8") else [])
+    for stem in stems:
+        candidate = model_path.with_name(stem + ".calib.json")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _default_profiles(model_path: Path, specs, options: BuildOptions) -> tuple[list, str, bool]:
+    """No --shapes: one profile from the calibration's input signature, --batch, or batch 1
+    (then after one warning). Returns the profiles, where they came from, and whether that was
+    the warning."""
+    if not any(is_dynamic(spec.shape) for spec in specs):
+        return [], "", False
+    from qtool.calib.calibfile import read_calibration
+    from qtool.calib.signature import seen_ranges
+
+    path = Path(options.calib) if options.calib else calibration_beside(model_path)
+    seen, seen_from = {}, ""
+    if path is not None:
+        try:
+            seen = seen_ranges(read_calibration(path).inputs)
+        except QtoolError as exc:
+            if options.calib:
+                raise
+            log.warning("ignoring %s for the engine's input sizes: %s", path, exc)
+        else:
+            seen_from = str(path)
+    profile, defaulted = default_profile(specs, seen, options.batch, seen_from)
+    ranges = " ".join(f"--shapes {r.describe()}" for r in profile.values())
+    if defaulted:
+        text = (f"input{'s' if len(defaulted) > 1 else ''} {', '.join(map(repr, defaulted))}: "
+                "dynamic batch axis of unknown size set to 1; optimization profile 0 is "
+                f"{ranges} (give --batch N, --calib or --shapes for other sizes)")
+        log.warning("%s", text)
+        return [profile], text, True
+    source = f"the sizes seen in {seen_from}" if seen_from and not options.batch else (
+        f"--batch {options.batch}" + (f" and the sizes seen in {seen_from}" if seen_from else ""))
+    return [profile], f"optimization profile 0 from {source}: {ranges}", False
+
+
+def holds_fp16(model: onnx.ModelProto) -> bool:
+    """Whether the model computes in FP16 anywhere: FP16 weights, inputs, outputs, declared
+    tensors or Casts to FP16 (main graph; `load_weights=False` models keep their data types)."""
+    half = onnx.TensorProto.FLOAT16
+    graph = model.graph
+    if any(init.data_type == half for init in graph.initializer):
+        return True
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    if any(value.type.tensor_type.elem_type == half for value in values):
+        return True
+    for node in graph.node:
+        for attr in node.attribute:
+            if (node.op_type == "Cast" and attr.name == "to" and attr.i == half) or (
+                    attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == half):
+                return True
+    return False
 
 
 def parser_error_message(parser, model_label: str, logger) -> str:
@@ -327,9 +420,19 @@ def build_engine(model_path, output=None, options: BuildOptions | None = None, *
     if adapter.untested:
         note(f"TensorRT {adapter.version} is newer than the versions qtool knows (10, 11); "
              "building as for TensorRT 11")
-    strongly_typed = adapter.strongly_typed(options.strongly_typed)
+    if plan.profile_warned:
+        notes.append(plan.profile_note)  # already logged as a warning
+    elif plan.profile_note:
+        note(plan.profile_note)
+    # A model holding FP16 is built strongly typed: its own types decide (see the module notes).
+    typed_by_model = plan.holds_fp16 and not options.strongly_typed and not adapter.always_strongly_typed
+    strongly_typed = adapter.strongly_typed(options.strongly_typed or plan.holds_fp16)
     if options.strongly_typed and adapter.always_strongly_typed:
         note(f"--strongly-typed: TensorRT {adapter.major} networks are always strongly typed")
+    if typed_by_model:
+        note(f"{plan.model_path.name} holds FP16 tensors: building a strongly typed network, so "
+             "the model's own types decide each layer's precision (weakly typed, TensorRT "
+             f"{adapter.major} would need BuilderFlag.FP16 and could pick other precisions)")
     int8_flag = (options.int8 or plan.qdq_nodes > 0) and not strongly_typed
     if int8_flag and not options.int8:
         note(f"{plan.model_path.name} has Q/DQ nodes: enabling BuilderFlag.INT8 (TensorRT 10 "
@@ -340,7 +443,9 @@ def build_engine(model_path, output=None, options: BuildOptions | None = None, *
     with contextlib.ExitStack() as stack:
         builder = _start_builder(trt, adapter, logger)  # fails fast without a usable GPU
         parse_path = plan.model_path
-        fp16_converted = adapter.needs_fp16_model(options.fp16, options.strongly_typed)
+        fp16_converted = adapter.needs_fp16_model(options.fp16, strongly_typed) and not plan.holds_fp16
+        if options.fp16 and plan.holds_fp16:
+            note(f"--fp16: {plan.model_path.name} already holds FP16 tensors; it is built as it is")
         if fp16_converted:
             reason = (f"TensorRT {adapter.major} has no FP16 builder flag" if adapter.always_strongly_typed
                       else "--strongly-typed has no FP16 builder flag")
@@ -382,7 +487,9 @@ def build_engine(model_path, output=None, options: BuildOptions | None = None, *
     result = BuildResult(
         model_path=plan.model_path, model_sha256=model_sha256(plan.model_path), options=options,
         engine_path=plan.output, engine_bytes=len(engine_bytes), engine_sha256=_sha256(engine_bytes),
-        tensorrt_version=adapter.version, typing=adapter.typing_description(strongly_typed, flag_names),
+        tensorrt_version=adapter.version,
+        typing=adapter.typing_description(strongly_typed, flag_names)
+        + (" (the model holds FP16 tensors)" if typed_by_model else ""),
         precision_flags=flag_names, fp16_converted=fp16_converted, profiles=plan.profiles,
         build_seconds=seconds, summary=summary,
         timing_cache=str(plan.timing_cache) if plan.timing_cache else None, notes=notes,

@@ -8,6 +8,12 @@ Syntax, one input per option, repeatable:
 Dimensions are joined by ',' and the three shapes by 'x'. The name is everything before the
 last ':', so names such as `input:0` work (`input:0:1,3x4,3x8,3`).
 
+Without --shapes, a model with dynamic inputs gets one profile (`default_profile`): each dynamic
+dimension takes the sizes seen in calibration (the calibration file's input signature; the batch
+axis from 1, the others from the smallest seen), with OPT = MAX = the largest seen; `--batch N`
+sets the batch axis to 1..N. With no calibration the batch axis alone defaults to 1, after one
+warning; any other dynamic dimension without a known size is an error that says how to give it.
+
 Several optimization profiles: the k-th `--shapes` given for an input belongs to profile k, so
 
     --shapes a:1,8x4,8x8,8 --shapes b:1x4x8 --shapes a:16,8x32,8x64,8 --shapes b:16x32x64
@@ -19,6 +25,7 @@ static shape).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from qtool.errors import QtoolError
@@ -137,3 +144,70 @@ def check_profiles(profiles: list[dict[str, ShapeRange]], inputs) -> None:
                     f"optimization profile {index} has no range for dynamic input {spec.name!r} [{dims}]"
                     f" (the k-th --shapes of an input belongs to profile k)"
                 )
+
+
+# Dimension names that say "batch" (exporters write N, batch, batch_size, bs, ...).
+_BATCH_NAME = re.compile(r"(?i)^(n|b|bs|nb|batch|batch_?size|.*_batch|batch_.*)$")
+
+
+def batch_axis_of(shape) -> int | None:
+    """The batch axis of an input: its first dynamic axis named like a batch, else axis 0 when
+    that is dynamic; None for an input without one (a scalar, or a fixed first axis)."""
+    for axis, dim in enumerate(shape):
+        if isinstance(dim, str) and _BATCH_NAME.match(dim):
+            return axis
+    if shape and not (isinstance(shape[0], int) and shape[0] >= 0):
+        return 0
+    return None
+
+
+def _dims_text(shape) -> str:
+    return ",".join(str(d) if isinstance(d, int) and d >= 0 else (str(d) if d else "?") for d in shape)
+
+
+def default_profile(inputs, seen: dict | None = None, batch: int | None = None,
+                    seen_from: str = "") -> tuple[dict[str, ShapeRange], list[str]]:
+    """One optimization profile for the dynamic inputs when no --shapes is given.
+
+    `seen`: input name -> (smallest, largest) shape seen in calibration (qtool.calib.signature);
+    `batch`: --batch N. Returns the profile and the inputs whose batch axis defaulted to 1
+    (the caller warns once). Raises QtoolError for a dynamic non-batch dimension of unknown size.
+    """
+    seen = seen or {}
+    profile: dict[str, ShapeRange] = {}
+    defaulted: list[str] = []
+    for spec in inputs:
+        shape = tuple(spec.shape)
+        if not is_dynamic(shape):
+            continue
+        batch_axis = batch_axis_of(shape)
+        known = seen.get(spec.name)
+        if known is not None and len(known[0]) != len(shape):
+            known = None  # recorded for another rank: not this model's input
+        low, opt, high = [], [], []
+        unknown = []
+        for axis, dim in enumerate(shape):
+            if isinstance(dim, int) and dim >= 0:
+                low.append(dim), opt.append(dim), high.append(dim)
+            elif axis == batch_axis and batch is not None:
+                low.append(1), opt.append(batch), high.append(batch)
+            elif known is not None:
+                smallest, largest = known[0][axis], known[1][axis]
+                low.append(1 if axis == batch_axis else smallest)
+                opt.append(largest), high.append(largest)
+            elif axis == batch_axis:
+                low.append(1), opt.append(1), high.append(1)
+                defaulted.append(spec.name)
+            else:
+                unknown.append(axis)
+        if unknown:
+            axes = ", ".join(f"{axis} ({shape[axis] or '?'})" for axis in unknown)
+            where = (f"{seen_from} records no sizes for it" if seen_from
+                     else "no calibration file gives the sizes seen")
+            raise QtoolError(
+                f"input {spec.name!r} [{_dims_text(shape)}] has dynamic axis {axes} of unknown "
+                f"size ({where}): give its range with --shapes (e.g. --shapes "
+                f"{example_spec(spec.name, shape)}), or --calib with a calibration of this "
+                "model, which records the sizes it saw")
+        profile[spec.name] = ShapeRange(spec.name, tuple(low), tuple(opt), tuple(high))
+    return profile, defaulted

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from qtool.errors import MissingDependency, first_line
 
-TRT_INSTALL_HINT = "pip install 'qtool[trt]' on a machine with an NVIDIA driver"
+# trt = trt-cu13 (what NVIDIA's `tensorrt` package installs now); both pin one CUDA major
+TRT_INSTALL_HINT = ("pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 driver) on a machine "
+                    "with an NVIDIA driver")
 REPORT_INSTALL_HINT = "pip install 'qtool[report]'"
 
 
@@ -51,6 +53,14 @@ def import_tensorrt():
     return trt
 
 
+def installed_tensorrt_version() -> str | None:
+    """The version of the TensorRT that imports here ('10.16.1.11'), or None."""
+    try:
+        return str(import_tensorrt().__version__)
+    except (MissingDependency, AttributeError):
+        return None
+
+
 def tensorrt_component(start_builder: bool = True) -> Component:
     try:
         trt = import_tensorrt()
@@ -59,11 +69,11 @@ def tensorrt_component(start_builder: bool = True) -> Component:
     version = str(getattr(trt, "__version__", "unknown"))
     if not start_builder:
         return Component("tensorrt", True, version)
-    from qtool.backends.tensorrt.logger import make_logger
+    from qtool.backends.tensorrt.logger import shared_logger
 
     # A Builder needs CUDA: it fails with TypeError when no GPU or driver can be used.
     # (trt.Logger would print on stdout, so a silent logger that keeps the errors is used.)
-    logger = make_logger(trt, None)
+    logger = shared_logger(trt, None)
     try:
         builder = trt.Builder(logger)
         del builder
@@ -77,14 +87,20 @@ def tensorrt_component(start_builder: bool = True) -> Component:
 
 
 def cuda_binding_component() -> Component:
-    """Which CUDA Python binding `qtool run` would use."""
+    """Which CUDA Python binding `qtool run` would use: the first that imports and starts CUDA,
+    with the ones tried before it and why they were passed over."""
     from qtool.backends.tensorrt.cuda import load_cuda_binding
 
     try:
-        binding = load_cuda_binding(init=False)
+        binding = load_cuda_binding(init=True)
     except MissingDependency as exc:
         return Component("cuda binding", False, detail=str(exc))
-    return Component("cuda binding", True, binding.version, detail=binding.name)
+    try:
+        detail = binding.name + (f"; passed over: {'; '.join(binding.tried)}" if binding.tried else "")
+        return Component("cuda binding", True, binding.version, detail=detail,
+                         extra={"tried": list(binding.tried)})
+    finally:
+        binding.close()
 
 
 def gpu_component() -> Component:

@@ -28,8 +28,9 @@ _LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
 
 
 def version_number(version: str) -> int:
-    """'10.3.0' -> 100300, '8.6.1' -> 8601 (TensorRT's NV_TENSORRT_VERSION encoding)."""
-    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    """'10.3.0' -> 100300, '8.6.1' -> 8601 (TensorRT's NV_TENSORRT_VERSION encoding); a build
+    number ('10.16.1.11', as tensorrt.__version__ has it) is not part of it."""
+    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)?", version.strip())
     if not match:
         raise QtoolError(f"TensorRT version must look like 10.3.0, got {version!r}")
     major, minor, patch = (int(part or 0) for part in match.groups())

@@ -53,8 +53,9 @@ def default_output(model: str) -> Path:
 @provider_option
 @click.option("--trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT (implicit INT8) calibration cache.")
-@click.option("--trt-version", default="10.3.0", show_default=True,
-              help="TensorRT version written in the cache header.")
+@click.option("--trt-version", default=None,
+              help="TensorRT version the cache header names; it must be the TensorRT that reads "
+                   "the cache (default: the installed TensorRT 10, else 10.3.0).")
 @click.option("--from-trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Make the calibration file from an existing TensorRT cache (no data needed).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -110,7 +111,7 @@ def calibrate(ctx, **params):
     if params["trt_cache"]:
         from qtool.calib.trtcache import write_cache
 
-        write_cache(params["trt_cache"], calibration.amax, params["trt_version"])
+        write_cache(params["trt_cache"], calibration.amax, _cache_version(params["trt_version"]))
     summary = {
         "output": str(output), "histograms": calibration.histogram_file,
         "method": calibration.method, "params": calibration.params,
@@ -136,6 +137,24 @@ def _auto_text(record: dict | None) -> str:
     refined = len(record.get("refined", []))
     return (f" ({record['model_method']} won; output SQNR on {record['slice_samples']} held-aside "
             f"samples: {listed}; {refined} tensor{'' if refined == 1 else 's'} refined)")
+
+
+def _cache_version(given: str | None) -> str:
+    """The version the cache header names: --trt-version, the installed TensorRT (10 or older:
+    TensorRT 11 reads no calibration caches), or the default, said in one warning."""
+    from qtool.backends.availability import installed_tensorrt_version
+    from qtool.calib.trtcache import DEFAULT_TRT_VERSION, version_number
+
+    if given:
+        return given
+    installed = installed_tensorrt_version()
+    if installed is not None and version_number(installed) < version_number("11.0.0"):
+        return installed
+    log.warning("the TensorRT cache header names TensorRT %s (%s); TensorRT refuses a cache made "
+                "for another version, so give --trt-version with the version that will read it",
+                DEFAULT_TRT_VERSION, "no TensorRT 10 is installed here" if installed is None
+                else f"TensorRT {installed} reads no calibration caches")
+    return DEFAULT_TRT_VERSION
 
 
 def _log_counting_path() -> None:

@@ -19,7 +19,7 @@ import pytest
 from tests.unit.test_trt_adapter import INSPECTOR_10, FakeTensorRT, float_conv_model, qdq_conv_model
 
 REPO = Path(__file__).resolve().parents[2]
-HINT = "pip install 'qtool[trt]' on a machine with an NVIDIA driver"
+HINT = "pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 driver) on a machine with an NVIDIA driver"
 SHAPES = "x:1,1,4,4x8,1,4,4x32,1,4,4"
 
 

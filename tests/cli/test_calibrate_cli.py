@@ -386,3 +386,31 @@ def test_costly_thresholds_are_named_by_calibrate_and_quantize(qtool, conv_model
     quiet = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max",
                   "-o", tmp_path / "max.json")
     assert "quantize poorly" not in quiet.err
+
+
+def test_trt_cache_header_names_the_installed_tensorrt_or_says_which_it_names(
+        qtool, conv_model, npy_dir, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    cache = tmp_path / "net.cache"
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max", "--trt-cache", cache)
+    assert result.code == 0, result.err
+    assert cache.read_text().splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    assert ("WARNING: the TensorRT cache header names TensorRT 10.3.0 (no TensorRT 10 is installed "
+            "here); TensorRT refuses a cache made for another version, so give --trt-version with "
+            "the version that will read it") in result.err
+    trt = types.ModuleType("tensorrt")
+    trt.__version__, trt.Builder, trt.Runtime = "10.16.1.11", object, object
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max", "--trt-cache", cache)
+    assert result.code == 0 and "WARNING" not in result.err
+    assert cache.read_text().splitlines()[0] == "TRT-101601-EntropyCalibration2"
+    trt.__version__ = "11.1.0.5"
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max", "--trt-cache", cache)
+    assert "(TensorRT 11.1.0.5 reads no calibration caches)" in result.err
+    assert cache.read_text().splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max", "--trt-cache", cache,
+                   "--trt-version", "8.6.1")
+    assert "WARNING" not in result.err and cache.read_text().startswith("TRT-8601-EntropyCalibration2\n")

@@ -35,8 +35,10 @@ def test_doctor_without_tensorrt(qtool, no_tensorrt):
     assert rows["onnxruntime"].startswith(f"{onnxruntime.__version__} (providers: ")
     assert "CPUExecutionProvider" in rows["onnxruntime"]
     assert rows["tensorrt"].startswith("not available: TensorRT is not available (")
-    assert rows["tensorrt"].endswith("pip install 'qtool[trt]' on a machine with an NVIDIA driver")
-    assert rows["cuda binding"].startswith("not available: no CUDA Python binding (cuda-python or pycuda)")
+    assert rows["tensorrt"].endswith("pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 driver) on a machine with an NVIDIA driver")
+    assert rows["cuda binding"].startswith("not available: no CUDA Python binding works (cuda-python "
+                                           "(cuda.bindings.runtime): ")
+    assert "; pycuda: " in rows["cuda binding"]
     assert rows["gpu"] == "not available: unknown: querying GPUs needs a CUDA binding (above)"
     assert set(rows) == {"python", "qtool", "onnx", "numpy", "onnxruntime", "tensorrt", "cuda binding",
                          "gpu", "matplotlib", "histogram loop"}
@@ -110,6 +112,7 @@ def test_doctor_placeholder_tensorrt_package(qtool, monkeypatch):
 def test_doctor_reports_devices_through_the_cuda_binding(qtool, monkeypatch):
     runtime = types.ModuleType("cuda.bindings.runtime")
     ok = types.SimpleNamespace(value=0)
+    runtime.cudaFree = lambda ptr: (ok,)
     runtime.cudaDriverGetVersion = lambda: (ok, 12040)
     runtime.cudaGetDeviceCount = lambda: (ok, 1)
     runtime.cudaGetDeviceProperties = lambda index: (ok, types.SimpleNamespace(

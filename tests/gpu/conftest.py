@@ -16,7 +16,7 @@ def tensorrt_gpu():
     """The tensorrt module, once TensorRT and CUDA are known to start."""
     from qtool.backends.availability import import_tensorrt
     from qtool.backends.tensorrt.cuda import load_cuda_binding
-    from qtool.backends.tensorrt.logger import make_logger
+    from qtool.backends.tensorrt.logger import shared_logger
     from qtool.errors import MissingDependency
 
     try:
@@ -28,7 +28,7 @@ def tensorrt_gpu():
     except MissingDependency as exc:
         pytest.skip(f"no CUDA: {exc}")
     binding.close()
-    logger = make_logger(trt, None)
+    logger = shared_logger(trt, None)
     try:
         builder = trt.Builder(logger)
         del builder

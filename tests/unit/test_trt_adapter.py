@@ -37,6 +37,8 @@ from qtool.errors import MissingDependency, QtoolError, UsageError
 from qtool.io.model import InputSpec
 
 ENGINE_BYTES = b"serialized-engine\x00\x01"
+HINT_TAIL = ("pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 driver) on a machine with an "
+             "NVIDIA driver")
 CACHE_BYTES = b"timing-cache-after-build"
 
 
@@ -506,7 +508,8 @@ def test_builder_that_cannot_start_cuda_is_a_missing_dependency(tmp_path):
     with pytest.raises(MissingDependency) as info:
         build_engine(model, None, full_options(tmp_path), trt=fake)
     assert str(info.value) == ("TensorRT 10.16.1.11 cannot start CUDA (CUDA initialization failure with "
-                               "error: 35); pip install 'qtool[trt]' on a machine with an NVIDIA driver")
+                               "error: 35); pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 "
+                               "driver) on a machine with an NVIDIA driver")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
 
 
@@ -708,6 +711,13 @@ def test_summary_of_names_only_bare_lists_and_garbage():
     assert summarize_engine_information('{"Layers": []}').summary_line() == "layers: none reported"
 
 
+def test_local_function_suffix_is_not_part_of_the_node_name():
+    text = json.dumps({"Layers": [{"Name": "c", "LayerType": "X", "Inputs": [], "Outputs": [],
+                                   "Metadata": "[ONNX Layer: /blk/conv | Local Function: Block]\x1e"
+                                               "[ONNX Layer: a|b]\x1e[ONNX Layer: /head/Gemm]"}]})
+    assert summarize_engine_information(text).layers[0].onnx_nodes == ["/blk/conv", "a|b", "/head/Gemm"]
+
+
 def test_raw_control_characters_in_metadata_are_accepted():
     text = '{"Layers": [{"Name": "c", "LayerType": "X", "Metadata": "[ONNX Layer: a]\x1e[ONNX Layer: b]", ' \
            '"Inputs": [{"Name": "i", "Format/Datatype": "Half"}], "Outputs": []}]}'
@@ -730,6 +740,18 @@ def test_logger_prints_on_stderr_up_to_its_level_and_keeps_errors(capsys):
     silent = make_logger(SimpleNamespace(ILogger=ILogger), None)
     silent.log(SEVERITY.INTERNAL_ERROR, "fatal")
     assert capsys.readouterr().err == "" and silent.last_error() == "fatal"
+
+
+def test_one_logger_per_tensorrt_module_with_fresh_errors_and_level():
+    from qtool.backends.tensorrt.logger import shared_logger
+
+    module = SimpleNamespace(ILogger=ILogger)
+    first = shared_logger(module, "WARNING")
+    first.log(SEVERITY.ERROR, "old failure")
+    second = shared_logger(module, None)
+    assert second is first  # TensorRT keeps calling the logger it was first given
+    assert second.last_error() == "" and second.max_rank == -1
+    assert shared_logger(SimpleNamespace(ILogger=ILogger)) is not first
 
 
 # ----------------------------------------------------------------------------------------------
@@ -813,6 +835,7 @@ class FakeRunContext:
 
     def set_optimization_profile_async(self, index, handle):
         self.fake.calls.append(("set_optimization_profile_async", index, handle))
+        return index != self.fake.refuse_profile
 
     def set_input_shape(self, name, shape):
         self.fake.calls.append(("set_input_shape", name, tuple(shape)))
@@ -836,6 +859,7 @@ class FakeRunContext:
 
 def runner_fakes():
     fake = FakeTensorRT("10.16.1.11", [])
+    fake.refuse_profile = None
     memory = FakeMemory()
 
     class Runtime:
@@ -888,6 +912,10 @@ def test_runner_errors_are_one_line(tmp_path):
         with pytest.raises(QtoolError, match=r"fits no optimization profile .*profile 0: \[1, 3\]\.\.\[4, 3\], "
                                              r"profile 1: \[5, 3\]\.\.\[16, 3\]"):
             runner.run({"x": np.zeros((17, 3), np.float32)})
+    fake.refuse_profile = 1
+    with TensorRTRunner(engine, trt=fake, cuda=memory) as runner, pytest.raises(
+            QtoolError, match=r"TensorRT cannot switch .*m\.engine to optimization profile 1: no reason"):
+        runner.run({"x": np.zeros((8, 3), np.float32)})
     bad = tmp_path / "bad.engine"
     bad.write_bytes(b"garbage")
     with pytest.raises(QtoolError, match=r"TensorRT 10\.16\.1\.11 cannot load .*bad\.engine: not an engine"), \
@@ -944,10 +972,11 @@ def test_run_engine_writes_merged_outputs_and_a_record(tmp_path):
 
 class FakeCudart:
     """cuda-python's runtime module as far as the binding uses it; every call fails like a
-    machine without an NVIDIA driver."""
+    machine whose driver is older than the binding's CUDA runtime (or has no driver: 0)."""
 
-    def __init__(self, error=35):
+    def __init__(self, error=35, driver=0, runtime=13000):
         self.err = SimpleNamespace(value=error)
+        self.driver, self.runtime = driver, runtime
 
     def cudaGetErrorName(self, err):
         return (SimpleNamespace(value=0), b"cudaErrorInsufficientDriver")
@@ -962,20 +991,81 @@ class FakeCudart:
         return (self.err, None)
 
     def cudaDriverGetVersion(self):
-        return (SimpleNamespace(value=0), 0)
+        return (SimpleNamespace(value=0), self.driver)
+
+    def cudaRuntimeGetVersion(self):
+        return (SimpleNamespace(value=0), self.runtime)
+
+
+class FakePyCudaDriver(types.ModuleType):
+    """pycuda.driver on a working machine, as far as the loader's init() goes."""
+
+    def __init__(self):
+        super().__init__("pycuda.driver")
+        self.calls = []
+
+    def init(self):
+        self.calls.append("init")
+
+    def Device(self, index):
+        driver = self
+
+        class Context:
+            def push(self):
+                driver.calls.append(("push", index))
+
+            def detach(self):
+                driver.calls.append("detach")
+
+        return SimpleNamespace(retain_primary_context=lambda: Context())
 
 
 def test_cuda_python_binding_errors(monkeypatch):
     from qtool.backends.tensorrt.cuda import CudaError, CudaPythonBinding, load_cuda_binding
 
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", FakeCudart())
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", FakeCudart(driver=12040))
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     with pytest.raises(MissingDependency) as info:
         load_cuda_binding()
-    assert str(info.value) == ("CUDA initialisation failed (cudaErrorInsufficientDriver: CUDA driver version is "
-                               "insufficient for CUDA runtime version); pip install 'qtool[trt]' on a machine "
-                               "with an NVIDIA driver")
+    message = str(info.value)
+    assert message.startswith(
+        "no CUDA Python binding works (cuda-python (cuda.bindings.runtime) ")
+    assert (": CUDA initialisation failed (cudaErrorInsufficientDriver: CUDA driver version is "
+            "insufficient for CUDA runtime version) (the driver supports CUDA 12.4; this cuda-python "
+            "(cuda.bindings.runtime) needs CUDA 13.0: pip install 'qtool[trt-cu12]'); pycuda: ") in message
+    assert message.endswith(HINT_TAIL)
     binding = CudaPythonBinding(FakeCudart(), "cuda-python", "13")
     with pytest.raises(CudaError, match=r"CUDA malloc of 64 bytes failed \(cudaErrorInsufficientDriver"):
         binding.malloc(64)
     with pytest.raises(CudaError, match="no NVIDIA driver is installed"):
         binding.describe_devices()
+
+
+def test_a_binding_that_imports_but_cannot_start_cuda_is_passed_over(monkeypatch):
+    """Selection only: the loader moves on to pycuda and says what it passed over."""
+    from qtool.backends.tensorrt.cuda import PyCudaBinding, load_cuda_binding
+
+    driver = FakePyCudaDriver()
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", FakeCudart(driver=12040))
+    monkeypatch.setitem(sys.modules, "cuda.cudart", FakeCudart(driver=12040))
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    binding = load_cuda_binding()
+    assert isinstance(binding, PyCudaBinding)
+    assert driver.calls == ["init", ("push", 0)]
+    assert len(binding.tried) == 1  # the old cuda.cudart layout is the same library: not retried
+    assert binding.tried[0].startswith("cuda-python (cuda.bindings.runtime) ")
+    assert "needs CUDA 13.0: pip install 'qtool[trt-cu12]'" in binding.tried[0]
+    # without init nothing is started, and the first binding that imports is taken
+    assert load_cuda_binding(init=False).name == "cuda-python (cuda.bindings.runtime)"
+
+
+def test_stream_handles_use_cuda_pythons_native_handle_getter():
+    from qtool.backends.tensorrt.cuda import CudaPythonBinding
+
+    class Stream:
+        def __int__(self):
+            raise AssertionError("int(stream) is deprecated in cuda-python")
+
+    binding = CudaPythonBinding(FakeCudart(), "cuda-python", "13", native_handle=lambda s: 0x7F00)
+    assert binding.stream_handle(Stream()) == 0x7F00
+    assert CudaPythonBinding(FakeCudart(), "cuda-python", "12.6").stream_handle(7) == 7

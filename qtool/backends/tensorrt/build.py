@@ -36,7 +36,7 @@ import onnx
 from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_information
-from qtool.backends.tensorrt.logger import make_logger
+from qtool.backends.tensorrt.logger import shared_logger
 from qtool.backends.tensorrt.shapes import (
     ShapeRange,
     check_profiles,
@@ -438,7 +438,7 @@ def build_engine(model_path, output=None, options: BuildOptions | None = None, *
         note(f"{plan.model_path.name} has Q/DQ nodes: enabling BuilderFlag.INT8 (TensorRT 10 "
              "needs it for explicitly quantized networks)")
     flag_names = adapter.precision_flag_names(int8_flag, options.fp16, strongly_typed)
-    logger = make_logger(trt, options.log_level)
+    logger = shared_logger(trt, options.log_level)
 
     with contextlib.ExitStack() as stack:
         builder = _start_builder(trt, adapter, logger)  # fails fast without a usable GPU

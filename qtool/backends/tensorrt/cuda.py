@@ -4,6 +4,11 @@ cuda-python (`cuda.bindings.runtime`, or `cuda.cudart` in older releases) is wha
 TensorRT samples use; pycuda is accepted when it is the binding installed. Both wrap the same
 operations: device malloc/free, host<->device copies on a stream, stream create/sync/destroy, and
 a description of the driver and devices for `qtool doctor`.
+
+The loader tries each binding in turn and takes the first that imports *and* starts CUDA: a
+cuda-python built for a newer CUDA than the driver (cuda-bindings 13 links the CUDA 13 runtime
+statically) imports cleanly and fails only there, and then pycuda is tried. What was tried, and
+why each failed, is kept for `qtool doctor` and the error.
 """
 
 from __future__ import annotations
@@ -43,10 +48,14 @@ def _package_version(*names: str) -> str:
 class CudaPythonBinding:
     """cuda-python's runtime API: every call returns (error, *values)."""
 
-    def __init__(self, cudart, name: str, version: str):
+    def __init__(self, cudart, name: str, version: str, native_handle=None):
         self.cudart = cudart
         self.name = name
         self.version = version
+        # cuda.bindings.utils.get_cuda_native_handle replaces int(handle), deprecated in
+        # cuda-bindings 12.9/13; older releases have only int()
+        self._native_handle = native_handle
+        self.tried: list[str] = []
 
     def _error_text(self, err) -> str:
         try:
@@ -64,8 +73,23 @@ class CudaPythonBinding:
 
     def init(self) -> None:
         # cudaFree(0) creates the primary context: a missing driver or GPU shows up here.
-        self._call("initialisation", self.cudart.cudaFree(0),
-                   error=lambda m: MissingDependency(f"{m}; {TRT_INSTALL_HINT}"))
+        try:
+            self._call("initialisation", self.cudart.cudaFree(0))
+        except CudaError as exc:
+            raise CudaError(f"{exc}{self._version_gap()}") from None
+
+    def _version_gap(self) -> str:
+        """' (the driver supports CUDA 12.4; this binding needs CUDA 13.0: ...)' when the runtime
+        this binding carries is newer than the driver, else ''."""
+        try:
+            driver = int(self._call("driver version", self.cudart.cudaDriverGetVersion()) or 0)
+            runtime = int(self._call("runtime version", self.cudart.cudaRuntimeGetVersion()) or 0)
+        except Exception:
+            return ""
+        if not driver or runtime <= driver:
+            return ""
+        return (f" (the driver supports CUDA {_cuda_version(driver)}; this {self.name} needs CUDA "
+                f"{_cuda_version(runtime)}: pip install 'qtool[trt-cu{driver // 1000}]')")
 
     def malloc(self, nbytes: int) -> int:
         return int(self._call(f"malloc of {nbytes} bytes", self.cudart.cudaMalloc(max(int(nbytes), 1))))
@@ -76,8 +100,10 @@ class CudaPythonBinding:
     def stream_create(self):
         return self._call("stream creation", self.cudart.cudaStreamCreate())
 
-    @staticmethod
-    def stream_handle(stream) -> int:
+    def stream_handle(self, stream) -> int:
+        """The cudaStream_t address TensorRT's execute_async_v3 takes."""
+        if self._native_handle is not None:
+            return int(self._native_handle(stream))
         return int(stream)
 
     def stream_synchronize(self, stream) -> None:
@@ -98,7 +124,7 @@ class CudaPythonBinding:
         version = self._call("driver version", self.cudart.cudaDriverGetVersion())
         if not version:
             raise CudaError("no NVIDIA driver is installed")
-        driver = f"driver API {version // 1000}.{(version % 1000) // 10}"
+        driver = f"driver API {_cuda_version(version)}"
         count = self._call("device count", self.cudart.cudaGetDeviceCount())
         devices = []
         for index in range(count):
@@ -121,6 +147,7 @@ class PyCudaBinding:
         self.version = version
         self._context = None
         self._allocations: dict[int, object] = {}
+        self.tried: list[str] = []
 
     def init(self) -> None:
         try:
@@ -128,7 +155,7 @@ class PyCudaBinding:
             self._context = self.driver.Device(0).retain_primary_context()
             self._context.push()
         except Exception as exc:
-            raise MissingDependency(f"CUDA cannot start ({first_line(exc)}); {TRT_INSTALL_HINT}") from None
+            raise CudaError(f"CUDA cannot start ({first_line(exc)})") from None
 
     def _guard(self, what: str, func, *args):
         try:
@@ -177,7 +204,7 @@ class PyCudaBinding:
             devices.append({"index": index, "name": _text(device.name()),
                             "compute_capability": f"{major}.{minor}",
                             "memory_mib": int(device.total_memory()) // (1 << 20)})
-        return f"driver API {version // 1000}.{(version % 1000) // 10}", devices
+        return f"driver API {_cuda_version(version)}", devices
 
     def close(self) -> None:
         for ptr in list(self._allocations):
@@ -190,25 +217,53 @@ class PyCudaBinding:
                 self._context = None
 
 
+def _cuda_version(number: int) -> str:
+    """CUDA's version integer (1000 * major + 10 * minor) as text: 12040 -> '12.4'."""
+    return f"{number // 1000}.{(number % 1000) // 10}"
+
+
+# (module, label), in order of preference; the two cuda-python layouts are one package
+BINDINGS = (("cuda.bindings.runtime", "cuda-python (cuda.bindings.runtime)"),
+            ("cuda.cudart", "cuda-python (cuda.cudart)"),
+            ("pycuda.driver", "pycuda"))
+
+
+def _native_handle_getter():
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except Exception:  # cuda-python before 12.9: int() is the way
+        return None
+    return get_cuda_native_handle
+
+
 def load_cuda_binding(init: bool = True):
-    """The first CUDA binding that imports: cuda-python, then its older layout, then pycuda."""
-    for module_name, label in (("cuda.bindings.runtime", "cuda-python (cuda.bindings.runtime)"),
-                               ("cuda.cudart", "cuda-python (cuda.cudart)")):
+    """The first CUDA binding that imports and (with `init`) starts CUDA: cuda-python, then its
+    older layout, then pycuda. The binding's `tried` lists the ones passed over and why; when
+    none works, MissingDependency says why for each."""
+    tried: list[str] = []
+    imported_cuda_python = False
+    for module_name, label in BINDINGS:
+        if module_name == "cuda.cudart" and imported_cuda_python:
+            continue  # the same library under its old name: it would fail the same way
         try:
-            cudart = importlib.import_module(module_name)
+            module = importlib.import_module(module_name)
         except Exception as exc:  # ImportError, or OSError when its CUDA libraries are missing
             log.debug("CUDA binding %s unavailable: %s", module_name, first_line(exc))
+            tried.append(f"{label}: {first_line(exc)}")
             continue
-        binding = CudaPythonBinding(cudart, label, _package_version("cuda-python", "cuda-bindings"))
-        break
-    else:
-        try:
-            driver = importlib.import_module("pycuda.driver")
-        except Exception:
-            raise MissingDependency(
-                f"no CUDA Python binding (cuda-python or pycuda) can be imported; {TRT_INSTALL_HINT}"
-            ) from None
-        binding = PyCudaBinding(driver, _package_version("pycuda"))
-    if init:
-        binding.init()
-    return binding
+        if module_name == "pycuda.driver":
+            binding = PyCudaBinding(module, _package_version("pycuda"))
+        else:
+            imported_cuda_python = True
+            binding = CudaPythonBinding(module, label, _package_version("cuda-bindings", "cuda-python"),
+                                        _native_handle_getter())
+        if init:
+            try:
+                binding.init()
+            except Exception as exc:  # CudaError, or anything a broken install raises
+                log.debug("CUDA binding %s cannot start CUDA: %s", label, first_line(exc))
+                tried.append(f"{label} {binding.version}: {first_line(exc)}")
+                continue
+        binding.tried = tried
+        return binding
+    raise MissingDependency(f"no CUDA Python binding works ({'; '.join(tried)}); {TRT_INSTALL_HINT}")

@@ -10,7 +10,8 @@ between versions, so nothing here assumes a key is present:
 - a layer is a plain string (name only: ProfilingVerbosity LAYER_NAMES_ONLY) or, with DETAILED,
   an object with "Name", "LayerType", "Inputs"/"Outputs" (tensors with "Name", "Dimensions" and
   "Format/Datatype", or separate "Format" and "Datatype"/"DataType"), "Metadata"
-  ("[ONNX Layer: /conv1/Conv]" records), "TacticName"/"TacticValue", "Origin".
+  ("[ONNX Layer: /conv1/Conv]" records, "[ONNX Layer: /conv1/Conv | Local Function: f]" inside
+  an ONNX local function), "TacticName"/"TacticValue", "Origin".
 - a data type is written as a word ("Float", "Half", "Int8") or inside a format description
   ("Row major linear FP32 format (kLINEAR)", "Thirty-two wide channel vectorized row major
   Int8 format."); "N/A due to dynamic shapes" when no shapes were set.
@@ -40,7 +41,8 @@ HIGH_PRECISION = ("fp32", "bf16", "fp16")   # widest first
 CONVERSION = "conversion"
 CATEGORIES = ("int8", "fp8", "int4", "fp4", "fp16", "bf16", "fp32", CONVERSION, "other", "unknown")
 TENSOR_TYPE_KEYS = ("Format/Datatype", "Datatype", "DataType", "Data type", "Format")
-ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]\x1e]+)\]")
+# onnx-tensorrt writes "[ONNX Layer: <node name> | Local Function: <f> | ...]": the name ends at " | "
+ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]\x1e]+?)(?: \| [^\]\x1e]*)?\]")
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 
 from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
-from qtool.backends.tensorrt.logger import make_logger
+from qtool.backends.tensorrt.logger import shared_logger
 from qtool.errors import MissingDependency, QtoolError, first_line
 from qtool.io.model import InputSpec
 
@@ -107,7 +107,7 @@ class TensorRTRunner:
             from qtool.backends.tensorrt.cuda import load_cuda_binding
 
             self._cuda = load_cuda_binding()
-        self.logger = make_logger(trt, self._log_level)
+        self.logger = shared_logger(trt, self._log_level)
         try:
             self.runtime = trt.Runtime(self.logger)
         except (TypeError, RuntimeError) as exc:
@@ -220,7 +220,9 @@ class TensorRTRunner:
         context, cuda, handle = self.context, self._cuda, self._cuda.stream_handle(self.stream)
         profile = self._select_profile(arrays)
         if profile != self._profile:
-            context.set_optimization_profile_async(profile, handle)
+            if not context.set_optimization_profile_async(profile, handle):
+                raise QtoolError(f"TensorRT cannot switch {self.label} to optimization profile "
+                                 f"{profile}: " + (self.logger.last_error() or "no reason given"))
             self._profile = profile
         for name, array in arrays.items():
             if not context.set_input_shape(name, tuple(array.shape)):

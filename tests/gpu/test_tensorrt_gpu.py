@@ -108,7 +108,8 @@ def test_two_profiles_and_varying_batches(tensorrt_gpu, int8_model, demo_data, t
         runner.run({"input": inputs[:33]})
 
 
-def test_fp16_elsewhere_builds_and_agrees(tensorrt_gpu, int8_model, demo_data, tmp_path):
+def test_fp16_elsewhere_keeps_every_int8_layer_and_agrees(tensorrt_gpu, int8_engine, int8_model, demo_data,
+                                                           tmp_path):
     inputs, _, _ = demo_data
     notes = []
     result = build_engine(int8_model, tmp_path / "fp16.engine",
@@ -117,9 +118,72 @@ def test_fp16_elsewhere_builds_and_agrees(tensorrt_gpu, int8_model, demo_data, t
         assert any("FP16" in note for note in notes)
     else:
         assert "FP16" in result.precision_flags
+    # FP16 elsewhere must not cost a single INT8 layer (a DQ -> Cast -> Conv left in would)
+    assert result.summary.quantized == int8_engine.summary.quantized, (
+        result.summary.summary_line(), int8_engine.summary.summary_line())
+    assert result.summary.counts().get("fp16", 0) > 0, result.summary.summary_line()
     trt_out = tensorrt_logits(result.engine_path, inputs, [256, 256, len(inputs) - 512])
     ort_out = onnxruntime_logits(int8_model, inputs)
     assert (trt_out.argmax(1) == ort_out.argmax(1)).mean() >= 0.97
+
+
+def test_a_model_quantized_with_fp16_builds_with_the_same_int8_layers(tensorrt_gpu, int8_engine, demo_dir,
+                                                                      demo_data, tmp_path):
+    from qtool.backends.tensorrt.adapter import TrtAdapter
+
+    inputs, _, _ = demo_data
+    fp16_model = quantize_demo(demo_dir, tmp_path, high_precision="fp16")
+    notes = []
+    result = build_engine(fp16_model, tmp_path / "fp16model.engine",
+                          BuildOptions(int8=True, shapes=SHAPES), notify=notes.append)
+    assert result.typing.startswith("strongly typed")
+    if not TrtAdapter.for_module(tensorrt_gpu).always_strongly_typed:
+        assert result.typing == "strongly typed (the model holds FP16 tensors)"
+        assert result.precision_flags == []
+    assert result.summary.quantized == int8_engine.summary.quantized, result.summary.summary_line()
+    trt_out = tensorrt_logits(result.engine_path, inputs, [256, 256, len(inputs) - 512])
+    ort_out = onnxruntime_logits(fp16_model, inputs)
+    assert (trt_out.argmax(1) == ort_out.argmax(1)).mean() >= 0.97
+
+
+def test_build_without_shapes_takes_the_sizes_seen_in_calibration(tensorrt_gpu, demo_dir, demo_data, tmp_path):
+    import shutil
+
+    from qtool.calib.calibfile import write_calibration
+    from qtool.calibrate import CalibrateOptions, calibrate
+
+    inputs, _, _ = demo_data
+    model = quantize_demo(demo_dir, tmp_path)
+    target = model.with_name("net.int8.onnx")
+    shutil.move(model, target)
+    result = calibrate(demo_dir / "digits_cnn.onnx", demo_dir / "data" / "calib.npz",
+                       CalibrateOptions(method="max", batch_size=48))
+    write_calibration(result.calibration, tmp_path / "net.calib.json", result.histograms)
+    built = build_engine(target, None, BuildOptions(int8=True))
+    assert built.to_dict()["profiles"] == [{"input": {"min": [1, 1, 8, 8], "opt": [48, 1, 8, 8],
+                                                      "max": [48, 1, 8, 8]}}]
+    trt_out = tensorrt_logits(built.engine_path, inputs, [48, 1, 17])
+    assert (trt_out.argmax(1) == onnxruntime_logits(target, inputs[:66]).argmax(1)).mean() >= 0.97
+
+
+def test_calibration_on_onnxruntimes_cuda_provider_counts_like_the_cpu(demo_dir):
+    import onnxruntime as ort
+
+    from qtool.calibrate import CalibrateOptions, calibrate
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")
+    runs = {provider: calibrate(demo_dir / "digits_cnn.onnx", demo_dir / "data" / "calib.npz",
+                                CalibrateOptions(method="max", batch_size=64, provider=provider))
+            for provider in ("cpu", "cuda")}
+    cpu, cuda = runs["cpu"].histograms, runs["cuda"].histograms
+    assert set(cpu) == set(cuda)
+    for name in cpu:
+        # the same values counted: only where they were computed (TF32/cuDNN rounding) differs
+        assert cuda[name].count == cpu[name].count
+        assert int(cuda[name].hist.sum()) == int(cpu[name].hist.sum())
+        assert cuda[name].abs_max == pytest.approx(cpu[name].abs_max, rel=1e-2)
+    assert runs["cuda"].calibration.config["provider"] == "cuda"
 
 
 def test_timing_cache_is_written_then_reused(tensorrt_gpu, int8_model, tmp_path):

@@ -835,7 +835,9 @@ class FakeRunContext:
 
     def set_optimization_profile_async(self, index, handle):
         self.fake.calls.append(("set_optimization_profile_async", index, handle))
-        return index != self.fake.refuse_profile
+        if index == self.fake.refuse_profile:  # as TensorRT's bindings report a false return
+            raise RuntimeError("Error in set optimization profile async.")
+        return True
 
     def set_input_shape(self, name, shape):
         self.fake.calls.append(("set_input_shape", name, tuple(shape)))
@@ -914,7 +916,7 @@ def test_runner_errors_are_one_line(tmp_path):
             runner.run({"x": np.zeros((17, 3), np.float32)})
     fake.refuse_profile = 1
     with TensorRTRunner(engine, trt=fake, cuda=memory) as runner, pytest.raises(
-            QtoolError, match=r"TensorRT cannot switch .*m\.engine to optimization profile 1: no reason"):
+            QtoolError, match=r"TensorRT cannot switch .*m\.engine to optimization profile 1: Error in set"):
         runner.run({"x": np.zeros((8, 3), np.float32)})
     bad = tmp_path / "bad.engine"
     bad.write_bytes(b"garbage")

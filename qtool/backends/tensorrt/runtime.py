@@ -220,9 +220,15 @@ class TensorRTRunner:
         context, cuda, handle = self.context, self._cuda, self._cuda.stream_handle(self.stream)
         profile = self._select_profile(arrays)
         if profile != self._profile:
-            if not context.set_optimization_profile_async(profile, handle):
+            # The Python bindings raise RuntimeError where setOptimizationProfileAsync returns
+            # false; the bool is checked too, in case a binding returns it instead.
+            try:
+                switched, reason = context.set_optimization_profile_async(profile, handle), ""
+            except RuntimeError as exc:
+                switched, reason = False, first_line(exc)
+            if not switched:
                 raise QtoolError(f"TensorRT cannot switch {self.label} to optimization profile "
-                                 f"{profile}: " + (self.logger.last_error() or "no reason given"))
+                                 f"{profile}: " + (self.logger.last_error() or reason or "no reason given"))
             self._profile = profile
         for name, array in arrays.items():
             if not context.set_input_shape(name, tuple(array.shape)):

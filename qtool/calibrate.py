@@ -32,8 +32,8 @@ from qtool.calib.calibfile import Calibration, TensorCalibration, channel_means
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
 from qtool.calib.pooled import PooledMax
-from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
 from qtool.calib.providers import Providers
+from qtool.calib.providers import check_choice as check_provider
 from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
 from qtool.calib.signature import SeenShapes, merge_inputs
 from qtool.errors import QtoolError, UsageError
@@ -104,9 +104,7 @@ class CalibrateOptions:
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
         parse_shard(self.shard)
-        if self.provider not in PROVIDER_CHOICES:
-            raise UsageError(f"unknown provider {self.provider!r}; choose one of "
-                             f"{', '.join(PROVIDER_CHOICES)}")
+        check_provider(self.provider)
 
 
 @dataclass

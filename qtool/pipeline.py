@@ -15,7 +15,7 @@ Config tables and their keys (the same names as the commands' options, with '_' 
     [compare]     data (required), loader_script, labels, task, logits, num_samples, batch_size,
                   min_sqnr, min_cosine, max_top1_drop, min_agreement
     [build]       required (default false), int8 (default true), fp16, strongly_typed, shapes,
-                  workspace, timing_cache, builder_optimization_level
+                  batch, workspace, timing_cache, builder_optimization_level
     [sensitivity] read by `qtool sensitivity --config`, not by the pipeline
 
 Relative paths in the config resolve against the config file's folder; output_dir defaults to
@@ -68,7 +68,7 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
                 "min_sqnr": (int, float), "min_cosine": (int, float),
                 "max_top1_drop": (int, float), "min_agreement": (int, float)},
     "build": {"required": (bool,), "int8": (bool,), "fp16": (bool,), "strongly_typed": (bool,),
-              "shapes": (str, list), "workspace": (int,), "timing_cache": (str,),
+              "shapes": (str, list), "batch": (int,), "workspace": (int,), "timing_cache": (str,),
               "builder_optimization_level": (int,)},
 }
 FREE_TABLES = ("preprocess", "sensitivity")  # checked by their own readers
@@ -588,6 +588,7 @@ class _Runner:
             int8=table.get("int8", True), fp16=table.get("fp16", False),
             strongly_typed=table.get("strongly_typed", False),
             shapes=[str(s) for s in _as_list(table.get("shapes", []))],
+            batch=table.get("batch"),  # without shapes: sizes from the calibration file beside
             workspace_mib=table.get("workspace"),
             timing_cache=None if cache is None else str(cache),
             builder_optimization_level=table.get("builder_optimization_level"),

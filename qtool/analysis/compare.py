@@ -24,8 +24,8 @@ from qtool.analysis.metrics import (
     format_number,
 )
 from qtool.analysis.runners import model_kind, open_runner
-from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
 from qtool.calib.providers import Providers
+from qtool.calib.providers import check_choice as check_provider
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
@@ -53,9 +53,7 @@ class CompareOptions:
         return self.task == "classification" or self.labels is not None
 
     def validate(self) -> CompareOptions:
-        if self.provider not in PROVIDER_CHOICES:
-            raise UsageError(f"unknown provider {self.provider!r}; choose one of "
-                             f"{', '.join(PROVIDER_CHOICES)}")
+        check_provider(self.provider)
         if self.task is not None and self.task not in TASKS:
             raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         for name in ("num_samples", "batch_size"):

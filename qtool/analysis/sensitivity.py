@@ -31,8 +31,8 @@ from qtool.analysis.gates import Gates
 from qtool.analysis.layers import SingleLayerModels
 from qtool.backends.onnxruntime import OnnxRunner
 from qtool.calib.calibfile import check_model_match, read_calibration
-from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
 from qtool.calib.providers import Providers
+from qtool.calib.providers import check_choice as check_provider
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.topology import node_label
 from qtool.io.data import open_data
@@ -66,9 +66,7 @@ class SensitivityOptions:
         return self.task == "classification" or self.labels is not None
 
     def validate(self) -> SensitivityOptions:
-        if self.provider not in PROVIDER_CHOICES:
-            raise UsageError(f"unknown provider {self.provider!r}; choose one of "
-                             f"{', '.join(PROVIDER_CHOICES)}")
+        check_provider(self.provider)
         for name in ("num_samples", "eval_samples", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -30,6 +30,12 @@ GPU_INSTALL_HINT = ("install onnxruntime-gpu in place of onnxruntime (pip uninst
                     "pip install onnxruntime-gpu) on a machine with an NVIDIA driver")
 
 
+def check_choice(choice: str) -> None:
+    """A --provider value: one of CHOICES, or a UsageError."""
+    if choice not in CHOICES:
+        raise UsageError(f"unknown provider {choice!r}; choose one of {', '.join(CHOICES)}")
+
+
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -40,8 +46,7 @@ class Providers:
     """The providers of one command's sessions, resolved once from a --provider choice."""
 
     def __init__(self, choice: str = CPU, available: list[str] | None = None):
-        if choice not in CHOICES:
-            raise UsageError(f"unknown provider {choice!r}; choose one of {', '.join(CHOICES)}")
+        check_choice(choice)
         available = available_providers() if available is None else list(available)
         self.choice = choice
         if choice == AUTO:

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from qtool.calib.providers import CHOICES as PROVIDER_CHOICES
 from qtool.config import load_config, section
 from qtool.errors import UsageError
 
@@ -47,7 +48,6 @@ def data_options(func):
     return func
 
 
-PROVIDER_CHOICES = ("cpu", "cuda", "tensorrt", "auto")  # qtool.calib.providers.CHOICES
 
 
 def provider_option(func):

@@ -69,3 +69,12 @@ def test_pipeline_provider_flag_and_config_key(qtool, demo_copy):  # noqa: F811
                                                  'output_dir = "../out"\nprovider = "cuda"'))
     result = qtool("pipeline", config)
     assert result.code == 1 and MISSING in result.err
+
+
+def test_pipeline_config_keys_for_provider_and_build_batch():
+    from qtool.errors import UsageError
+    from qtool.pipeline import check_tables
+
+    check_tables({"pipeline": {"model": "m.onnx", "provider": "cuda"}, "build": {"batch": 8}}, "ci.toml")
+    with pytest.raises(UsageError, match="batch"):
+        check_tables({"pipeline": {"model": "m.onnx"}, "build": {"batch": "8"}}, "ci.toml")

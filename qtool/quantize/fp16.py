@@ -31,8 +31,10 @@ QuantizeLinear of a float16 tensor takes a float16 scale: no Casts, which is the
 strongly typed mode reads as "INT8 layer with FP16 I/O". A QuantizeLinear of constant weights
 keeps float32 weights (rounding weights to float16 before quantizing would change the INT8
 values). Q/DQ scales are snapped to float16-representable values so both nodes of a pair stay
-equal whichever type each gets; a Q/DQ whose scale is outside float16's normal range
-(2**-14 .. 65504) keeps float32 with Casts instead.
+equal whichever type each gets. Weight scales below float16's smallest normal number (dead or
+near-dead channels, often all zero) are raised to 2**-14, requantizing stored INT8 weights; any
+other Q/DQ whose scale is outside float16's normal range (2**-14 .. 65504) keeps float32 with
+Casts, and a warning names the weighted ops that then read DQ -> Cast.
 """
 
 from __future__ import annotations
@@ -439,6 +441,69 @@ class _Converter:
         suffix = "fp16" if to == HALF else "fp32"
         return helper.make_node("Cast", [source], [target], name=self.fresh(f"{source}_cast_{suffix}"), to=to)
 
+    def _weight_scale_readers(self, name: str) -> list[onnx.NodeProto] | None:
+        """The Q/DQ nodes reading scale `name` when it quantizes weights only: every reader
+        takes it as its scale and quantizes a constant (Q) or dequantizes a constant or one of
+        those Q's outputs (DQ); None otherwise."""
+        readers = [self.nodes[i] for i, slot in self.consumers.get(name, ()) if slot == 1]
+        if not readers or len(readers) != len(self.consumers.get(name, ())):
+            return None
+        q_outputs = {n.output[0] for n in readers if n.op_type == _Q}
+        for node in readers:
+            source = node.input[0]
+            if node.op_type == _Q and source in self.constant_derived:
+                continue
+            if node.op_type == _DQ and (source in q_outputs or self.is_constant(source)):
+                continue
+            return None
+        return readers
+
+    def _raise_tiny_weight_scales(self) -> None:
+        """Weight scales below float16's smallest normal number (2**-14) become 2**-14, so the
+        weights' DequantizeLinear can output float16 like every other (a float32 DQ would leave
+        DQ -> Cast -> op). Such channels have |w| < 127 * 2**-14 (about 0.0078; near-dead,
+        often all zero), so nothing clips and each weight moves by at most 2**-15. INT8 weights
+        stored as constants are requantized to the new scale; a Q of float32 weights requantizes
+        itself. Activation scales are left as they are (see the module notes)."""
+        if self.opset < FP16_QDQ_OPSET:
+            return
+        self.constant_derived = self._closure(set(self.initializers) | set(self.constant_nodes), set())
+        names = {n.input[1] for n in self.nodes if n.op_type in (_Q, _DQ) and len(n.input) > 1}
+        for name in sorted(names):
+            value = self.constant_value(name) if self.is_constant(name) else None
+            if value is None or value.dtype != np.float32 or name in self.graph_outputs:
+                continue
+            tiny = (value > 0) & (value < FP16_MIN_NORMAL)
+            readers = self._weight_scale_readers(name) if tiny.any() else None
+            if readers is None:
+                continue
+            raised = np.where(tiny, np.float32(FP16_MIN_NORMAL), value).astype(np.float32)
+            stored = [n for n in readers if n.op_type == _DQ and self.is_constant(n.input[0])]
+            requantized = [self._requantized(n, value, raised) for n in stored]
+            if any(r is None for r in requantized):
+                continue
+            for node, weights in zip(stored, requantized):
+                self._replace_constant(node.input[0], weights)
+            self._replace_constant(name, raised)
+            log.debug("fp16: %d weight scale(s) of %s raised to 2**-14", int(tiny.sum()), name)
+
+    def _requantized(self, node: onnx.NodeProto, old: np.ndarray, new: np.ndarray) -> np.ndarray | None:
+        """The INT8 constant `node` dequantizes, on scale `new` instead of `old` (None when it
+        is not plain symmetric INT8 read by this node alone)."""
+        weights = self.constant_value(node.input[0])
+        zero = self.constant_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if (weights is None or weights.dtype != np.int8 or len(self.consumers.get(node.input[0], ())) != 1
+                or (zero is not None and np.any(zero != 0)) or attribute(node, "block_size", 0)):
+            return None
+        if old.ndim == 1 and old.size > 1:
+            axis = attribute(node, "axis", 1)
+            axis = axis + weights.ndim if axis < 0 else axis
+            shape = [1] * weights.ndim
+            shape[axis] = old.size
+            old, new = old.reshape(shape), new.reshape(shape)
+        values = weights.astype(np.float64) * old.astype(np.float64) / new.astype(np.float64)
+        return np.clip(np.round(values), -128, 127).astype(np.int8)
+
     def _snap_scales(self) -> None:
         """Round Q/DQ scales to float16-representable values (both nodes of a pair agree)."""
         if not any(self.nodes[i].op_type in (_Q, _DQ) for i in self.half):
@@ -520,6 +585,7 @@ class _Converter:
     def run(self) -> onnx.ModelProto:
         self.producer_index = {name: (i, s) for i, node in enumerate(self.nodes)
                                for s, name in enumerate(node.output) if name}
+        self._raise_tiny_weight_scales()
         self._decide_modes()
         self._snap_scales()
 

@@ -202,6 +202,37 @@ def numpy_qdq_conv_reference(model, x):
     return _conv(rd, w2d)
 
 
+def test_tiny_weight_scales_are_raised_so_every_weight_dq_writes_fp16():
+    """Dead or near-dead channels have weight scales below float16's smallest normal number:
+    raised to 2**-14 (stored INT8 weights requantized), so no DQ -> Cast -> Conv is left."""
+    model = qdq_conv_model(opset=17)
+    w = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w")).copy()
+    w[1] *= 1e-7  # a near-dead output channel of conv: its scale ~1e-9
+    w_scale = (np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32)
+    w2_scale = np.array([0.004, 1e-6, 0.004], np.float32)
+    replacements = {"w": w, "w_scale": w_scale, "w2_scale": w2_scale}
+    for tensor in model.graph.initializer:
+        if tensor.name in replacements:
+            tensor.CopyFrom(numpy_helper.from_array(replacements[tensor.name], tensor.name))
+    w2 = init_of(model, "w2")
+    half = converted(model)
+    assert casts_before_weighted_ops(half) == []
+    assert "Cast" not in ops(half)[:-1]  # only the float32 output boundary
+    tiny = np.float32(2.0 ** -14)
+    assert init(half, "w_scale")[1] == tiny and init(half, "w_scale")[0] == np.float16(w_scale[0])
+    np.testing.assert_array_equal(init(half, "w2_scale"), np.float16([0.004, tiny, 0.004]).astype(np.float32))
+    expected_w2 = w2.copy()
+    expected_w2[1] = np.round(w2[1].astype(np.float64) * 1e-6 / 2.0 ** -14)
+    np.testing.assert_array_equal(init(half, "w2"), expected_w2)
+    assert init(half, "w2").dtype == np.int8
+    assert types_of(half)["wd"] == H and types_of(half)["w2d"] == H
+    _assert_close_to_qdq_fp32(model, half, 0.03)
+
+
+def init_of(model, name):
+    return numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == name)).copy()
+
+
 def test_the_old_cast_pattern_is_what_the_structure_check_finds():
     """DQ(fp32) -> Cast(fp16) -> Conv: the pattern the upgrade avoids."""
     model = make_model(

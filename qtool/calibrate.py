@@ -67,6 +67,7 @@ class CalibrateOptions:
     batch_size: int | None = None
     shard: str | None = None
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
     task: str | None = None  # what auto scores: "classification", or None for output SQNR
@@ -247,21 +248,22 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     if data_path is None and options.loader_script is None:
         raise UsageError("give calibration data with --data PATH (or --data-loader-script FILE)")
     source = open_data(data_path, specs, preprocess=options.preprocess or None,
-                       batch_size=options.batch_size, num_samples=options.num_samples,
+                       inputs=options.inputs, batch_size=options.batch_size, num_samples=options.num_samples,
                        loader_script=options.loader_script)
     if on_start is not None:
         on_start(source.num_samples)
     tensors = tensors_to_calibrate(model)
     bounded = bounded_ranges(model) if options.bounded_max else {}
     routes = observation_routes(model, tensors, bounded, channel_axes(model))
-    tap = SliceTap(SLICE_MAX_SAMPLES) if options.method == AUTO else None
+    tap = SliceTap(SLICE_MAX_SAMPLES, source.layout) if options.method == AUTO else None
     run = collect_histograms(model, source if tap is None else tap.wrap(source),
                              routes.histograms, bins=options.bins,
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
                              max_only={name: bounded[name][1] for name in routes.max_only},
                              pooled_means=routes.pooled_means,
-                             expected_samples=_shard_share(source.num_samples, options.shard))
+                             expected_samples=_shard_share(source.num_samples, options.shard),
+                             split_parts=source.layout.all_on_axis_0)
     choice = None
     if tap is not None:
         choice = choose_auto(model_path, run, tap, options, set(bounded), quantize)
@@ -316,7 +318,7 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
     choice = choose_thresholds(
         probe.run, batches, references, candidates, fixed, estimates,
         budget=int(options.auto_budget * run.num_samples),
-        classification=options.task == "classification")
+        classification=options.task == "classification", sizes=tap.sizes)
     for tensor, scores in choice.tensor_scores.items():
         for method, score in scores.items():
             details[tensor][method].update(score.to_dict())

@@ -27,7 +27,6 @@ from qtool.analysis.runners import model_kind, open_runner
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
-from qtool.io.feeds import feed_length
 from qtool.io.hashing import sha256_file
 from qtool.io.labels import read_labels
 from qtool.io.model import InputSpec, model_sha256
@@ -39,6 +38,7 @@ class CompareOptions:
     num_samples: int | None = None
     batch_size: int | None = None
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     labels: str | None = None
     task: str | None = None          # "classification"; implied by labels
@@ -239,7 +239,7 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         specs = merge_specs(ref.input_specs, cand.input_specs)
         names, skipped = common_outputs(ref.output_names, cand.output_names)
         source = open_data(data, specs, preprocess=options.preprocess or None,
-                           batch_size=options.batch_size, num_samples=options.num_samples,
+                           inputs=options.inputs, batch_size=options.batch_size, num_samples=options.num_samples,
                            loader_script=options.loader_script)
         labels = LabelStream(read_labels(options.labels, source) if options.labels else None,
                              options.labels)
@@ -255,7 +255,7 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         outputs = {name: OutputStats(name) for name in names}
         samples = batches = 0
         for feeds in prefetch(source):
-            count = feed_length(feeds, specs, f"batch {batches}")
+            count = source.layout.length(feeds, f"batch {batches}")
             ref_out = ref.run(feeds)
             cand_out = cand.run(feeds)
             for name in names:

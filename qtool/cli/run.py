@@ -41,7 +41,8 @@ def run(ctx, **params):
     setup_logging(params["verbose"], params["quiet"])
     options = RunOptions(
         batch_size=params["batch_size"], num_samples=params["num_samples"],
-        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        preprocess=section(config, "preprocess"),
+        inputs=section(config, "inputs"), loader_script=params["loader_script"],
         log_level=level_for(params["verbose"], params["quiet"]),
     )
     progress = SampleProgress("running", enabled=not params["quiet"])

@@ -134,8 +134,12 @@ def test_npz_missing_input_names_it_and_the_keys_found(tmp_path):
 def test_npz_arrays_must_share_the_batch_axis(tmp_path):
     np.savez(tmp_path / "a.npz", input_ids=np.zeros((2, 4), np.int64),
              attention_mask=np.zeros((3, 4), np.int64))
-    with pytest.raises(QtoolError, match=r"do not share the batch axis 0 \(input_ids 2, attention_mask 3\)"):
+    with pytest.raises(QtoolError) as info:
         open_data(tmp_path / "a.npz", SEQ)
+    assert str(info.value) == (
+        f"{tmp_path / 'a.npz'}: the inputs hold different numbers of samples (input_ids 2 on "
+        f"axis 0, attention_mask 3 on axis 0); if an input is not batched or keeps its samples "
+        f"on another axis, set [inputs.NAME] batch_axis in the config")
 
 
 def test_dynamic_dims_may_change_per_batch(tmp_path):
@@ -152,7 +156,7 @@ def test_rebatching_refuses_samples_of_different_dynamic_size(tmp_path):
                  attention_mask=np.ones((1, seq), np.int64))
     source = open_data(tmp_path, SEQ, batch_size=2)
     with pytest.raises(QtoolError, match=r"cannot batch .*0\.npz with .*1\.npz: input 'input_ids' "
-                                         r"has shape \(1, 4\) and \(1, 7\) beyond axis 0"):
+                                         r"has shape \(1, 4\) and \(1, 7\) beyond batch axis 0"):
         batches(source)
 
 
@@ -236,13 +240,30 @@ def test_inputs_without_a_shared_batch_axis_take_feeds_as_given(tmp_path):
         open_data(tmp_path, specs, batch_size=2)
 
 
-def test_scalar_inputs_cannot_be_rebatched(tmp_path):
+def test_scalar_inputs_go_whole_with_every_batch(tmp_path):
     specs = [InputSpec("x", F32, ("n", 2)), InputSpec("t", F32, ())]
     np.savez(tmp_path / "0.npz", x=np.zeros((3, 2), np.float32), t=np.float32(0.5))
-    (feed,) = batches(open_data(tmp_path, specs))
-    assert feed["t"].shape == () and feed["x"].shape == (3, 2)
-    with pytest.raises(QtoolError, match="cannot re-batch: input 't' is a scalar"):
-        open_data(tmp_path, specs, batch_size=2)
+    np.savez(tmp_path / "1.npz", x=np.ones((1, 2), np.float32), t=np.float32(0.5))
+    first, second = batches(open_data(tmp_path, specs))
+    assert first["t"].shape == () and first["x"].shape == (3, 2) and second["x"].shape == (1, 2)
+    source = open_data(tmp_path, specs, batch_size=2)
+    assert source.num_batches == 2
+    joined = batches(source)
+    assert [feed["x"].shape for feed in joined] == [(2, 2), (2, 2)]
+    assert all(feed["t"] == np.float32(0.5) and feed["t"].shape == () for feed in joined)
+    np.testing.assert_array_equal(joined[1]["x"], [[0, 0], [1, 1]])
+
+
+def test_scalar_inputs_that_differ_are_never_joined(tmp_path):
+    specs = [InputSpec("x", F32, ("n", 2)), InputSpec("t", F32, ())]
+    np.savez(tmp_path / "0.npz", x=np.zeros((1, 2), np.float32), t=np.float32(0.5))
+    np.savez(tmp_path / "1.npz", x=np.zeros((1, 2), np.float32), t=np.float32(0.25))
+    with pytest.raises(QtoolError) as info:
+        batches(open_data(tmp_path, specs, batch_size=2))
+    assert str(info.value) == (
+        f"cannot batch {tmp_path / '0.npz'} with {tmp_path / '1.npz'}: input 't' is not batched "
+        f"and has a different value in each; give whole batches (leave the batch size unset), or "
+        f"set its batch axis with [inputs.t] batch_axis in the config")
 
 
 @pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"num_samples": -1}, {"batch_size": True},

@@ -240,11 +240,12 @@ def _classifier_set(labels=None):
     x = rng.normal(size=(20, 4)).astype(np.float32)
     logits = x * np.array([1, 2, 3, 4], np.float32)
     batches = [{"x": x[i:i + 6]} for i in range(0, 20, 6)]
+    from qtool.io.batch_axes import BatchLayout
     from qtool.io.model import InputSpec
 
-    specs = [InputSpec("x", np.dtype(np.float32), ("N", 4))]
+    layout = BatchLayout.of([InputSpec("x", np.dtype(np.float32), ("N", 4))])
     reference = ReferenceSet(lambda feeds: {"y": feeds["x"] * np.array([1, 2, 3, 4], np.float32)},
-                             batches, specs, labels=labels, classification=True)
+                             batches, layout, labels=labels, classification=True)
     return reference, x, logits
 
 

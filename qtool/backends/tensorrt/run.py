@@ -28,6 +28,7 @@ class RunOptions:
     batch_size: int | None = None
     num_samples: int | None = None
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     log_level: str = "WARNING"
 
@@ -76,12 +77,6 @@ def record_path(output) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def batch_samples(feeds: dict) -> int:
-    for array in feeds.values():
-        return int(array.shape[0]) if getattr(array, "ndim", 0) else 1
-    return 0
-
-
 def check_run_inputs(engine_path, data_path, output, options: RunOptions) -> Path:
     """Checks that need no TensorRT; returns the output path."""
     options.validate()
@@ -114,7 +109,7 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
     seconds = 0.0
     with TensorRTRunner(engine_path, log_level=options.log_level, trt=trt, cuda=cuda) as runner:
         source = open_data(data_path, runner.input_specs, preprocess=options.preprocess or None,
-                           batch_size=options.batch_size, num_samples=options.num_samples,
+                           inputs=options.inputs, batch_size=options.batch_size, num_samples=options.num_samples,
                            loader_script=options.loader_script)
         if on_start is not None:
             on_start(getattr(source, "num_samples", None))
@@ -122,7 +117,7 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
             start = time.perf_counter()
             batches.append(runner.run(feeds))
             seconds += time.perf_counter() - start
-            count = batch_samples(feeds)
+            count = source.layout.length(feeds, f"batch {len(batches) - 1}")
             samples += count
             if on_batch is not None:
                 on_batch(count)

@@ -91,6 +91,27 @@ def test_slice_tap_keeps_batches_without_a_shared_batch_axis_whole():
     assert len(tap.units) == 2 and tap.units[0]["state"].shape == (2, 3, 4)
 
 
+
+def test_slice_tap_with_batch_axes_keeps_samples_and_joins_them_on_each_axis():
+    from qtool.io.batch_axes import BatchLayout
+    from qtool.io.model import input_specs
+    from tests.tiny_models import state_step
+
+    layout = BatchLayout.of(input_specs(state_step()))
+    batches = [{"x": np.full((3, 16), float(i), np.float32),
+                "state": np.stack([np.full((3, 8), float(i), np.float32)] * 2),
+                "sr": np.array(16000 if i < 3 else 8000)} for i in range(4)]
+    tap = SliceTap(capacity=16, layout=layout)
+    list(tap.wrap(batches))
+    assert len(tap.units) == 12 and tap.units[0]["state"].shape == (2, 1, 8)
+    probes = tap.batches()
+    # at most 3 samples a batch (the data's own batch size); sr 8000 is never joined with 16000
+    assert [(b["x"].shape[0], b["state"].shape[1], int(b["sr"])) for b in probes] == [
+        (3, 3, 16000), (3, 3, 16000), (3, 3, 16000), (3, 3, 8000)]
+    assert tap.sizes == [3, 3, 3, 3]
+    np.testing.assert_array_equal(probes[1]["state"][0, :, 0], [1, 1, 1])
+
+
 def matmul_chain(k=6, n=5, seed=0):
     """x[N,k] -> MatMul(w1[k,n]) -> h -> MatMul(w2[n,3]) -> y."""
     rng = np.random.default_rng(seed)

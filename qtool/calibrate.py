@@ -270,7 +270,8 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
-        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape)} for s in specs],
+        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape),
+                 "batch_axis": source.layout.axis(s.name)} for s in specs],
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path), bounded=set(bounded),
         maxima=run.maxima, order=tensors,

@@ -75,6 +75,8 @@ def test_calibrate_quantize_compare_with_batch_1_files_and_a_loader_script(qtool
     assert {name: t["amax"] for name, t in from_script["tensors"].items()} == \
         {name: t["amax"] for name, t in from_files["tensors"].items()}
     assert set(from_files["tensors"]) == {"x", "z"}  # both MatMul inputs
+    assert [(i["name"], i["shape"], i["batch_axis"]) for i in from_files["model"]["inputs"]] == [
+        ("x", ["batch", 16], 0), ("state", [2, "batch", 8], 1), ("sr", [], None)]
 
     result = qtool("quantize", model, "--calib", calib, "-o", int8)
     assert result.code == 0, result.err

@@ -66,7 +66,8 @@ KIND_SUFFIXES = {"npy": (".npy",), "npz": (".npz",), "images": IMAGE_SUFFIXES}
 DECODE_THREADS = 4  # at most; fewer on smaller machines
 # Samples per batch of a larger .npy/.npz file when no batch size is given: a file of a thousand
 # samples would otherwise be one batch, and every activation of the model that many samples big.
-FILE_BATCH_SIZE = 32
+# On CPU larger batches bring no speed, only memory (BENCHMARKS.md).
+FILE_BATCH_SIZE = 8
 
 
 class DataSource:

@@ -573,17 +573,17 @@ def test_config_batch_axis_none_feeds_an_input_whole(tmp_path):
 
 
 @pytest.mark.parametrize("sizes, num_samples, expected", [
-    ([70], None, [32, 32, 6]),
-    ([40, 10], None, [32, 8, 10]),    # a file's last part is never joined with the next file
-    ([40, 10], 45, [32, 8, 5]),
-    ([40, 10], 35, [32, 3]),
-    ([32, 1], None, [32, 1]),
+    ([20], None, [8, 8, 4]),
+    ([10, 12], None, [8, 2, 8, 4]),    # a file's last part is never joined with the next file
+    ([10, 12], 13, [8, 2, 3]),
+    ([10, 12], 5, [5]),
+    ([8, 1], None, [8, 1]),
 ])
 def test_large_files_are_cut_into_batches_of_the_default_size(tmp_path, sizes, num_samples,
                                                                 expected):
     from qtool.io.data import FILE_BATCH_SIZE
 
-    assert FILE_BATCH_SIZE == 32
+    assert FILE_BATCH_SIZE == 8
     start = 0
     for index, size in enumerate(sizes):
         np.save(tmp_path / f"{index}.npy", arange(size, shape=(2,), start=start))
@@ -594,18 +594,19 @@ def test_large_files_are_cut_into_batches_of_the_default_size(tmp_path, sizes, n
     assert (source.num_samples, source.num_batches) == (sum(expected), len(expected))
     np.testing.assert_array_equal(np.concatenate([f["x"] for f in out]),
                                   arange(sum(expected), shape=(2,)))
-    assert "one batch per file of up to 32 samples" in source.describe()
+    assert "one batch per file of up to 8 samples" in source.describe()
 
 
 def test_large_state_file_is_cut_along_each_batch_axis(tmp_path):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 16)).astype(np.float32)
-    state = rng.normal(size=(2, 40, 8)).astype(np.float32)
+    x = rng.normal(size=(10, 16)).astype(np.float32)
+    state = rng.normal(size=(2, 10, 8)).astype(np.float32)
     np.savez(tmp_path / "all.npz", x=x, state=state, sr=np.array(8000))
     out = batches(open_data(tmp_path, STATE))
-    assert [(f["x"].shape, f["state"].shape) for f in out] == [((32, 16), (2, 32, 8)),
-                                                               ((8, 16), (2, 8, 8))]
-    np.testing.assert_array_equal(out[1]["state"], state[:, 32:])
+    assert [(f["x"].shape, f["state"].shape) for f in out] == [((8, 16), (2, 8, 8)),
+                                                               ((2, 16), (2, 2, 8))]
+    np.testing.assert_array_equal(out[1]["state"], state[:, 8:])
+    np.testing.assert_array_equal(out[1]["x"], x[8:])
     assert all(f["sr"] == 8000 for f in out)
 
 

@@ -143,8 +143,7 @@ class DataSource:
             parts.append(f"one batch per file of up to {self.split_size} samples")
         else:
             parts.append("one batch per " + ("item" if self.kind == "script" else "file"))
-        if any(axis not in (0, None) for axis in self.layout.axes.values()) or (
-                self.layout.batched and None in self.layout.axes.values()):
+        if self.layout.batched and not self.layout.all_on_axis_0:  # say what is unusual
             parts.append(self.layout.describe())
         return ", ".join(parts)
 

@@ -203,3 +203,12 @@ def test_images_without_preprocess_are_one_error_line(qtool, tmp_path):
                           f"is configured, and input 'x' expects float32 [N,2,6,6] (NCHW, 6x6): "
                           f"add a [preprocess] table (resize, crop, scale, mean, std, layout) to "
                           f"the --config file; see \"Input data\" in the README\n")
+
+
+def test_help_states_the_default_file_batch(qtool):
+    from qtool.io.data import FILE_BATCH_SIZE
+
+    for command in ("calibrate", "compare", "sensitivity", "run"):
+        result = qtool(command, "--help")
+        assert result.code == 0
+        assert f"files cut into batches of {FILE_BATCH_SIZE})" in " ".join(result.out.split())

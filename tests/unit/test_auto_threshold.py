@@ -63,9 +63,17 @@ def test_score_gains_below_the_epsilon_do_not_count():
     assert Score(math.nan, 20.02).beats(Score(math.nan, 20.0))
 
 
+def layout_of(**shapes):
+    from qtool.io.batch_axes import BatchLayout
+    from qtool.io.model import InputSpec
+
+    return BatchLayout.of([InputSpec(name, np.dtype(np.float64), shape)
+                           for name, shape in shapes.items()])
+
+
 def test_slice_tap_passes_batches_through_and_keeps_an_even_spread():
     batches = [{"x": np.full((4, 2), float(i))} for i in range(10)]  # 40 samples, ids i
-    tap = SliceTap(capacity=8)
+    tap = SliceTap(capacity=8, layout=layout_of(x=("N", 2)))
     passed = list(tap.wrap(iter(batches)))
     assert all(a is b for a, b in zip(passed, batches))
     kept = [float(unit["x"][0, 0]) for unit in tap.units]
@@ -76,19 +84,20 @@ def test_slice_tap_passes_batches_through_and_keeps_an_even_spread():
 
 
 def test_slice_tap_never_joins_more_samples_than_the_data_batches_held():
-    tap = SliceTap(capacity=8)
+    tap = SliceTap(capacity=8, layout=layout_of(x=(1, 3)))
     list(tap.wrap([{"x": np.full((1, 3), float(i))} for i in range(5)]))  # a fixed batch of 1
     assert [b["x"].shape for b in tap.batches()] == [(1, 3)] * 5
-    tap = SliceTap(capacity=8)
+    tap = SliceTap(capacity=8, layout=layout_of(x=("N", 3)))
     list(tap.wrap([{"x": np.zeros((3, 3))} for _ in range(2)]))
     assert [b["x"].shape for b in tap.batches()] == [(3, 3), (3, 3)]
 
 
-def test_slice_tap_keeps_batches_without_a_shared_batch_axis_whole():
+def test_slice_tap_keeps_batches_without_a_batch_axis_whole():
     feeds = {"x": np.zeros((3, 2), np.float32), "state": np.zeros((2, 3, 4), np.float32)}
-    tap = SliceTap(capacity=4)
+    tap = SliceTap(capacity=4, layout=layout_of(x=(3, 2), state=(2, 3, 4)))
     list(tap.wrap([feeds, feeds]))
     assert len(tap.units) == 2 and tap.units[0]["state"].shape == (2, 3, 4)
+    assert [b["x"].shape for b in tap.batches()] == [(3, 2), (3, 2)]  # never joined
 
 
 

@@ -40,8 +40,8 @@ def is_batch_name(name) -> bool:
     return isinstance(name, str) and ("batch" in name.lower() or name.lower() in SHORT_BATCH_NAMES)
 
 
-def _configured_axis(spec: InputSpec, entry, origin: str) -> int | None:
-    where = f"[inputs.{spec.name}] batch_axis{origin}"
+def _configured_axis(spec: InputSpec, entry) -> int | None:
+    where = f"[inputs.{spec.name}] batch_axis"
     if isinstance(entry, str) and entry.lower() == "none":
         return None
     if isinstance(entry, bool) or not isinstance(entry, int):
@@ -53,28 +53,27 @@ def _configured_axis(spec: InputSpec, entry, origin: str) -> int | None:
     return entry % rank
 
 
-def parse_inputs_table(table: Mapping | None, specs: Sequence[InputSpec],
-                       origin: str = "") -> dict[str, int | None]:
+def parse_inputs_table(table: Mapping | None, specs: Sequence[InputSpec]) -> dict[str, int | None]:
     """The batch axes an [inputs] config table sets, checked against the model's inputs."""
     if table is not None and not isinstance(table, Mapping):
-        raise QtoolError(f"[inputs]{origin} must be a table of input names, such as "
-                         f"[inputs.NAME] batch_axis = 0")
+        raise QtoolError("[inputs] must be a table of input names, such as "
+                         "[inputs.NAME] batch_axis = 0")
     table = dict(table or {})
     names = {spec.name: spec for spec in specs}
     configured: dict[str, int | None] = {}
     for name, entry in table.items():
         if name not in names:
-            raise QtoolError(f"[inputs.{name}]{origin}: the model has no input {name!r} "
+            raise QtoolError(f"[inputs.{name}]: the model has no input {name!r} "
                              f"(inputs: {', '.join(names)})")
         if not isinstance(entry, Mapping):
-            raise QtoolError(f"[inputs.{name}]{origin} must be a table, such as "
+            raise QtoolError(f"[inputs.{name}] must be a table, such as "
                              f"[inputs.{name}] batch_axis = 0")
         unknown = sorted(set(entry) - {"batch_axis"})
         if unknown:
-            raise QtoolError(f"unknown key {unknown[0]!r} in [inputs.{name}]{origin} "
+            raise QtoolError(f"unknown key {unknown[0]!r} in [inputs.{name}] "
                              f"(known: batch_axis)")
         if "batch_axis" in entry:
-            configured[name] = _configured_axis(names[name], entry["batch_axis"], origin)
+            configured[name] = _configured_axis(names[name], entry["batch_axis"])
     return configured
 
 
@@ -124,11 +123,10 @@ class BatchLayout:
         self.size: int | None = sizes.pop() if sizes else None
 
     @classmethod
-    def of(cls, specs: Sequence[InputSpec], inputs: Mapping | None = None,
-           origin: str = "") -> BatchLayout:
+    def of(cls, specs: Sequence[InputSpec], inputs: Mapping | None = None) -> BatchLayout:
         """The layout of a model's inputs: the config's [inputs] table first, then the model."""
         specs = list(specs)
-        configured = parse_inputs_table(inputs, specs, origin)
+        configured = parse_inputs_table(inputs, specs)
         named = _named_axes(specs)
         if named is None:
             axes = {spec.name: 0 if spec.shape else None for spec in specs}
@@ -158,9 +156,6 @@ class BatchLayout:
         """e.g. "batch axis: input 0, state 1, sr none"."""
         return "batch axis: " + ", ".join(
             f"{name} {'none' if axis is None else axis}" for name, axis in self.axes.items())
-
-    def to_dict(self) -> dict[str, int | None]:
-        return dict(self.axes)
 
     # -- feeds ---------------------------------------------------------------------------------
 

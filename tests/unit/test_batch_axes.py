@@ -145,3 +145,10 @@ def test_length_names_inputs_that_disagree():
                                "axis 0, state 1 on axis 1); if an input is not batched or keeps "
                                "its samples on another axis, set [inputs.NAME] batch_axis in the "
                                "config")
+
+
+def test_an_inputs_value_that_is_not_a_table_is_refused():
+    with pytest.raises(QtoolError) as info:
+        BatchLayout.of(input_specs(state_step()), 3)
+    assert str(info.value) == ("[inputs] must be a table of input names, such as "
+                               "[inputs.NAME] batch_axis = 0")

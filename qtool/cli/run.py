@@ -27,8 +27,9 @@ from qtool.cli.common import (
 def run(ctx, **params):
     """Run ENGINE on data and write every output to an .npz.
 
-    Outputs of all batches are concatenated along axis 0 under the output's name; when their
-    shapes differ between batches each batch is stored as NAME/<batch index>. A run record
+    Outputs of all batches are concatenated under the output's name along the axis that holds
+    the samples (axis 0, or axis 1 for a state [layers, batch, units]); when no axis does, or
+    shapes differ otherwise, each batch is stored as NAME/<batch index>. A run record
     OUTPUT.json is written beside the .npz. Needs TensorRT, a CUDA binding (cuda-python or
     pycuda) and an NVIDIA GPU.
     """

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def dims_text(shape: Sequence) -> str:
     """A model shape as people read it: [?,3,224,224] (named dims keep their name)."""
     return "[" + ",".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + "]"

@@ -104,13 +104,13 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
     output = check_run_inputs(engine_path, data_path, output, options)
     from qtool.io.data import open_data
 
-    batches = []
+    batches, counts = [], []
     samples = 0
     seconds = 0.0
     with TensorRTRunner(engine_path, log_level=options.log_level, trt=trt, cuda=cuda) as runner:
         source = open_data(data_path, runner.input_specs, preprocess=options.preprocess or None,
-                           inputs=options.inputs, batch_size=options.batch_size, num_samples=options.num_samples,
-                           loader_script=options.loader_script)
+                           inputs=options.inputs, batch_size=options.batch_size,
+                           num_samples=options.num_samples, loader_script=options.loader_script)
         if on_start is not None:
             on_start(getattr(source, "num_samples", None))
         for feeds in source:
@@ -118,6 +118,7 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
             batches.append(runner.run(feeds))
             seconds += time.perf_counter() - start
             count = source.layout.length(feeds, f"batch {len(batches) - 1}")
+            counts.append(count)
             samples += count
             if on_batch is not None:
                 on_batch(count)
@@ -125,7 +126,7 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
         version = runner.tensorrt_version
     if not batches:
         raise QtoolError(f"the data in {data_path or options.loader_script} gave no batches")
-    arrays = merge_batches(batches, names)
+    arrays = merge_batches(batches, names, counts)
     write_npz(output, arrays)
     result = RunResult(
         engine_path=Path(engine_path), engine_sha256=sha256_file(engine_path), output=output,

@@ -160,7 +160,8 @@ def describe_model(path: str | os.PathLike) -> dict:
 
 
 def merge_specs(reference: list[InputSpec], candidate: list[InputSpec]) -> list[InputSpec]:
-    """Input specs both models accept: same names and dtypes; a static dim of either wins."""
+    """Input specs both models accept: same names and dtypes; a static dim of either wins, then a
+    dimension name (it tells the batch axis; TensorRT engines keep none)."""
     theirs = {spec.name: spec for spec in candidate}
     missing = [spec.name for spec in reference if spec.name not in theirs]
     extra = [name for name in theirs if name not in {spec.name for spec in reference}]
@@ -182,7 +183,7 @@ def merge_specs(reference: list[InputSpec], candidate: list[InputSpec]) -> list[
             if isinstance(a, int) and isinstance(b, int) and a != b:
                 raise QtoolError(f"input {spec.name!r} axis {axis} is {a} in the reference but "
                                  f"{b} in the candidate")
-            dims.append(a if isinstance(a, int) else b)
+            dims.append(a if isinstance(a, int) else b if isinstance(b, int) else a or b)
         merged.append(InputSpec(spec.name, spec.dtype, tuple(dims)))
     return merged
 

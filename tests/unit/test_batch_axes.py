@@ -152,3 +152,15 @@ def test_an_inputs_value_that_is_not_a_table_is_refused():
         BatchLayout.of(input_specs(state_step()), 3)
     assert str(info.value) == ("[inputs] must be a table of input names, such as "
                                "[inputs.NAME] batch_axis = 0")
+
+
+def test_compare_keeps_a_dimension_name_when_one_model_has_none():
+    from qtool.analysis.compare import merge_specs
+
+    onnx_side = input_specs(state_step())
+    engine_side = [spec("x", [None, 16]), spec("state", [2, None, 8]), spec("sr", [], I64)]
+    for merged in (merge_specs(onnx_side, engine_side), merge_specs(engine_side, onnx_side)):
+        assert [s.shape for s in merged] == [("batch", 16), (2, "batch", 8), ()]
+        assert BatchLayout.of(merged).axes == {"x": 0, "state": 1, "sr": None}
+    fixed = [spec("x", [4, 16]), spec("state", [2, None, 8]), spec("sr", [], I64)]
+    assert [s.shape for s in merge_specs(onnx_side, fixed)] == [(4, 16), (2, "batch", 8), ()]

@@ -70,6 +70,7 @@ class CalibrateOptions:
     batch_size: int | None = None
     shard: str | None = None
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
     task: str | None = None  # what auto scores: "classification", or None for output SQNR
@@ -252,7 +253,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     if data_path is None and options.loader_script is None:
         raise UsageError("give calibration data with --data PATH (or --data-loader-script FILE)")
     source = open_data(data_path, specs, preprocess=options.preprocess or None,
-                       batch_size=options.batch_size, num_samples=options.num_samples,
+                       inputs=options.inputs, batch_size=options.batch_size, num_samples=options.num_samples,
                        loader_script=options.loader_script)
     if on_start is not None:
         on_start(source.num_samples)
@@ -260,7 +261,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     tensors = tensors_to_calibrate(model)
     bounded = bounded_ranges(model) if options.bounded_max else {}
     routes = observation_routes(model, tensors, bounded, channel_axes(model))
-    tap = SliceTap(SLICE_MAX_SAMPLES) if options.method == AUTO else None
+    tap = SliceTap(SLICE_MAX_SAMPLES, source.layout) if options.method == AUTO else None
     seen = SeenShapes()  # the input signature, for `qtool build` without --shapes
     run = collect_histograms(model, seen.watch(source if tap is None else tap.wrap(source)),
                              routes.histograms, bins=options.bins,
@@ -269,14 +270,14 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                              max_only={name: bounded[name][1] for name in routes.max_only},
                              pooled_means=routes.pooled_means,
                              expected_samples=_shard_share(source.num_samples, options.shard),
-                             providers=providers)
+                             split_parts=source.layout.all_on_axis_0, providers=providers)
     choice = None
     if tap is not None:
         choice = choose_auto(model_path, run, tap, options, set(bounded), quantize, providers)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
         sha256=model_sha256(model_path), model_file=Path(model_path).name,
-        inputs=seen.entries(specs),
+        inputs=seen.entries(specs, source.layout.axis),
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path), bounded=set(bounded),
         maxima=run.maxima, order=tensors,
@@ -324,7 +325,7 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
     choice = choose_thresholds(
         probe.run, batches, references, candidates, fixed, estimates,
         budget=int(options.auto_budget * run.num_samples),
-        classification=options.task == "classification")
+        classification=options.task == "classification", sizes=tap.sizes)
     for tensor, scores in choice.tensor_scores.items():
         for method, score in scores.items():
             details[tensor][method].update(score.to_dict())

@@ -6,6 +6,7 @@ Config tables and their keys (the same names as the commands' options, with '_' 
     [pipeline]    model (required), output_dir, reuse_calibration (default true),
                   provider (onnxruntime's execution providers: cpu, cuda, tensorrt, auto)
     [preprocess]  image preprocessing, for calibration and comparison data alike
+    [inputs.NAME] batch_axis of a model input (an axis number or "none"), for every data read
     [calibrate]   data (required), loader_script, method, bins, percentile, coverage,
                   num_samples, batch_size, bounded_max, task (default: classification when
                   [compare] is), auto_budget
@@ -71,7 +72,7 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
               "shapes": (str, list), "batch": (int,), "workspace": (int,), "timing_cache": (str,),
               "builder_optimization_level": (int,)},
 }
-FREE_TABLES = ("preprocess", "sensitivity")  # checked by their own readers
+FREE_TABLES = ("preprocess", "inputs", "sensitivity")  # checked by their own readers
 PATH_KEYS = {("pipeline", "model"), ("pipeline", "output_dir"), ("calibrate", "data"),
              ("calibrate", "loader_script"), ("quantize", "exclude_file"), ("compare", "data"),
              ("compare", "loader_script"), ("compare", "labels"), ("build", "timing_cache")}
@@ -388,6 +389,7 @@ class _Runner:
             coverage=None if "coverage" not in table else float(table["coverage"]),
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
             bounded_max=table.get("bounded_max", True), preprocess=self.table("preprocess"),
+            inputs=self.table("inputs"),
             loader_script=None if script is None else str(script),
             # only auto reads the task: other methods' cache keys stay as they were
             task=table.get("task", self._compare_task()
@@ -402,6 +404,7 @@ class _Runner:
         if script is None:
             fingerprint_source = open_data(data, input_specs(model),
                                            preprocess=options.preprocess or None,
+                                           inputs=options.inputs,
                                            batch_size=options.batch_size,
                                            num_samples=options.num_samples)
         fingerprint = data_fingerprint(fingerprint_source, script)
@@ -510,7 +513,7 @@ class _Runner:
 
         return CompareOptions(
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
-            preprocess=self.table("preprocess"),
+            preprocess=self.table("preprocess"), inputs=self.table("inputs"),
             loader_script=None if script is None else str(script),
             labels=None if labels is None else str(labels), task=table.get("task"),
             logits=table.get("logits"),

@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -37,11 +38,16 @@ def qtool(capsys):
 
     def run(*args) -> Result:
         capsys.readouterr()
+        logger = logging.getLogger("qtool")
+        saved = logger.level, logger.propagate, logger.handlers[:]
         try:
             main([str(arg) for arg in args])
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:  # -q must not silence the log of the tests that follow
+            logger.setLevel(saved[0])
+            logger.propagate, logger.handlers[:] = saved[1], saved[2]
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -80,3 +80,46 @@ def relu6_conv(weight: np.ndarray, size: int) -> onnx.ModelProto:
     conv = helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")
     return relu6_then([conv], channels, size, ["N", out_channels, size, size],
                       [numpy_helper.from_array(weight.astype(np.float32), "w")])
+
+
+def state_step(seed=0, batch="batch") -> onnx.ModelProto:
+    """One step of a recurrent model, laid out like Silero VAD: x[batch,16], state[2,batch,8] (the
+    batch on axis 1) and a scalar sr[] (int64). h = x @ w1; z = tanh((h + state[0] + state[1]) *
+    sr / 16000); out = z @ w2 [batch,1]; new_state = [z, h] [2,batch,8]."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.normal(size=(16, 8)).astype(np.float32) / 4, "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(8, 1)).astype(np.float32), "w2")
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    rate = numpy_helper.from_array(np.array(16000, np.float32), "rate")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="in_proj"),
+        helper.make_node("ReduceSum", ["state", "axes"], ["carried"], name="carry", keepdims=0),
+        helper.make_node("Add", ["h", "carried"], ["pre"], name="add_state"),
+        helper.make_node("Cast", ["sr"], ["sr_f"], name="sr_cast", to=TensorProto.FLOAT),
+        helper.make_node("Div", ["sr_f", "rate"], ["gain"], name="gain"),
+        helper.make_node("Mul", ["pre", "gain"], ["scaled"], name="scale"),
+        helper.make_node("Tanh", ["scaled"], ["z"], name="tanh"),
+        helper.make_node("MatMul", ["z", "w2"], ["out"], name="out_proj"),
+        helper.make_node("Unsqueeze", ["z", "axes"], ["z1"], name="z_axis"),
+        helper.make_node("Unsqueeze", ["h", "axes"], ["h1"], name="h_axis"),
+        helper.make_node("Concat", ["z1", "h1"], ["new_state"], name="new_state", axis=0),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, batch, 8]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 1]),
+         helper.make_tensor_value_info("new_state", TensorProto.FLOAT, [2, batch, 8])],
+        [w1, w2, axes, rate],
+    )
+
+
+def state_step_reference(x: np.ndarray, state: np.ndarray, sr) -> tuple[np.ndarray, np.ndarray]:
+    """state_step in numpy (float64), for checking what onnxruntime computes on fed batches."""
+    model = state_step()
+    weights = {init.name: numpy_helper.to_array(init).astype(np.float64)
+               for init in model.graph.initializer}
+    h = x.astype(np.float64) @ weights["w1"]
+    z = np.tanh((h + state.astype(np.float64).sum(axis=0)) * float(sr) / 16000.0)
+    return z @ weights["w2"], np.stack([z, h])

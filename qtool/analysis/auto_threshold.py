@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qtool.io.batch_axes import BatchLayout
 from qtool.thresholds.cost import estimated_sqnr_db
 
 AUTO = "auto"
@@ -100,23 +101,26 @@ def score_outputs(references: list[list[np.ndarray]], outputs: list[list[np.ndar
 class SliceTap:
     """Keeps an evenly spread slice of the calibration samples while they stream past.
 
-    Batches pass through unchanged. A batch whose inputs all share the batch axis 0 is kept as
-    single samples, any other as one unit. When more than `capacity` units are kept, every
-    second one is dropped and only every second later one is taken, so the slice stays spread
-    over the whole data set without knowing its size in advance (memory: capacity units)."""
+    Batches pass through unchanged; their samples are kept one by one, cut along each input's
+    batch axis (`layout`, a qtool.io.batch_axes.BatchLayout). When more than `capacity` samples
+    are kept, every second one is dropped and only every second later one is taken, so the slice
+    stays spread over the whole data set without knowing its size in advance (memory: capacity
+    samples)."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, layout: BatchLayout):
         self.capacity = capacity
+        self.layout = layout
         self.units: list[dict[str, np.ndarray]] = []
         self._stride = 1
         self._seen = 0
         self._largest = 1  # samples in the largest batch seen: a fixed batch size is kept
+        self.sizes: list[int] = []  # samples in each of the batches() last returned
 
     def wrap(self, batches: Iterable[dict[str, np.ndarray]]):
         for feeds in batches:
-            units = _samples(feeds)
-            if len(units) > 1:
-                self._largest = max(self._largest, len(units))
+            count = self.layout.length(feeds, "calibration batch")
+            units = self.layout.samples(feeds, count) if count > 1 else [feeds]
+            self._largest = max(self._largest, len(units))
             for unit in units:
                 if self._seen % self._stride == 0:
                     self.units.append({name: np.array(value) for name, value in unit.items()})
@@ -128,30 +132,25 @@ class SliceTap:
 
     def batches(self) -> list[dict[str, np.ndarray]]:
         """The kept samples, joined again in probe batches of up to PROBE_BATCH samples (never
-        more than the data's own batches held: a model may fix its batch size)."""
+        more than the data's own batches held: a model may fix its batch size). Samples that
+        differ beyond their batch axis, or in an input that is not batched, are never joined."""
         size = min(PROBE_BATCH, self._largest)
         groups: list[list[dict]] = []
         for unit in self.units:
-            joinable = groups and len(groups[-1]) < size and _joinable(groups[-1][0], unit)
-            if joinable:
+            if groups and len(groups[-1]) < size and self._joinable(groups[-1][0], unit):
                 groups[-1].append(unit)
             else:
                 groups.append([unit])
-        return [{name: np.concatenate([unit[name] for unit in group]) if len(group) > 1
-                 else group[0][name] for name in group[0]} for group in groups]
+        self.sizes = [len(group) for group in groups]
+        return [self.layout.join(group) for group in groups]
 
-
-def _samples(feeds: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    values = list(feeds.values())
-    count = values[0].shape[0] if values and values[0].ndim else 0
-    if count < 2 or any(value.ndim == 0 or value.shape[0] != count for value in values):
-        return [feeds]
-    return [{name: value[i:i + 1] for name, value in feeds.items()} for i in range(count)]
-
-
-def _joinable(first: dict[str, np.ndarray], unit: dict[str, np.ndarray]) -> bool:
-    return all(value.ndim and value.shape[0] == 1 and unit[name].shape == value.shape
-               for name, value in first.items())
+    def _joinable(self, first: dict[str, np.ndarray], unit: dict[str, np.ndarray]) -> bool:
+        layout = self.layout
+        return (layout.batched
+                and all(layout.sample_shape(name, value.shape)
+                        == layout.sample_shape(name, unit[name].shape)
+                        for name, value in first.items())
+                and layout.differing_unbatched(first, unit) is None)
 
 
 @dataclass
@@ -186,14 +185,14 @@ def choose_thresholds(run: Runner, batches: list[dict[str, np.ndarray]],
                       references: list[list[np.ndarray]], candidates: dict[str, dict[str, float]],
                       fixed: dict[str, float], estimates: dict[str, dict[str, float]],
                       budget: int,
-                      classification: bool = False) -> AutoChoice:
+                      classification: bool = False, sizes: list[int] | None = None) -> AutoChoice:
     """The search of the module doc.
 
     `run(feeds, amax)`: the quantized model's outputs for one batch; `references`: FP32 outputs
     of `batches`; `candidates`: method -> amax of every searched tensor; `fixed`: amax of the
     tensors not searched (bounded activations); `estimates`: tensor -> method -> estimated SQNR
-    of its candidate (estimated_sqnrs), to rank tensors for phase 2; `budget`: probe sample-runs allowed (phase 1 always runs whole)."""
-    sizes = [_batch_samples(feeds) for feeds in batches]
+    of its candidate (estimated_sqnrs), to rank tensors for phase 2; `budget`: probe sample-runs allowed (phase 1 always runs whole); `sizes`: samples in each batch (default: axis 0 of its first input)."""
+    sizes = sizes or [_axis0_samples(feeds) for feeds in batches]
     spent = 0
 
     def outputs_of(amax: dict[str, float], which: list[int]) -> list[list[np.ndarray]]:
@@ -295,5 +294,6 @@ def _alternatives(tensor: str, candidates: dict[str, dict[str, float]],
     return found
 
 
-def _batch_samples(feeds: dict[str, np.ndarray]) -> int:
-    return max(1, len(_samples(feeds)))
+def _axis0_samples(feeds: dict[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1

@@ -29,7 +29,6 @@ from qtool.calib.providers import check_choice as check_provider
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
-from qtool.io.feeds import feed_length
 from qtool.io.hashing import sha256_file
 from qtool.io.labels import read_labels
 from qtool.io.model import InputSpec, model_sha256
@@ -41,6 +40,7 @@ class CompareOptions:
     num_samples: int | None = None
     batch_size: int | None = None
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     labels: str | None = None
     task: str | None = None          # "classification"; implied by labels
@@ -164,7 +164,8 @@ def describe_model(path: str | os.PathLike) -> dict:
 
 
 def merge_specs(reference: list[InputSpec], candidate: list[InputSpec]) -> list[InputSpec]:
-    """Input specs both models accept: same names and dtypes; a static dim of either wins."""
+    """Input specs both models accept: same names and dtypes; a static dim of either wins, then a
+    dimension name (it tells the batch axis; TensorRT engines keep none)."""
     theirs = {spec.name: spec for spec in candidate}
     missing = [spec.name for spec in reference if spec.name not in theirs]
     extra = [name for name in theirs if name not in {spec.name for spec in reference}]
@@ -186,7 +187,7 @@ def merge_specs(reference: list[InputSpec], candidate: list[InputSpec]) -> list[
             if isinstance(a, int) and isinstance(b, int) and a != b:
                 raise QtoolError(f"input {spec.name!r} axis {axis} is {a} in the reference but "
                                  f"{b} in the candidate")
-            dims.append(a if isinstance(a, int) else b)
+            dims.append(a if isinstance(a, int) else b if isinstance(b, int) else a or b)
         merged.append(InputSpec(spec.name, spec.dtype, tuple(dims)))
     return merged
 
@@ -244,7 +245,7 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         specs = merge_specs(ref.input_specs, cand.input_specs)
         names, skipped = common_outputs(ref.output_names, cand.output_names)
         source = open_data(data, specs, preprocess=options.preprocess or None,
-                           batch_size=options.batch_size, num_samples=options.num_samples,
+                           inputs=options.inputs, batch_size=options.batch_size, num_samples=options.num_samples,
                            loader_script=options.loader_script)
         labels = LabelStream(read_labels(options.labels, source) if options.labels else None,
                              options.labels)
@@ -260,7 +261,7 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         outputs = {name: OutputStats(name) for name in names}
         samples = batches = 0
         for feeds in prefetch(source):
-            count = feed_length(feeds, specs, f"batch {batches}")
+            count = source.layout.length(feeds, f"batch {batches}")
             ref_out = ref.run(feeds)
             cand_out = cand.run(feeds)
             for name in names:

@@ -30,7 +30,7 @@ from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_mess
 from qtool.analysis.metrics import ClassificationStats, OutputStats, as_logits, json_number
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError
-from qtool.io.feeds import feed_length
+from qtool.io.batch_axes import BatchLayout
 
 DEFAULT_BUDGET = 2 << 30  # bytes of inputs + reference outputs kept in memory
 
@@ -89,15 +89,16 @@ class ReferenceSet:
     """Batches, FP32 outputs and labels of a data source's samples, kept for replay."""
 
     def __init__(self, reference_run: Callable[[Feeds], Mapping[str, np.ndarray]], source,
-                 specs, *, labels: np.ndarray | None = None, logits: str | None = None,
+                 layout: BatchLayout, *, labels: np.ndarray | None = None, logits: str | None = None,
                  classification: bool = False, budget: int = DEFAULT_BUDGET,
                  option: str = "--num-samples"):
         start = time.perf_counter()
         batches: list[Batch] = []
+        counts: list[int] = []
         self.samples = 0
         used = 0
         for feeds in prefetch(source):
-            count = feed_length(feeds, specs, f"batch {len(batches)}")
+            count = layout.length(feeds, f"batch {len(batches)}")
             outputs = dict(reference_run(feeds))
             batch_labels = None
             if labels is not None:
@@ -109,6 +110,7 @@ class ReferenceSet:
                 raise QtoolError(f"the samples kept for evaluation take more than "
                                  f"{budget >> 20} MiB of memory; use fewer ({option} N)")
             batches.append((feeds, outputs, batch_labels))
+            counts.append(count)
             self.samples += count
         if not batches:
             raise QtoolError("no samples to evaluate: the data is empty")
@@ -121,8 +123,9 @@ class ReferenceSet:
             if self.logits not in self.outputs:
                 raise QtoolError(f"the model has no output {self.logits!r} "
                                  f"(outputs: {', '.join(self.outputs)})")
-            batches = _fragile_first(batches, self.logits)
+            batches, counts = _fragile_first(batches, counts, self.logits, layout)
         self.batches = batches
+        self.counts = counts  # samples in each batch
         self.labelled = labels is not None
         self.reference_energy = {name: 0.0 for name in self.outputs}
         self.reference_correct = 0
@@ -145,13 +148,13 @@ class ReferenceSet:
         classifier = ClassificationStats(self.logits) if self.logits else None
         seen = 0
         stopped = None
-        for feeds, reference, labels in self.batches:
+        for (feeds, reference, labels), count in zip(self.batches, self.counts):
             candidate = run(feeds)
             for name, stats in outputs.items():
                 stats.update(reference[name], candidate[name])
             if classifier is not None:
                 classifier.update(reference[self.logits], candidate[self.logits], labels)
-            seen += len(next(iter(reference.values())))
+            seen += count
             if gates is not None and seen < self.samples:
                 stopped = self._sure_failure(gates, outputs, classifier, seen)
                 if stopped:
@@ -198,38 +201,49 @@ def _sqnr_bound(signal: float, noise_so_far: float) -> float:
     return 10.0 * math.log10(signal / noise_so_far)
 
 
-def _fragile_first(batches: list[Batch], logits: str) -> list[Batch]:
+def _fragile_first(batches: list[Batch], counts: list[int], logits: str,
+                   layout: BatchLayout) -> tuple[list[Batch], list[int]]:
     """Re-batch the samples in order of the FP32 top-1 margin, smallest first (same batch size).
 
-    Left as is when batches differ in anything but their length (varying sequence lengths)."""
+    Left as is when batches differ in anything but their samples (varying sequence lengths,
+    unbatched inputs of different values) or an output does not hold the samples on axis 0."""
     first_feeds, first_outputs, _ = batches[0]
-    if any(a.ndim == 0 for a in first_feeds.values()):
-        return batches
+    if not layout.batched:
+        return batches, counts
 
     def tails(batch: Batch) -> list[tuple]:
         feeds, outputs, _ = batch
-        return [a.shape[1:] for a in feeds.values()] + [a.shape[1:] for a in outputs.values()]
+        return ([layout.sample_shape(name, a.shape) for name, a in feeds.items()]
+                + [a.shape[1:] for a in outputs.values()])
 
     if any(tails(batch) != tails(batches[0]) for batch in batches[1:]):
-        return batches
-    feeds = {name: np.concatenate([b[0][name] for b in batches]) for name in first_feeds}
+        return batches, counts
+    if any(layout.differing_unbatched(first_feeds, batch[0]) for batch in batches[1:]):
+        return batches, counts
+    if any(a.ndim == 0 or a.shape[0] != count for batch, count in zip(batches, counts)
+           for a in batch[1].values()):
+        return batches, counts
+    feeds = layout.join([b[0] for b in batches])
     outputs = {name: np.concatenate([b[1][name] for b in batches]) for name in first_outputs}
     labels = None
     if batches[0][2] is not None:
         labels = np.concatenate([b[2] for b in batches])
     scores = as_logits(outputs[logits], logits).astype(np.float64)
     if scores.shape[1] < 2:
-        return batches
+        return batches, counts
     top2 = np.partition(scores, scores.shape[1] - 2, axis=1)[:, -2:]
     order = np.argsort(top2[:, 1] - top2[:, 0], kind="stable")
-    size = len(next(iter(first_outputs.values())))
-    result = []
+    size = counts[0]
+    result, sizes = [], []
     for start in range(0, len(order), size):
         index = order[start:start + size]
-        result.append(({name: np.ascontiguousarray(a[index]) for name, a in feeds.items()},
-                       {name: a[index] for name, a in outputs.items()},
+        picked = {name: a if layout.axis(name) is None
+                  else np.ascontiguousarray(np.take(a, index, axis=layout.axis(name)))
+                  for name, a in feeds.items()}
+        result.append((picked, {name: a[index] for name, a in outputs.items()},
                        None if labels is None else labels[index]))
-    return result
+        sizes.append(len(index))
+    return result, sizes
 
 
 def rank_key(evaluation: Evaluation) -> tuple[float, float]:

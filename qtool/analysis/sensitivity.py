@@ -35,8 +35,8 @@ from qtool.calib.providers import Providers
 from qtool.calib.providers import check_choice as check_provider
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.topology import node_label
+from qtool.io.batch_axes import BatchLayout
 from qtool.io.data import open_data
-from qtool.io.feeds import DYNAMIC, batch_axis
 from qtool.io.labels import read_labels
 from qtool.io.model import load_model, model_sha256
 from qtool.quantize.api import quantize_model, refuse_quantized
@@ -51,8 +51,9 @@ DEFAULT_BATCH = 32
 class SensitivityOptions:
     num_samples: int = DEFAULT_SAMPLES     # ranking sample
     eval_samples: int | None = None        # fallback checks (None: all of the data)
-    batch_size: int | None = None          # default: 32 when the batch axis is dynamic
+    batch_size: int | None = None          # default: 32 when the batch size is free
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     labels: str | None = None
     task: str | None = None
@@ -137,8 +138,10 @@ class SensitivityResult:
         return result
 
 
-def _default_batch(specs) -> int | None:
-    if batch_axis(specs) == DYNAMIC and all(len(spec.shape) for spec in specs):
+def _default_batch(specs, inputs: dict) -> int | None:
+    layout = BatchLayout.of(specs, inputs)
+    # joining files needs every input batched (an unbatched one could differ between files)
+    if layout.dynamic and None not in layout.axes.values():
         return DEFAULT_BATCH
     return None
 
@@ -147,10 +150,11 @@ def _reference_set(runner: OnnxRunner, data, options: SensitivityOptions, num_sa
                    batch_size, option: str = "--num-samples"):
     """(ReferenceSet, its data source)."""
     specs = runner.input_specs
-    source = open_data(data, specs, preprocess=options.preprocess or None, batch_size=batch_size,
+    source = open_data(data, specs, preprocess=options.preprocess or None, inputs=options.inputs,
+                       batch_size=batch_size,
                        num_samples=num_samples, loader_script=options.loader_script)
     labels = read_labels(options.labels, source) if options.labels else None
-    reference = ReferenceSet(runner.run, source, specs, labels=labels, logits=options.logits,
+    reference = ReferenceSet(runner.run, source, source.layout, labels=labels, logits=options.logits,
                              classification=options.classification, option=option)
     return reference, source
 
@@ -179,7 +183,8 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
         raise QtoolError("no layer is quantized, so there is nothing to rank; see `qtool quantize -v`")
     providers = Providers(options.provider)
     reference_runner = OnnxRunner(model, label=str(model_path), providers=providers)
-    batch_size = options.batch_size or _default_batch(reference_runner.input_specs)
+    batch_size = options.batch_size or _default_batch(reference_runner.input_specs,
+                                                      options.inputs)
     sample, sample_source = _reference_set(reference_runner, data, options, options.num_samples,
                                            batch_size)
     setup = time.perf_counter() - start

@@ -440,6 +440,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        max_only: dict[str, float] | None = None,
                        pooled_means: list[str] = (),
                        expected_samples: int | None = None,
+                       split_parts: bool = True,
                        providers: Providers | None = None) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each observed tensor.
 
@@ -463,7 +464,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     means come from all of them. Which session ran a batch never changes a result.
 
     Batches of image-like inputs (splits_by_sample) of at least SPLIT_MIN_SAMPLE_BYTES per sample
-    run in parts of RUN_SAMPLES samples, in either session; a histogram's grid then comes from
+    run in parts of RUN_SAMPLES samples, in either session (`split_parts=False`: never, for
+    inputs whose batch axis is not axis 0); a histogram's grid then comes from
     the first part where it is not all zero.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
@@ -510,7 +512,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             lean = _in_background(start_session, False)
         pooled = start_session(True)
         mean_every = MEAN_EVERY if lean is not None else 1
-        split = splits_by_sample(model)
+        split = split_parts and splits_by_sample(model)
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index

@@ -45,11 +45,13 @@ class SeenShapes:
             self.update(feeds)
             yield feeds
 
-    def entries(self, specs: Sequence[InputSpec]) -> list[dict]:
-        """The calibration file's `model.inputs`: declared name, dtype and shape, plus `seen`."""
+    def entries(self, specs: Sequence[InputSpec], batch_axis) -> list[dict]:
+        """The calibration file's `model.inputs`: declared name, dtype, shape and batch axis
+        (`batch_axis(name)`, None: not batched), plus `seen`."""
         entries = []
         for spec in specs:
-            entry = {"name": spec.name, "dtype": str(spec.dtype), "shape": list(spec.shape)}
+            entry = {"name": spec.name, "dtype": str(spec.dtype), "shape": list(spec.shape),
+                     "batch_axis": batch_axis(spec.name)}
             if spec.name in self.low:
                 entry["seen"] = {"min": self.low[spec.name], "max": self.high[spec.name]}
             entries.append(entry)
@@ -64,6 +66,14 @@ def seen_ranges(inputs: list[dict]) -> dict[str, tuple[tuple[int, ...], tuple[in
         if isinstance(seen, dict) and "name" in entry:
             ranges[entry["name"]] = (tuple(seen["min"]), tuple(seen["max"]))
     return ranges
+
+
+def recorded_batch_axes(inputs: list[dict]) -> dict[str, int | None]:
+    """input name -> batch axis the calibration ran with, from a file's `model.inputs` (files
+    written before batch axes were recorded give none)."""
+    return {entry["name"]: entry["batch_axis"] for entry in inputs
+            if isinstance(entry, dict) and "name" in entry and "batch_axis" in entry
+            and (entry["batch_axis"] is None or type(entry["batch_axis"]) is int)}
 
 
 def merge_inputs(lists: Sequence[list[dict]]) -> list[dict]:

@@ -93,7 +93,8 @@ def calibrate(ctx, **params):
         bins=params["bins"], percentile=params["percentile"],
         coverage=params["coverage"], num_samples=params["num_samples"],
         batch_size=params["batch_size"], shard=params["shard"], bounded_max=params["bounded_max"],
-        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        preprocess=section(config, "preprocess"),
+        inputs=section(config, "inputs"), loader_script=params["loader_script"],
         provider=params["provider"],
     )
     require_data(params)

@@ -36,7 +36,8 @@ def config_option(func):
 def data_options(func):
     """--data, --data-loader-script, --num-samples, --batch-size: every command that reads data."""
     func = click.option("--batch-size", type=int, default=None,
-                        help="Re-batch the data to this size.")(func)
+                        help="Join and cut the samples into batches of this size (default: one "
+                             "batch per file or loader item, files cut into batches of 8).")(func)
     func = click.option("--num-samples", type=int, default=None,
                         help="Use at most this many samples.")(func)
     func = click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False),

@@ -74,7 +74,8 @@ def compare(ctx, **params):
                                params["data"], params["labels"])
     options = CompareOptions(
         num_samples=params["num_samples"], batch_size=params["batch_size"],
-        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        preprocess=section(config, "preprocess"),
+        inputs=section(config, "inputs"), loader_script=params["loader_script"],
         labels=params["labels"], task=params["task"], logits=params["logits"],
         gates=Gates(params["min_sqnr"], params["min_cosine"], params["max_top1_drop"],
                     params["min_agreement"]),

@@ -27,8 +27,9 @@ from qtool.cli.common import (
 def run(ctx, **params):
     """Run ENGINE on data and write every output to an .npz.
 
-    Outputs of all batches are concatenated along axis 0 under the output's name; when their
-    shapes differ between batches each batch is stored as NAME/<batch index>. A run record
+    Outputs of all batches are concatenated under the output's name along the axis that holds
+    the samples (axis 0, or axis 1 for a state [layers, batch, units]); when no axis does, or
+    shapes differ otherwise, each batch is stored as NAME/<batch index>. A run record
     OUTPUT.json is written beside the .npz. Needs TensorRT, a CUDA binding (cuda-python or
     pycuda) and an NVIDIA GPU.
     """
@@ -41,7 +42,8 @@ def run(ctx, **params):
     setup_logging(params["verbose"], params["quiet"])
     options = RunOptions(
         batch_size=params["batch_size"], num_samples=params["num_samples"],
-        preprocess=section(config, "preprocess"), loader_script=params["loader_script"],
+        preprocess=section(config, "preprocess"),
+        inputs=section(config, "inputs"), loader_script=params["loader_script"],
         log_level=level_for(params["verbose"], params["quiet"]),
     )
     progress = SampleProgress("running", enabled=not params["quiet"])

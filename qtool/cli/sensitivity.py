@@ -108,6 +108,7 @@ def sensitivity(ctx, **params):
     options = SensitivityOptions(
         num_samples=params["num_samples"] or DEFAULT_SAMPLES, eval_samples=params["eval_samples"],
         batch_size=params["batch_size"], preprocess=section(config, "preprocess"),
+        inputs=section(config, "inputs"),
         loader_script=params["loader_script"], labels=params["labels"], task=params["task"],
         logits=params["logits"], quantize=quantize, target=target, provider=params["provider"],
     )

@@ -1,19 +1,21 @@
 """Turn a stream of chunks (one per file or loader item) into the batches a model is fed.
 
-Samples keep their order: chunk order, then axis-0 order inside a chunk. Memory stays at one chunk
-plus one batch: pieces are views into the chunk being read until a batch is complete.
+Samples keep their order: chunk order, then batch-axis order inside a chunk. Memory stays at one
+chunk plus one batch: pieces are views into the chunk being read until a batch is complete. Each
+input is cut and joined along its own batch axis (qtool.io.batch_axes); an input that is not
+batched goes whole with every batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from qtool.errors import QtoolError
+from qtool.io.batch_axes import BatchLayout
 from qtool.io.feeds import shape_text
-from qtool.io.model import InputSpec
 
 Feed = dict[str, np.ndarray]
 
@@ -27,37 +29,46 @@ class Chunk:
     where: str
 
 
-def _slice(feed: Feed, specs: Sequence[InputSpec], start: int, stop: int) -> Feed:
-    return {spec.name: feed[spec.name][start:stop] if feed[spec.name].ndim else feed[spec.name]
-            for spec in specs}
-
-
-def truncate(chunks: Iterable[Chunk], specs: Sequence[InputSpec], limit: int | None) -> Iterator[Feed]:
-    """Each chunk is a batch; stop after `limit` samples, cutting the last chunk short."""
+def split(chunks: Iterable[Chunk], layout: BatchLayout, size: int | None,
+          limit: int | None) -> Iterator[Feed]:
+    """Each chunk in batches of at most `size` samples (None: whole), never joined with another
+    chunk; stop after `limit` samples, cutting the last batch short."""
     remaining = limit
     for chunk in chunks:
-        if remaining is not None and chunk.length > remaining:
-            yield _slice(chunk.feed, specs, 0, remaining)
-            return
-        yield chunk.feed
+        take = chunk.length if remaining is None else min(chunk.length, remaining)
+        step = size or take
+        if take == chunk.length and step >= take:
+            yield chunk.feed
+        else:
+            for start in range(0, take, step):
+                yield layout.take(chunk.feed, start, min(start + step, take))
         if remaining is not None:
-            remaining -= chunk.length
+            remaining -= take
             if remaining <= 0:
                 return
 
 
-def _check_joinable(first: Chunk, other: Chunk, specs: Sequence[InputSpec]) -> None:
-    for spec in specs:
+def _check_joinable(first: Chunk, other: Chunk, layout: BatchLayout) -> None:
+    for spec in layout.specs:
         a, b = first.feed[spec.name], other.feed[spec.name]
-        if a.shape[1:] != b.shape[1:]:
+        if layout.sample_shape(spec.name, a.shape) != layout.sample_shape(spec.name, b.shape):
+            axis = layout.axis(spec.name)
+            beyond = "" if axis is None else f" beyond batch axis {axis}"
             raise QtoolError(
                 f"cannot batch {first.where} with {other.where}: input '{spec.name}' has shape "
-                f"{shape_text(a.shape)} and {shape_text(b.shape)} beyond axis 0; "
+                f"{shape_text(a.shape)} and {shape_text(b.shape)}{beyond}; "
                 f"use batch size 1 or make the samples one size"
             )
+    name = layout.differing_unbatched(first.feed, other.feed)
+    if name is not None:
+        raise QtoolError(
+            f"cannot batch {first.where} with {other.where}: input '{name}' is not batched and "
+            f"has a different value in each; give whole batches (leave the batch size unset), "
+            f"or set its batch axis with [inputs.{name}] batch_axis in the config"
+        )
 
 
-def rebatch(chunks: Iterable[Chunk], specs: Sequence[InputSpec], batch_size: int,
+def rebatch(chunks: Iterable[Chunk], layout: BatchLayout, batch_size: int,
             limit: int | None = None, drop_last: bool = False,
             on_drop: Callable[[int], None] | None = None) -> Iterator[Feed]:
     """Yield batches of exactly `batch_size` samples (the last one may be smaller).
@@ -72,18 +83,18 @@ def rebatch(chunks: Iterable[Chunk], specs: Sequence[InputSpec], batch_size: int
     for chunk in chunks:
         take = chunk.length if remaining is None else min(chunk.length, remaining)
         if pieces:
-            _check_joinable(pieces[0], chunk, specs)
+            _check_joinable(pieces[0], chunk, layout)
         pos = 0
         while pos < take:
             n = min(batch_size - buffered, take - pos)
             if buffered == 0 and n == batch_size:
                 # A whole batch inside one chunk: hand out the view, no copy.
-                yield chunk.feed if n == chunk.length else _slice(chunk.feed, specs, pos, pos + n)
+                yield chunk.feed if n == chunk.length else layout.take(chunk.feed, pos, pos + n)
             else:
-                pieces.append(Chunk(_slice(chunk.feed, specs, pos, pos + n), n, chunk.where))
+                pieces.append(Chunk(layout.take(chunk.feed, pos, pos + n), n, chunk.where))
                 buffered += n
                 if buffered == batch_size:
-                    yield _join(pieces, specs)
+                    yield layout.join([piece.feed for piece in pieces])
                     pieces, buffered = [], 0
             pos += n
         if remaining is not None:
@@ -95,10 +106,4 @@ def rebatch(chunks: Iterable[Chunk], specs: Sequence[InputSpec], batch_size: int
             if on_drop is not None:
                 on_drop(buffered)
         else:
-            yield _join(pieces, specs)
-
-
-def _join(pieces: list[Chunk], specs: Sequence[InputSpec]) -> Feed:
-    if len(pieces) == 1:
-        return pieces[0].feed
-    return {spec.name: np.concatenate([p.feed[spec.name] for p in pieces], axis=0) for spec in specs}
+            yield layout.join([piece.feed for piece in pieces])

@@ -4,10 +4,10 @@
 one feed per batch, input name -> numpy array, already checked against the model's inputs.
 
 What a path may be:
-  .npy file            one array = one batch for a single-input model (batch axis included); an
+  .npy file            one array of samples for a single-input model (batch axis included); an
                        array of rank = model rank - 1 is one sample and gets a batch axis of 1
-  .npz file            arrays keyed by input name (any number of inputs), sharing the batch axis;
-                       other keys (labels, say) are ignored
+  .npz file            arrays keyed by input name (any number of inputs), each holding the same
+                       number of samples on its batch axis; other keys (labels, say) are ignored
   image file           .jpg .jpeg .png .bmp (any case), preprocessed as [preprocess] describes
   directory            every file of one of those kinds, searched recursively and sorted by
                        relative path (component by component, plain code-point order, as Python
@@ -16,11 +16,14 @@ What a path may be:
                        mix of kinds is an error
   loader script        see qtool.io.loader_script
 
-Batching: without batch_size each file (or loader item) is one batch, and image files come one per
-batch. batch_size re-batches the stream of samples (memory: one file plus one batch). num_samples
-stops after that many samples, cutting the last batch short. A model whose batch axis is fixed
-(e.g. [1, 3, 224, 224]) is always fed batches of that size: batch_size may only repeat it, and a
-final incomplete batch is dropped with a warning.
+Batching: each input's batch axis comes from the model or the config's [inputs] table
+(qtool.io.batch_axes). Without batch_size each loader item is one batch, each .npy/.npz file is one
+batch of at most FILE_BATCH_SIZE samples (a larger file is cut into batches of that size, never
+joined with the next file), and image files come one per batch. batch_size re-batches the stream
+of samples (memory: one file plus one batch). num_samples stops after that many samples, cutting
+the last batch short. A model whose batch axis is fixed (e.g. [1, 3, 224, 224]) is always fed
+batches of that size: batch_size may only repeat it, and a final incomplete batch is dropped with
+a warning.
 
 Checks happen before the first batch where the files allow it: .npy/.npz headers (shape, dtype)
 for every file, the preprocessing against the image input, the first loader item. Dtypes must
@@ -42,23 +45,16 @@ import numpy as np
 
 from qtool.errors import QtoolError, UsageError
 from qtool.io import arrays
-from qtool.io.batching import Chunk, rebatch, truncate
-from qtool.io.feeds import (
-    add_sample_axis,
-    batch_axis,
-    check_array,
-    check_feed,
-    check_names,
-    dims_text,
-    feed_length,
-    select_inputs,
-)
+from qtool.io.batch_axes import BatchLayout
+from qtool.io.batching import Chunk, rebatch, split
+from qtool.io.feeds import check_array, check_feed, check_names, dims_text, select_inputs
 from qtool.io.images import (
     IMAGE_SUFFIXES,
     Preprocess,
     check_preprocess,
     image_preprocess,
     load_image,
+    missing_preprocess_message,
 )
 from qtool.io.loader_script import call_loader, guarded, load_function, script_error
 from qtool.io.model import InputSpec
@@ -68,6 +64,10 @@ log = logging.getLogger(__name__)
 Feed = dict[str, np.ndarray]
 KIND_SUFFIXES = {"npy": (".npy",), "npz": (".npz",), "images": IMAGE_SUFFIXES}
 DECODE_THREADS = 4  # at most; fewer on smaller machines
+# Samples per batch of a larger .npy/.npz file when no batch size is given: a file of a thousand
+# samples would otherwise be one batch, and every activation of the model that many samples big.
+# On CPU larger batches bring no speed, only memory (BENCHMARKS.md).
+FILE_BATCH_SIZE = 8
 
 
 class DataSource:
@@ -76,7 +76,9 @@ class DataSource:
     Attributes:
       kind               "npy", "npz", "images" or "script"
       specs              the model inputs the feeds are checked against
-      batch_size         samples per batch when re-batching (None: one batch per file or item)
+      layout             each input's batch axis (qtool.io.batch_axes.BatchLayout)
+      batch_size         samples per batch when re-batching (None: one batch per file or item,
+                         files cut into batches of at most FILE_BATCH_SIZE)
       num_samples        samples one pass yields (None when unknown before reading: scripts)
       num_batches        batches one pass yields (None when unknown)
       available_samples  samples the data holds before num_samples and fixed-batch cuts
@@ -84,13 +86,14 @@ class DataSource:
       root               the data folder (the file's folder for a single file)
     """
 
-    def __init__(self, *, kind: str, specs: Sequence[InputSpec], origin: str,
+    def __init__(self, *, kind: str, layout: BatchLayout, origin: str,
                  chunks: Callable[[], Iterator[Chunk]], batch_size: int | None,
                  limit: int | None, drop_last: bool, available_samples: int | None,
                  files: Sequence[Path] = (), root: Path | None = None,
                  chunk_lengths: Sequence[int] | None = None, detail: str = ""):
         self.kind = kind
-        self.specs = list(specs)
+        self.layout = layout
+        self.specs = layout.specs
         self.origin = origin
         self.batch_size = batch_size
         self.available_samples = available_samples
@@ -100,13 +103,15 @@ class DataSource:
         self._limit = limit
         self._drop_last = drop_last
         self._detail = detail
+        # Files are cut into batches of FILE_BATCH_SIZE; loader items are fed as the script shapes them.
+        self.split_size = FILE_BATCH_SIZE if kind in ("npy", "npz") and layout.batched else None
         self.num_samples, self.num_batches = _counts(available_samples, chunk_lengths, batch_size,
-                                                     limit, drop_last)
+                                                     limit, drop_last, self.split_size)
 
     def __iter__(self) -> Iterator[Feed]:
         if self.batch_size is None:
-            return truncate(self._chunks(), self.specs, self._limit)
-        return rebatch(self._chunks(), self.specs, self.batch_size, self._limit, self._drop_last,
+            return split(self._chunks(), self.layout, self.split_size, self._limit)
+        return rebatch(self._chunks(), self.layout, self.batch_size, self._limit, self._drop_last,
                        on_drop=self._warn_drop if self.num_samples is None else None)
 
     def _warn_drop(self, count: int) -> None:
@@ -134,8 +139,12 @@ class DataSource:
             parts.append(f"{self.num_samples} sample{'s' if self.num_samples != 1 else ''}")
         if self.batch_size is not None:
             parts.append(f"batches of {self.batch_size}")
+        elif self.split_size is not None:
+            parts.append(f"one batch per file of up to {self.split_size} samples")
         else:
             parts.append("one batch per " + ("item" if self.kind == "script" else "file"))
+        if self.layout.batched and not self.layout.all_on_axis_0:  # say what is unusual
+            parts.append(self.layout.describe())
         return ", ".join(parts)
 
     def __repr__(self) -> str:
@@ -143,7 +152,8 @@ class DataSource:
 
 
 def _counts(available: int | None, lengths: Sequence[int] | None, batch_size: int | None,
-            limit: int | None, drop_last: bool) -> tuple[int | None, int | None]:
+            limit: int | None, drop_last: bool, split_size: int | None
+            ) -> tuple[int | None, int | None]:
     if available is None:
         return None, None
     used = available if limit is None else min(available, limit)
@@ -155,8 +165,9 @@ def _counts(available: int | None, lengths: Sequence[int] | None, batch_size: in
     for length in lengths or ():
         if seen >= used:
             break
-        seen += length
-        batches += 1
+        take = min(length, used - seen)
+        seen += take
+        batches += math.ceil(take / split_size) if split_size else 1
     return used, batches
 
 
@@ -214,9 +225,12 @@ def _walk_error(exc: OSError) -> None:
 
 
 def open_data(path: str | os.PathLike | None, specs: Sequence[InputSpec], *,
-              preprocess: dict | None = None, batch_size: int | None = None,
-              num_samples: int | None = None, loader_script: str | None = None) -> DataSource:
-    """Open model input data for reading in batches; everything checkable is checked now."""
+              preprocess: dict | None = None, inputs: dict | None = None,
+              batch_size: int | None = None, num_samples: int | None = None,
+              loader_script: str | None = None) -> DataSource:
+    """Open model input data for reading in batches; everything checkable is checked now.
+
+    `inputs`: the config's [inputs] table (each input's batch_axis, see qtool.io.batch_axes)."""
     specs = list(specs)
     if not specs:
         raise QtoolError("the model has no inputs to feed")
@@ -228,24 +242,23 @@ def open_data(path: str | os.PathLike | None, specs: Sequence[InputSpec], *,
     if loader_script is None and path is None:
         raise UsageError("no data given: pass a data path or a loader script")
 
-    axis = batch_axis(specs)
-    scalars = [spec.name for spec in specs if len(spec.shape) == 0]
+    layout = BatchLayout.of(specs, inputs)
     if batch_size is not None:
-        if axis is None:
+        if not layout.batched:
             shapes = ", ".join(f"{s.name} {dims_text(s.shape)}" for s in specs)
             raise QtoolError(f"the model inputs share no batch axis ({shapes}); batch size "
-                             f"{batch_size} cannot be applied: leave it unset")
-        if scalars:
-            raise QtoolError(f"cannot re-batch: input '{scalars[0]}' is a scalar; leave the "
-                             f"batch size unset and give whole batches")
-        if isinstance(axis, int) and batch_size != axis:
-            fixed = next(s for s in specs if len(s.shape) and s.shape[0] == axis)
+                             f"{batch_size} cannot be applied: leave it unset, or set "
+                             f"[inputs.NAME] batch_axis in the config")
+        if layout.size is not None and batch_size != layout.size:
+            fixed = next(s for s in specs if layout.axis(s.name) is not None
+                         and s.shape[layout.axis(s.name)] == layout.size)
             raise QtoolError(f"batch size {batch_size} conflicts with the model's fixed batch "
-                             f"axis: input '{fixed.name}' is {dims_text(fixed.shape)}; leave the "
-                             f"batch size unset or export the model with a dynamic batch axis")
-    fixed_batch = axis if isinstance(axis, int) and not scalars else None
-    plan = _Plan(specs=specs, batch_size=batch_size or fixed_batch, drop_last=fixed_batch is not None,
-                 limit=limit, allow_sample=axis is not None)
+                             f"axis: input '{fixed.name}' is {dims_text(fixed.shape)} (batch axis "
+                             f"{layout.axis(fixed.name)}); leave the batch size unset or export "
+                             f"the model with a dynamic batch axis")
+    fixed_batch = layout.size
+    plan = _Plan(layout=layout, batch_size=batch_size or fixed_batch,
+                 drop_last=fixed_batch is not None, limit=limit)
 
     if loader_script is not None:
         if preprocess:
@@ -274,43 +287,42 @@ def open_data(path: str | os.PathLike | None, specs: Sequence[InputSpec], *,
 class _Plan:
     """How chunks become batches, decided once from the model inputs and the options."""
 
-    def __init__(self, specs, batch_size, drop_last, limit, allow_sample):
-        self.specs = specs
+    def __init__(self, layout: BatchLayout, batch_size, drop_last, limit):
+        self.layout = layout
+        self.specs = layout.specs
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.limit = limit
-        self.allow_sample = allow_sample
-        self.check_batch = batch_size is None  # re-batching builds axis 0 itself
+        self.allow_sample = layout.batched
+        self.check_batch = batch_size is None  # re-batching builds the batch axis itself
 
     def chunk(self, feed: Feed, where: str) -> Chunk:
         """A raw feed -> checked Chunk with its sample count."""
         if self.allow_sample:
-            feed = add_sample_axis(feed, self.specs)
+            feed = self.layout.add_sample_axis(feed)
         # onnxruntime wants C order; np.ascontiguousarray would turn scalars into shape (1,)
         feed = {name: a if a.flags.c_contiguous else a.copy(order="C") for name, a in feed.items()}
-        check_feed(feed, self.specs, where, self.check_batch, self.allow_sample)
-        return Chunk(feed, feed_length(feed, self.specs, where), where)
+        length = check_feed(feed, self.layout, where, self.check_batch, self.allow_sample)
+        return Chunk(feed, length, where)
 
     def header_length(self, headers: dict[str, arrays.Header], where: str) -> int:
         """Check .npy headers like arrays and count their samples, without reading the data."""
         lengths = {}
         for spec in self.specs:
             shape, dtype = headers[spec.name]
-            if self.allow_sample and len(spec.shape) >= 1 and len(shape) == len(spec.shape) - 1:
-                shape = (1,) + shape
-            check_array(spec, dtype, shape, where, self.check_batch, self.allow_sample)
-            if len(spec.shape) >= 1:
-                lengths[spec.name] = shape[0]
-        if self.allow_sample and len(set(lengths.values())) > 1:
-            detail = ", ".join(f"{name} {n}" for name, n in lengths.items())
-            raise QtoolError(f"{where}: the inputs do not share the batch axis 0 ({detail})")
-        length = next(iter(lengths.values())) if lengths and self.allow_sample else 1
+            axis = self.layout.axis(spec.name)
+            if axis is not None and len(shape) == len(spec.shape) - 1:
+                shape = shape[:axis] + (1,) + shape[axis:]
+            check_array(spec, dtype, shape, where, axis, self.check_batch, self.allow_sample)
+            if axis is not None:
+                lengths[spec.name] = shape[axis]
+        length = self.layout.shared_length(lengths, where)
         if length == 0:
             raise QtoolError(f"{where}: holds zero samples")
         return length
 
     def source(self, **kwargs) -> DataSource:
-        return DataSource(specs=self.specs, batch_size=self.batch_size, limit=self.limit,
+        return DataSource(layout=self.layout, batch_size=self.batch_size, limit=self.limit,
                           drop_last=self.drop_last, **kwargs)
 
 
@@ -347,6 +359,11 @@ def _open_images(path: Path, files: list[Path], root: Path, preprocess: dict | N
         raise QtoolError(f"image data feeds one input but the model has {len(plan.specs)} "
                          f"({names}); use .npz files or a loader script")
     spec = plan.specs[0]
+    if not preprocess and len(spec.shape) == 4:  # other ranks: image_preprocess says why not
+        raise QtoolError(missing_preprocess_message(path, spec))
+    if plan.layout.axis(spec.name) != 0:
+        raise QtoolError(f"image data makes batches on axis 0, but input '{spec.name}' "
+                         f"{dims_text(spec.shape)} has {plan.layout.describe()}")
     pre: Preprocess = image_preprocess(preprocess, spec)
     if plan.batch_size is None:
         plan.batch_size = 1

@@ -5,24 +5,25 @@ file (or loader-script item) and the expected and found dtype and shape. Dtypes 
 silent casts, because a float64 or int32 array where the model wants float32 or int64 is almost
 always a data-preparation slip worth seeing.
 
-Axis 0 is the batch axis. A model "has a batch axis" when axis 0 of every input of rank >= 1 is
-either dynamic or the same static size; that size (or None when dynamic) is what `batch_axis`
-returns. Scalar (rank 0) inputs take no part in batching.
+Where each input keeps its samples (its batch axis, or none) is qtool.io.batch_axes' job; the
+checks here take it as given.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from qtool.errors import QtoolError
 from qtool.io.model import InputSpec
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from qtool.io.batch_axes import BatchLayout
 
-DYNAMIC = "dynamic"
+log = logging.getLogger(__name__)
 
 
 def dims_text(shape: Sequence) -> str:
@@ -34,40 +35,23 @@ def shape_text(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(d)) for d in shape) + ")"
 
 
-def batch_axis(specs: Sequence[InputSpec]) -> int | str | None:
-    """The model's batch size: an int when fixed, DYNAMIC when free, None when axis 0 is not shared.
-
-    None means the inputs' static first dimensions disagree (e.g. [1, 3] and [4]), so axis 0 is
-    not a batch axis; such models take their feeds exactly as given, one feed per sample.
-    """
-    fixed = set()
-    for spec in specs:
-        if len(spec.shape) == 0:
-            continue
-        if isinstance(spec.shape[0], int):
-            fixed.add(spec.shape[0])
-    if len(fixed) > 1:
-        return None
-    if fixed:
-        return fixed.pop()
-    return DYNAMIC
-
-
-def expected_rank_text(spec: InputSpec, allow_sample: bool) -> str:
+def expected_rank_text(spec: InputSpec, sample_ok: bool) -> str:
     rank = len(spec.shape)
     text = f"rank {rank} {dims_text(spec.shape)}"
-    if allow_sample and rank >= 1:
+    if sample_ok:
         text += f" (or rank {rank - 1} for a single sample)"
     return text
 
 
 def check_array(spec: InputSpec, dtype: np.dtype, shape: Sequence[int], where: str,
-                check_batch: bool = True, allow_sample: bool = False) -> None:
+                batch_axis: int | None = None, check_batch: bool = True,
+                allow_sample: bool = False) -> None:
     """Raise a QtoolError when an array's dtype or shape does not fit `spec`.
 
-    `check_batch=False` skips axis 0 (data that is about to be re-batched). `allow_sample` only
-    changes the message: the source would have accepted one sample without the batch axis.
-    Dynamic dimensions accept any size, including a different size in every batch.
+    `batch_axis`: the input's batch axis (None: not batched). `check_batch=False` skips it (data
+    that is about to be re-batched). `allow_sample` only changes the message: the source would
+    have accepted one sample without the batch axis. Dynamic dimensions accept any size,
+    including a different size in every batch.
     """
     dtype = np.dtype(dtype)
     found = f"{dtype} {shape_text(shape)}"
@@ -78,15 +62,16 @@ def check_array(spec: InputSpec, dtype: np.dtype, shape: Sequence[int], where: s
             hint = f"; convert it with .astype(np.{spec.dtype.name})"
         raise QtoolError(f"{where}: input '{spec.name}' expects {expected}, found {found}{hint}")
     if len(shape) != len(spec.shape):
+        sample_ok = allow_sample and batch_axis is not None
         raise QtoolError(
             f"{where}: input '{spec.name}' expects {spec.dtype} "
-            f"{expected_rank_text(spec, allow_sample)}, found rank {len(shape)} {found}"
+            f"{expected_rank_text(spec, sample_ok)}, found rank {len(shape)} {found}"
         )
     for axis, (want, got) in enumerate(zip(spec.shape, shape)):
-        if axis == 0 and not check_batch:
+        if axis == batch_axis and not check_batch:
             continue
         if isinstance(want, int) and want != got:
-            what = "batch axis 0" if axis == 0 else f"axis {axis}"
+            what = f"batch axis {axis}" if axis == batch_axis else f"axis {axis}"
             raise QtoolError(
                 f"{where}: input '{spec.name}' {what} expects {want}, found {got} "
                 f"(expects {expected}, found {found})"
@@ -133,41 +118,15 @@ def check_names(keys: Sequence, specs: Sequence[InputSpec], where: str) -> None:
         log.debug("%s: ignoring keys that are not model inputs: %s", where, ", ".join(extra))
 
 
-def add_sample_axis(feed: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
-    """Give a batch axis of 1 to every array that is one sample (rank = model rank - 1)."""
-    out = {}
-    for spec in specs:
+def check_feed(feed: Mapping[str, np.ndarray], layout: BatchLayout, where: str,
+               check_batch: bool = True, allow_sample: bool = False) -> int:
+    """Validate a whole feed (every input present, dtype exact, rank and static dims matching)
+    and return its number of samples."""
+    for spec in layout.specs:
         array = feed[spec.name]
-        if len(spec.shape) >= 1 and array.ndim == len(spec.shape) - 1:
-            array = array[np.newaxis]
-        out[spec.name] = array
-    return out
-
-
-def feed_length(feed: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> int:
-    """Number of samples in a feed: the shared axis-0 length of its non-scalar inputs.
-
-    A model without a shared batch axis, or with only scalar inputs, counts each feed as one sample.
-    """
-    if batch_axis(specs) is None:
-        return 1
-    lengths = {spec.name: feed[spec.name].shape[0] for spec in specs
-               if len(spec.shape) >= 1 and feed[spec.name].ndim >= 1}
-    if not lengths:
-        return 1
-    values = set(lengths.values())
-    if len(values) > 1:
-        detail = ", ".join(f"{name} {n}" for name, n in lengths.items())
-        raise QtoolError(f"{where}: the inputs do not share the batch axis 0 ({detail})")
-    return values.pop()
-
-
-def check_feed(feed: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str,
-               check_batch: bool = True, allow_sample: bool = False) -> None:
-    """Validate a whole feed: every input present, dtype exact, rank and static dims matching."""
-    for spec in specs:
-        array = feed[spec.name]
-        check_array(spec, array.dtype, array.shape, where, check_batch, allow_sample)
-    length = feed_length(feed, specs, where)
+        check_array(spec, array.dtype, array.shape, where, layout.axis(spec.name), check_batch,
+                    allow_sample)
+    length = layout.length(feed, where)
     if length == 0:
         raise QtoolError(f"{where}: holds zero samples")
+    return length

@@ -170,6 +170,21 @@ def _default_layout(shape: tuple) -> str:
     return "NHWC" if last and not first else "NCHW"
 
 
+def missing_preprocess_message(path, spec: InputSpec) -> str:
+    """Image data without a [preprocess] table: say what the model input expects instead of
+    feeding raw pixels at each image's own size."""
+    expects = f"{spec.dtype} {dims_text(spec.shape)}"
+    if len(spec.shape) == 4:
+        layout = _default_layout(spec.shape)
+        height, width = spec.shape[2:] if layout == "NCHW" else spec.shape[1:3]
+        size = (f"{height}x{width}" if isinstance(height, int) and isinstance(width, int)
+                else "height and width not fixed")
+        expects += f" ({layout}, {size})"
+    return (f"{path} holds images but no [preprocess] table is configured, and input "
+            f"'{spec.name}' expects {expects}: add a [preprocess] table (resize, crop, scale, "
+            f"mean, std, layout) to the --config file; see \"Input data\" in the README")
+
+
 def image_preprocess(config: dict | None, spec: InputSpec) -> Preprocess:
     """Resolve a [preprocess] table against the model input it feeds; refuse what cannot fit."""
     parsed = check_preprocess(config)

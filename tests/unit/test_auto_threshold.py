@@ -63,9 +63,17 @@ def test_score_gains_below_the_epsilon_do_not_count():
     assert Score(math.nan, 20.02).beats(Score(math.nan, 20.0))
 
 
+def layout_of(**shapes):
+    from qtool.io.batch_axes import BatchLayout
+    from qtool.io.model import InputSpec
+
+    return BatchLayout.of([InputSpec(name, np.dtype(np.float64), shape)
+                           for name, shape in shapes.items()])
+
+
 def test_slice_tap_passes_batches_through_and_keeps_an_even_spread():
     batches = [{"x": np.full((4, 2), float(i))} for i in range(10)]  # 40 samples, ids i
-    tap = SliceTap(capacity=8)
+    tap = SliceTap(capacity=8, layout=layout_of(x=("N", 2)))
     passed = list(tap.wrap(iter(batches)))
     assert all(a is b for a, b in zip(passed, batches))
     kept = [float(unit["x"][0, 0]) for unit in tap.units]
@@ -76,19 +84,41 @@ def test_slice_tap_passes_batches_through_and_keeps_an_even_spread():
 
 
 def test_slice_tap_never_joins_more_samples_than_the_data_batches_held():
-    tap = SliceTap(capacity=8)
+    tap = SliceTap(capacity=8, layout=layout_of(x=(1, 3)))
     list(tap.wrap([{"x": np.full((1, 3), float(i))} for i in range(5)]))  # a fixed batch of 1
     assert [b["x"].shape for b in tap.batches()] == [(1, 3)] * 5
-    tap = SliceTap(capacity=8)
+    tap = SliceTap(capacity=8, layout=layout_of(x=("N", 3)))
     list(tap.wrap([{"x": np.zeros((3, 3))} for _ in range(2)]))
     assert [b["x"].shape for b in tap.batches()] == [(3, 3), (3, 3)]
 
 
-def test_slice_tap_keeps_batches_without_a_shared_batch_axis_whole():
+def test_slice_tap_keeps_batches_without_a_batch_axis_whole():
     feeds = {"x": np.zeros((3, 2), np.float32), "state": np.zeros((2, 3, 4), np.float32)}
-    tap = SliceTap(capacity=4)
+    tap = SliceTap(capacity=4, layout=layout_of(x=(3, 2), state=(2, 3, 4)))
     list(tap.wrap([feeds, feeds]))
     assert len(tap.units) == 2 and tap.units[0]["state"].shape == (2, 3, 4)
+    assert [b["x"].shape for b in tap.batches()] == [(3, 2), (3, 2)]  # never joined
+
+
+
+def test_slice_tap_with_batch_axes_keeps_samples_and_joins_them_on_each_axis():
+    from qtool.io.batch_axes import BatchLayout
+    from qtool.io.model import input_specs
+    from tests.tiny_models import state_step
+
+    layout = BatchLayout.of(input_specs(state_step()))
+    batches = [{"x": np.full((3, 16), float(i), np.float32),
+                "state": np.stack([np.full((3, 8), float(i), np.float32)] * 2),
+                "sr": np.array(16000 if i < 3 else 8000)} for i in range(4)]
+    tap = SliceTap(capacity=16, layout=layout)
+    list(tap.wrap(batches))
+    assert len(tap.units) == 12 and tap.units[0]["state"].shape == (2, 1, 8)
+    probes = tap.batches()
+    # at most 3 samples a batch (the data's own batch size); sr 8000 is never joined with 16000
+    assert [(b["x"].shape[0], b["state"].shape[1], int(b["sr"])) for b in probes] == [
+        (3, 3, 16000), (3, 3, 16000), (3, 3, 16000), (3, 3, 8000)]
+    assert tap.sizes == [3, 3, 3, 3]
+    np.testing.assert_array_equal(probes[1]["state"][0, :, 0], [1, 1, 1])
 
 
 def matmul_chain(k=6, n=5, seed=0):

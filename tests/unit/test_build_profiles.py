@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto
 
 from qtool.backends.tensorrt.build import BuildOptions, build_engine, calibration_beside, holds_fp16
-from qtool.backends.tensorrt.shapes import ShapeRange, batch_axis_of, default_profile
+from qtool.backends.tensorrt.shapes import ShapeRange, default_profile
 from qtool.calib.calibfile import from_dict, read_calibration, to_dict
-from qtool.calib.signature import SeenShapes, merge_inputs, seen_ranges
+from qtool.calib.signature import SeenShapes, merge_inputs, recorded_batch_axes, seen_ranges
 from qtool.errors import QtoolError
 from qtool.io.model import InputSpec
 from tests.tiny_models import conv_relu_gemm, save
@@ -30,11 +30,24 @@ def spec(name, shape, dtype=F32):
 
 
 @pytest.mark.parametrize("shape, axis", [
-    (("N", 3, 224, 224), 0), ((None, 8), 0), (("batch", 512), 0), ((2, "batch", 128), 1),
-    ((2, "batch_size", 128), 1), ((1, 3, "H", "W"), None), ((), None), ((4, "seq"), None),
+    (("N", 3, 8, 8), 0), ((None, 8), 0), (("batch", 512), 0), ((2, "batch", 128), 1),
+    ((2, "batch_size", 128), 1),
 ])
-def test_batch_axis_of(shape, axis):
-    assert batch_axis_of(shape) == axis
+def test_the_batch_axis_alone_defaults_to_one(shape, axis):
+    profile, defaulted = default_profile([spec("x", shape)])
+    low = tuple(1 if a == axis else d for a, d in enumerate(shape))
+    assert profile == {"x": ShapeRange("x", low, low, low)}
+    assert defaulted == ["x"]
+
+
+def test_the_batch_axis_recorded_in_calibration_wins_over_the_models_own():
+    # the model names no batch, so axis 0 would be taken; the calibration ran with axis 1
+    inputs = [spec("state", ("L", "T", 16))]
+    with pytest.raises(QtoolError, match="dynamic axis 1 \\(T\\)"):
+        default_profile(inputs, batch=4)
+    profile, _ = default_profile(inputs, {"state": ((2, 1, 16), (2, 8, 16))}, batch=4,
+                                 batch_axes={"state": 1})
+    assert profile["state"] == ShapeRange("state", (2, 1, 16), (2, 4, 16), (2, 4, 16))
 
 
 def test_batch_axis_alone_defaults_to_one_and_is_reported():
@@ -83,14 +96,18 @@ def test_seen_shapes_and_their_file_entries():
     batches = [{"x": np.zeros((4, 2, 6, 6)), "s": np.zeros(())}, {"x": np.zeros((1, 2, 7, 5))},
                {"x": np.zeros((3, 2, 6, 6)), "r": np.zeros((2,))}, {"r": np.zeros((2, 2))}]
     assert list(seen.watch(iter(batches))) == batches
-    entries = seen.entries([spec("x", ("N", 2, "H", "W")), spec("s", ()), spec("r", ("N",))])
+    entries = seen.entries([spec("x", ("N", 2, "H", "W")), spec("s", ()), spec("r", ("N",))],
+                           {"x": 0, "s": None, "r": 0}.get)
     assert entries == [
-        {"name": "x", "dtype": "float32", "shape": ["N", 2, "H", "W"],
+        {"name": "x", "dtype": "float32", "shape": ["N", 2, "H", "W"], "batch_axis": 0,
          "seen": {"min": [1, 2, 6, 5], "max": [4, 2, 7, 6]}},
-        {"name": "s", "dtype": "float32", "shape": [], "seen": {"min": [], "max": []}},
-        {"name": "r", "dtype": "float32", "shape": ["N"]},  # seen at two ranks: no range
+        {"name": "s", "dtype": "float32", "shape": [], "batch_axis": None,
+         "seen": {"min": [], "max": []}},
+        {"name": "r", "dtype": "float32", "shape": ["N"], "batch_axis": 0},  # two ranks: no range
     ]
     assert seen_ranges(entries) == {"x": ((1, 2, 6, 5), (4, 2, 7, 6)), "s": ((), ())}
+    assert recorded_batch_axes(entries + [{"name": "t", "batch_axis": "1"}]) == {
+        "x": 0, "s": None, "r": 0}
 
 
 def test_merged_shards_span_every_shards_range():

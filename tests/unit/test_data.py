@@ -134,8 +134,12 @@ def test_npz_missing_input_names_it_and_the_keys_found(tmp_path):
 def test_npz_arrays_must_share_the_batch_axis(tmp_path):
     np.savez(tmp_path / "a.npz", input_ids=np.zeros((2, 4), np.int64),
              attention_mask=np.zeros((3, 4), np.int64))
-    with pytest.raises(QtoolError, match=r"do not share the batch axis 0 \(input_ids 2, attention_mask 3\)"):
+    with pytest.raises(QtoolError) as info:
         open_data(tmp_path / "a.npz", SEQ)
+    assert str(info.value) == (
+        f"{tmp_path / 'a.npz'}: the inputs hold different numbers of samples (input_ids 2 on "
+        f"axis 0, attention_mask 3 on axis 0); if an input is not batched or keeps its samples "
+        f"on another axis, set [inputs.NAME] batch_axis in the config")
 
 
 def test_dynamic_dims_may_change_per_batch(tmp_path):
@@ -152,7 +156,7 @@ def test_rebatching_refuses_samples_of_different_dynamic_size(tmp_path):
                  attention_mask=np.ones((1, seq), np.int64))
     source = open_data(tmp_path, SEQ, batch_size=2)
     with pytest.raises(QtoolError, match=r"cannot batch .*0\.npz with .*1\.npz: input 'input_ids' "
-                                         r"has shape \(1, 4\) and \(1, 7\) beyond axis 0"):
+                                         r"has shape \(1, 4\) and \(1, 7\) beyond batch axis 0"):
         batches(source)
 
 
@@ -236,13 +240,30 @@ def test_inputs_without_a_shared_batch_axis_take_feeds_as_given(tmp_path):
         open_data(tmp_path, specs, batch_size=2)
 
 
-def test_scalar_inputs_cannot_be_rebatched(tmp_path):
+def test_scalar_inputs_go_whole_with_every_batch(tmp_path):
     specs = [InputSpec("x", F32, ("n", 2)), InputSpec("t", F32, ())]
     np.savez(tmp_path / "0.npz", x=np.zeros((3, 2), np.float32), t=np.float32(0.5))
-    (feed,) = batches(open_data(tmp_path, specs))
-    assert feed["t"].shape == () and feed["x"].shape == (3, 2)
-    with pytest.raises(QtoolError, match="cannot re-batch: input 't' is a scalar"):
-        open_data(tmp_path, specs, batch_size=2)
+    np.savez(tmp_path / "1.npz", x=np.ones((1, 2), np.float32), t=np.float32(0.5))
+    first, second = batches(open_data(tmp_path, specs))
+    assert first["t"].shape == () and first["x"].shape == (3, 2) and second["x"].shape == (1, 2)
+    source = open_data(tmp_path, specs, batch_size=2)
+    assert source.num_batches == 2
+    joined = batches(source)
+    assert [feed["x"].shape for feed in joined] == [(2, 2), (2, 2)]
+    assert all(feed["t"] == np.float32(0.5) and feed["t"].shape == () for feed in joined)
+    np.testing.assert_array_equal(joined[1]["x"], [[0, 0], [1, 1]])
+
+
+def test_scalar_inputs_that_differ_are_never_joined(tmp_path):
+    specs = [InputSpec("x", F32, ("n", 2)), InputSpec("t", F32, ())]
+    np.savez(tmp_path / "0.npz", x=np.zeros((1, 2), np.float32), t=np.float32(0.5))
+    np.savez(tmp_path / "1.npz", x=np.zeros((1, 2), np.float32), t=np.float32(0.25))
+    with pytest.raises(QtoolError) as info:
+        batches(open_data(tmp_path, specs, batch_size=2))
+    assert str(info.value) == (
+        f"cannot batch {tmp_path / '0.npz'} with {tmp_path / '1.npz'}: input 't' is not batched "
+        f"and has a different value in each; give whole batches (leave the batch size unset), or "
+        f"set its batch axis with [inputs.t] batch_axis in the config")
 
 
 @pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"num_samples": -1}, {"batch_size": True},
@@ -474,3 +495,169 @@ def test_loader_script_with_fixed_batch_warns_when_dropping(tmp_path, caplog):
         out = batches(source)
     assert [feed["x"][:, 0, 0, 0].tolist() for feed in out] == [[0, 1], [2, 3]]
     assert "dropped the last 1 sample(s)" in caplog.text
+
+
+# -- inputs batched on other axes, unbatched inputs, files cut into batches ------------------------
+
+STATE = [InputSpec("x", F32, ("batch", 16)), InputSpec("state", F32, (2, "batch", 8)),
+         InputSpec("sr", I64, ())]
+
+
+def _state_files(folder, count, sr=16000, sample_axis=True):
+    """One .npz per sample; with sample_axis=False the arrays leave the batch axis out."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(3)
+    xs = rng.normal(size=(count, 16)).astype(np.float32)
+    states = rng.normal(size=(2, count, 8)).astype(np.float32)
+    for i in range(count):
+        x, state = (xs[i:i + 1], states[:, i:i + 1]) if sample_axis else (xs[i], states[:, i])
+        np.savez(folder / f"{i:03d}.npz", x=x, state=state, sr=np.array(sr, np.int64))
+    return xs, states
+
+
+@pytest.mark.parametrize("sample_axis", [True, False])
+def test_state_on_axis_1_is_joined_along_axis_1(tmp_path, sample_axis):
+    xs, states = _state_files(tmp_path, 5, sample_axis=sample_axis)
+    source = open_data(tmp_path, STATE, batch_size=2)
+    assert (source.num_samples, source.num_batches) == (5, 3)
+    out = batches(source)
+    assert [(f["x"].shape, f["state"].shape, f["sr"].shape) for f in out] == [
+        ((2, 16), (2, 2, 8), ()), ((2, 16), (2, 2, 8), ()), ((1, 16), (2, 1, 8), ())]
+    np.testing.assert_array_equal(np.concatenate([f["x"] for f in out]), xs)
+    np.testing.assert_array_equal(np.concatenate([f["state"] for f in out], axis=1), states)
+    assert all(f["sr"] == 16000 and f["state"].flags.c_contiguous for f in out)
+    assert "batch axis: x 0, state 1, sr none" in source.describe()
+
+
+def test_state_files_without_batch_size_are_one_batch_each(tmp_path):
+    _xs, states = _state_files(tmp_path, 3)
+    out = batches(open_data(tmp_path, STATE))
+    assert [f["state"].shape for f in out] == [(2, 1, 8)] * 3
+    np.testing.assert_array_equal(out[2]["state"], states[:, 2:3])
+
+
+def test_state_checked_on_its_own_batch_axis(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.zeros((2, 16), np.float32),
+             state=np.zeros((2, 3, 8), np.float32), sr=np.array(16000))
+    with pytest.raises(QtoolError) as info:
+        open_data(tmp_path / "a.npz", STATE)
+    assert str(info.value) == (
+        f"{tmp_path / 'a.npz'}: the inputs hold different numbers of samples (x 2 on axis 0, "
+        f"state 3 on axis 1); if an input is not batched or keeps its samples on another axis, "
+        f"set [inputs.NAME] batch_axis in the config")
+
+
+def test_fixed_batch_on_axis_1_cuts_files_along_it(tmp_path):
+    fixed = [InputSpec("x", F32, (1, 16)), InputSpec("state", F32, (2, 1, 8))]
+    state = np.arange(64, dtype=np.float32).reshape(2, 4, 8)
+    np.savez(tmp_path / "b.npz", x=np.zeros((4, 16), np.float32), state=state)
+    with pytest.raises(QtoolError, match=r"input 'x' axis 0 expects 1, found 4"):
+        open_data(tmp_path / "b.npz", fixed)  # static first dimensions disagree: no batch axis
+    out = batches(open_data(tmp_path / "b.npz", fixed, inputs={"state": {"batch_axis": 1}}))
+    assert [f["state"].shape for f in out] == [(2, 1, 8)] * 4
+    np.testing.assert_array_equal(out[3]["state"], state[:, 3:4])
+
+
+def test_config_batch_axis_none_feeds_an_input_whole(tmp_path):
+    specs = [InputSpec("x", F32, ("n", 4)), InputSpec("table", F32, ("n", 3))]
+    for i in range(3):
+        np.savez(tmp_path / f"{i}.npz", x=np.full((2, 4), i, np.float32),
+                 table=np.arange(9, dtype=np.float32).reshape(3, 3))
+    with pytest.raises(QtoolError, match="different numbers of samples"):
+        open_data(tmp_path, specs)
+    source = open_data(tmp_path, specs, inputs={"table": {"batch_axis": "none"}}, batch_size=3)
+    out = batches(source)
+    assert [f["x"].shape for f in out] == [(3, 4), (3, 4)]
+    assert all(f["table"].shape == (3, 3) for f in out)
+    np.testing.assert_array_equal(out[1]["x"][:, 0], [1, 2, 2])
+
+
+@pytest.mark.parametrize("sizes, num_samples, expected", [
+    ([20], None, [8, 8, 4]),
+    ([10, 12], None, [8, 2, 8, 4]),    # a file's last part is never joined with the next file
+    ([10, 12], 13, [8, 2, 3]),
+    ([10, 12], 5, [5]),
+    ([8, 1], None, [8, 1]),
+])
+def test_large_files_are_cut_into_batches_of_the_default_size(tmp_path, sizes, num_samples,
+                                                                expected):
+    from qtool.io.data import FILE_BATCH_SIZE
+
+    assert FILE_BATCH_SIZE == 8
+    start = 0
+    for index, size in enumerate(sizes):
+        np.save(tmp_path / f"{index}.npy", arange(size, shape=(2,), start=start))
+        start += 2 * size
+    source = open_data(tmp_path, [InputSpec("x", F32, ("N", 2))], num_samples=num_samples)
+    out = batches(source)
+    assert [len(f["x"]) for f in out] == expected
+    assert (source.num_samples, source.num_batches) == (sum(expected), len(expected))
+    np.testing.assert_array_equal(np.concatenate([f["x"] for f in out]),
+                                  arange(sum(expected), shape=(2,)))
+    assert "one batch per file of up to 8 samples" in source.describe()
+
+
+def test_large_state_file_is_cut_along_each_batch_axis(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 16)).astype(np.float32)
+    state = rng.normal(size=(2, 10, 8)).astype(np.float32)
+    np.savez(tmp_path / "all.npz", x=x, state=state, sr=np.array(8000))
+    out = batches(open_data(tmp_path, STATE))
+    assert [(f["x"].shape, f["state"].shape) for f in out] == [((8, 16), (2, 8, 8)),
+                                                               ((2, 16), (2, 2, 8))]
+    np.testing.assert_array_equal(out[1]["state"], state[:, 8:])
+    np.testing.assert_array_equal(out[1]["x"], x[8:])
+    assert all(f["sr"] == 8000 for f in out)
+
+
+def test_loader_items_are_not_cut(tmp_path):
+    script = _script(tmp_path, """
+        import numpy as np
+        def load_data():
+            yield {"x": np.zeros((70, 2), np.float32)}
+    """)
+    out = batches(open_data(None, [InputSpec("x", F32, ("N", 2))], loader_script=script))
+    assert [len(f["x"]) for f in out] == [70]
+
+
+def test_loader_script_state_items_rebatch_on_their_axes(tmp_path):
+    script = _script(tmp_path, """
+        import numpy as np
+        def load_data():
+            for i in range(5):
+                yield {"x": np.full((1, 16), i, np.float32),
+                       "state": np.full((2, 1, 8), i, np.float32), "sr": np.int64(16000)}
+    """)
+    out = batches(open_data(None, STATE, loader_script=script, batch_size=4))
+    assert [f["state"].shape for f in out] == [(2, 4, 8), (2, 1, 8)]
+    np.testing.assert_array_equal(out[0]["state"][1, :, 0], [0, 1, 2, 3])
+
+
+def test_images_without_a_preprocess_table_are_refused(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "a.png")
+    spec = [InputSpec("images", F32, ("batch", 3, 640, 640))]
+    for preprocess in (None, {}):
+        with pytest.raises(QtoolError) as info:
+            open_data(tmp_path, spec, preprocess=preprocess)
+        assert str(info.value) == (
+            f"{tmp_path} holds images but no [preprocess] table is configured, and input "
+            f"'images' expects float32 [batch,3,640,640] (NCHW, 640x640): add a [preprocess] "
+            f"table (resize, crop, scale, mean, std, layout) to the --config file; see "
+            f"\"Input data\" in the README")
+    nhwc = [InputSpec("img", np.dtype(np.uint8), (1, "h", "w", 3))]
+    with pytest.raises(QtoolError, match=r"expects uint8 \[1,h,w,3\] \(NHWC, height and width "
+                                         r"not fixed\): add a \[preprocess\] table"):
+        open_data(tmp_path / "a.png", nhwc)
+
+
+def test_images_need_the_batch_on_axis_0(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(QtoolError) as info:
+        open_data(tmp_path, [InputSpec("img", F32, ("n", 3, 4, 4))], preprocess={"scale": 1.0},
+                  inputs={"img": {"batch_axis": "none"}})
+    assert str(info.value) == ("image data makes batches on axis 0, but input 'img' [n,3,4,4] "
+                               "has batch axis: img none")

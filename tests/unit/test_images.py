@@ -14,6 +14,7 @@ from qtool.io.model import InputSpec
 F32 = np.dtype(np.float32)
 DYN = [InputSpec("img", F32, ("N", 3, "H", "W"))]
 NHWC = [InputSpec("img", F32, ("N", "H", "W", 3))]
+RAW = {"scale": 1.0}  # a [preprocess] table that keeps the pixels as they are
 
 
 def rgb(height, width, seed=0):
@@ -108,7 +109,7 @@ def test_resize_then_crop_matches_pillow(tmp_path, resize_filter, pil_filter):
 def test_static_height_width_without_resize_or_crop_resizes_to_them(tmp_path):
     save(tmp_path / "a.png", rgb(9, 13))
     spec = [InputSpec("img", F32, ("N", 3, 6, 8))]
-    feed = only(open_data(tmp_path, spec))
+    feed = only(open_data(tmp_path, spec, preprocess=RAW))
     want = np.asarray(Image.fromarray(rgb(9, 13)).resize((8, 6), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(feed["img"][0], want.transpose(2, 0, 1).astype(np.float32))
 
@@ -118,7 +119,7 @@ def test_grayscale_and_rgba_become_rgb(tmp_path):
     save(tmp_path / "g.png", gray, "L")
     rgba = np.dstack([rgb(3, 4, seed=5), np.full((3, 4), 7, np.uint8)])
     save(tmp_path / "r.png", rgba, "RGBA")
-    g, r = list(open_data(tmp_path, NHWC))
+    g, r = list(open_data(tmp_path, NHWC, preprocess=RAW))
     np.testing.assert_array_equal(g["img"][0], np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32))
     np.testing.assert_array_equal(r["img"][0], rgba[:, :, :3].astype(np.float32))  # alpha dropped
 
@@ -127,7 +128,7 @@ def test_one_channel_input_defaults_to_gray(tmp_path):
     pixels = rgb(3, 3, seed=6)
     save(tmp_path / "a.png", pixels)
     spec = [InputSpec("img", F32, (1, 1, 3, 3))]
-    feed = only(open_data(tmp_path, spec))
+    feed = only(open_data(tmp_path, spec, preprocess=RAW))
     want = np.asarray(Image.fromarray(pixels).convert("L")).astype(np.float32)
     np.testing.assert_array_equal(feed["img"], want[None, None])
 
@@ -147,7 +148,7 @@ def test_batches_case_insensitive_suffixes_in_sorted_order(tmp_path):
     for i, name in enumerate(names):
         save(tmp_path / name, np.full((4, 4, 3), 40 * i, np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
-    source = open_data(tmp_path, DYN, batch_size=2)
+    source = open_data(tmp_path, DYN, preprocess=RAW, batch_size=2)
     assert [f.name for f in source.sample_files()] == ["a.png", "b.Jpeg", "c.PNG", "d.bmp", "e.JPG"]
     out = list(source)
     assert [feed["img"].shape[0] for feed in out] == [2, 2, 1]
@@ -163,9 +164,9 @@ def test_batches_case_insensitive_suffixes_in_sorted_order(tmp_path):
 def test_images_of_different_size_cannot_share_a_batch(tmp_path):
     save(tmp_path / "a.png", rgb(4, 4))
     save(tmp_path / "b.png", rgb(4, 5))
-    assert [f["img"].shape for f in open_data(tmp_path, DYN)] == [(1, 3, 4, 4), (1, 3, 4, 5)]
+    assert [f["img"].shape for f in open_data(tmp_path, DYN, preprocess=RAW)] == [(1, 3, 4, 4), (1, 3, 4, 5)]
     with pytest.raises(QtoolError, match=r"cannot batch .*a.png with .*b.png"):
-        list(open_data(tmp_path, DYN, batch_size=2))
+        list(open_data(tmp_path, DYN, preprocess=RAW, batch_size=2))
 
 
 def test_image_size_not_fitting_a_static_input_gives_a_hint(tmp_path):
@@ -217,7 +218,7 @@ def test_crop_larger_than_an_image(tmp_path):
 
 def test_unreadable_images_name_the_file(tmp_path):
     (tmp_path / "fake.jpg").write_bytes(b"this is not a jpeg")
-    source = open_data(tmp_path, DYN)
+    source = open_data(tmp_path, DYN, preprocess=RAW)
     with pytest.raises(QtoolError, match=r"cannot read image .*fake.jpg"):
         list(source)
 
@@ -227,13 +228,13 @@ def test_truncated_jpeg_is_refused(tmp_path):
     raw = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "a.jpg").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(QtoolError, match=r"cannot read image .*a.jpg: image file is truncated"):
-        list(open_data(tmp_path, DYN))
+        list(open_data(tmp_path, DYN, preprocess=RAW))
 
 
 def test_sixteen_bit_images_are_refused(tmp_path):
     Image.fromarray(np.full((4, 4), 60000, np.uint16)).save(tmp_path / "deep.png")
     with pytest.raises(QtoolError, match=r"deep.png: I;16 images \(16-bit or float\) are not supported"):
-        list(open_data(tmp_path, DYN))
+        list(open_data(tmp_path, DYN, preprocess=RAW))
 
 
 def test_decompression_bomb_guard_stays_on(tmp_path, monkeypatch):
@@ -243,7 +244,7 @@ def test_decompression_bomb_guard_stays_on(tmp_path, monkeypatch):
     save(tmp_path / "big.png", rgb(20, 20))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(QtoolError, match=r"big.png: .*decompression-bomb"):
-        list(open_data(tmp_path, DYN))
+        list(open_data(tmp_path, DYN, preprocess=RAW))
 
 
 def test_errors_from_decoding_threads_come_in_file_order(tmp_path):
@@ -252,7 +253,7 @@ def test_errors_from_decoding_threads_come_in_file_order(tmp_path):
     (tmp_path / "5.png").write_bytes(b"broken")
     seen = []
     with pytest.raises(QtoolError, match="5.png"):
-        for feed in open_data(tmp_path, DYN):
+        for feed in open_data(tmp_path, DYN, preprocess=RAW):
             seen.append(feed)  # noqa: PERF402 (items seen before the error)
     assert len(seen) == 5
 

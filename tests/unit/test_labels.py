@@ -19,7 +19,7 @@ def images(folder, names):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((2, 2, 3), i, np.uint8)).save(path)
-    return open_data(folder, SPEC)
+    return open_data(folder, SPEC, preprocess={"scale": 1.0})
 
 
 def arrays(folder, sizes):
@@ -90,7 +90,7 @@ def test_named_labels_by_relative_path_in_subfolders(tmp_path):
 def test_named_labels_cover_only_the_samples_read(tmp_path):
     folder = tmp_path / "img"
     images(folder, ["a.png", "b.png", "c.png"])
-    data = open_data(folder, SPEC, num_samples=2)
+    data = open_data(folder, SPEC, preprocess={"scale": 1.0}, num_samples=2)
     (tmp_path / "labels.txt").write_text("a.png 0\nb.png 1\n")
     assert read_labels(tmp_path / "labels.txt", data).tolist() == [0, 1]
 

@@ -240,11 +240,12 @@ def _classifier_set(labels=None):
     x = rng.normal(size=(20, 4)).astype(np.float32)
     logits = x * np.array([1, 2, 3, 4], np.float32)
     batches = [{"x": x[i:i + 6]} for i in range(0, 20, 6)]
+    from qtool.io.batch_axes import BatchLayout
     from qtool.io.model import InputSpec
 
-    specs = [InputSpec("x", np.dtype(np.float32), ("N", 4))]
+    layout = BatchLayout.of([InputSpec("x", np.dtype(np.float32), ("N", 4))])
     reference = ReferenceSet(lambda feeds: {"y": feeds["x"] * np.array([1, 2, 3, 4], np.float32)},
-                             batches, specs, labels=labels, classification=True)
+                             batches, layout, labels=labels, classification=True)
     return reference, x, logits
 
 
@@ -291,3 +292,35 @@ def test_find_layers_requires_q_before_dq(planted):
     stored, _ = quantize_model(model, amax, QuantizeOptions(weights="int8"))
     with pytest.raises(ValueError, match="does not follow a QuantizeLinear"):
         find_layers(stored)
+
+
+def test_reference_set_reorders_state_samples_along_their_own_axis():
+    from qtool.io.batch_axes import BatchLayout
+    from qtool.io.model import input_specs
+    from tests.tiny_models import state_step
+
+    layout = BatchLayout.of(input_specs(state_step()))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(10, 16)).astype(np.float32)
+    state = rng.normal(size=(2, 10, 8)).astype(np.float32)
+    batches = [{"x": x[i:i + 4], "state": state[:, i:i + 4], "sr": np.array(16000)}
+               for i in range(0, 10, 4)]
+
+    def run(feeds):  # logits from x and the state's first row; margins differ per sample
+        return {"y": feeds["x"][:, :3] * 3 + feeds["state"][0, :, :3]}
+
+    reference = ReferenceSet(run, batches, layout, classification=True)
+    assert reference.counts == [4, 4, 2] and reference.samples == 10
+    for feeds, outputs, _ in reference.batches:
+        np.testing.assert_array_equal(outputs["y"], run(feeds)["y"])  # samples stayed whole
+        assert feeds["sr"] == 16000 and feeds["state"].shape[1] == len(feeds["x"])
+    logits = np.concatenate([o["y"] for _, o, _ in reference.batches])
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    assert list(top2[:, 1] - top2[:, 0]) == sorted(top2[:, 1] - top2[:, 0])
+
+    def run_with_state(feeds):  # an output with the samples on axis 1: left in data order
+        return {**run(feeds), "new_state": feeds["state"]}
+
+    kept = ReferenceSet(run_with_state, batches, layout, classification=True)
+    assert all(a[0] is b for a, b in zip(kept.batches, batches))
+    assert kept.evaluate(run_with_state).samples == 10

@@ -944,6 +944,19 @@ def test_merge_batches_concatenates_or_keeps_batches_apart(tmp_path):
         np.testing.assert_array_equal(data["file"], np.arange(3))
 
 
+def test_merge_batches_concatenates_along_the_axis_holding_the_samples():
+    state = [np.full((2, 3, 4), 0.0), np.full((2, 3, 4), 1.0), np.full((2, 1, 4), 2.0)]
+    batches = [{"out": np.zeros((n, 1)), "state": s, "summary": np.zeros((1, 5))}
+               for n, s in zip([3, 3, 1], state)]
+    merged = merge_batches(batches, ["out", "state", "summary"], counts=[3, 3, 1])
+    assert merged["out"].shape == (7, 1)
+    assert merged["state"].shape == (2, 7, 4)  # the samples are on axis 1
+    np.testing.assert_array_equal(merged["state"][0, :, 0], [0, 0, 0, 1, 1, 1, 2])
+    # one row per batch, not per sample: kept apart rather than stacked as if they were samples
+    assert sorted(k for k in merged if k.startswith("summary")) == ["summary/0", "summary/1",
+                                                                    "summary/2"]
+
+
 def test_backend_and_cli_modules_import_no_tensorrt_or_cuda():
     code = ("import sys, qtool.backends.tensorrt.build, qtool.backends.tensorrt.run, "
             "qtool.backends.tensorrt.cuda, qtool.cli.build, qtool.cli.run, qtool.cli.doctor; "

@@ -215,20 +215,21 @@ def _default_profiles(model_path: Path, specs, options: BuildOptions) -> tuple[l
     if not any(is_dynamic(spec.shape) for spec in specs):
         return [], "", False
     from qtool.calib.calibfile import read_calibration
-    from qtool.calib.signature import seen_ranges
+    from qtool.calib.signature import recorded_batch_axes, seen_ranges
 
     path = Path(options.calib) if options.calib else calibration_beside(model_path)
-    seen, seen_from = {}, ""
+    seen, batch_axes, seen_from = {}, {}, ""
     if path is not None:
         try:
-            seen = seen_ranges(read_calibration(path).inputs)
+            inputs = read_calibration(path).inputs
+            seen, batch_axes = seen_ranges(inputs), recorded_batch_axes(inputs)
         except QtoolError as exc:
             if options.calib:
                 raise
             log.warning("ignoring %s for the engine's input sizes: %s", path, exc)
         else:
             seen_from = str(path)
-    profile, defaulted = default_profile(specs, seen, options.batch, seen_from)
+    profile, defaulted = default_profile(specs, seen, options.batch, seen_from, batch_axes)
     ranges = " ".join(f"--shapes {r.describe()}" for r in profile.values())
     if defaulted:
         text = (f"input{'s' if len(defaulted) > 1 else ''} {', '.join(map(repr, defaulted))}: "

@@ -28,6 +28,7 @@ class RunOptions:
     batch_size: int | None = None
     num_samples: int | None = None
     preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     log_level: str = "WARNING"
 
@@ -76,12 +77,6 @@ def record_path(output) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def batch_samples(feeds: dict) -> int:
-    for array in feeds.values():
-        return int(array.shape[0]) if getattr(array, "ndim", 0) else 1
-    return 0
-
-
 def check_run_inputs(engine_path, data_path, output, options: RunOptions) -> Path:
     """Checks that need no TensorRT; returns the output path."""
     options.validate()
@@ -109,20 +104,21 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
     output = check_run_inputs(engine_path, data_path, output, options)
     from qtool.io.data import open_data
 
-    batches = []
+    batches, counts = [], []
     samples = 0
     seconds = 0.0
     with TensorRTRunner(engine_path, log_level=options.log_level, trt=trt, cuda=cuda) as runner:
         source = open_data(data_path, runner.input_specs, preprocess=options.preprocess or None,
-                           batch_size=options.batch_size, num_samples=options.num_samples,
-                           loader_script=options.loader_script)
+                           inputs=options.inputs, batch_size=options.batch_size,
+                           num_samples=options.num_samples, loader_script=options.loader_script)
         if on_start is not None:
             on_start(getattr(source, "num_samples", None))
         for feeds in source:
             start = time.perf_counter()
             batches.append(runner.run(feeds))
             seconds += time.perf_counter() - start
-            count = batch_samples(feeds)
+            count = source.layout.length(feeds, f"batch {len(batches) - 1}")
+            counts.append(count)
             samples += count
             if on_batch is not None:
                 on_batch(count)
@@ -130,7 +126,7 @@ def run_engine(engine_path, data_path, output=None, options: RunOptions | None =
         version = runner.tensorrt_version
     if not batches:
         raise QtoolError(f"the data in {data_path or options.loader_script} gave no batches")
-    arrays = merge_batches(batches, names)
+    arrays = merge_batches(batches, names, counts)
     write_npz(output, arrays)
     result = RunResult(
         engine_path=Path(engine_path), engine_sha256=sha256_file(engine_path), output=output,

@@ -25,10 +25,10 @@ static shape).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from qtool.errors import QtoolError
+from qtool.io.batch_axes import model_batch_axes
 
 
 @dataclass(frozen=True)
@@ -147,40 +147,30 @@ def check_profiles(profiles: list[dict[str, ShapeRange]], inputs) -> None:
 
 
 # Dimension names that say "batch" (exporters write N, batch, batch_size, bs, ...).
-_BATCH_NAME = re.compile(r"(?i)^(n|b|bs|nb|batch|batch_?size|.*_batch|batch_.*)$")
-
-
-def batch_axis_of(shape) -> int | None:
-    """The batch axis of an input: its first dynamic axis named like a batch, else axis 0 when
-    that is dynamic; None for an input without one (a scalar, or a fixed first axis)."""
-    for axis, dim in enumerate(shape):
-        if isinstance(dim, str) and _BATCH_NAME.match(dim):
-            return axis
-    if shape and not (isinstance(shape[0], int) and shape[0] >= 0):
-        return 0
-    return None
-
-
 def _dims_text(shape) -> str:
     return ",".join(str(d) if isinstance(d, int) and d >= 0 else (str(d) if d else "?") for d in shape)
 
 
 def default_profile(inputs, seen: dict | None = None, batch: int | None = None,
-                    seen_from: str = "") -> tuple[dict[str, ShapeRange], list[str]]:
+                    seen_from: str = "", batch_axes: dict | None = None,
+                    ) -> tuple[dict[str, ShapeRange], list[str]]:
     """One optimization profile for the dynamic inputs when no --shapes is given.
 
     `seen`: input name -> (smallest, largest) shape seen in calibration (qtool.calib.signature);
-    `batch`: --batch N. Returns the profile and the inputs whose batch axis defaulted to 1
-    (the caller warns once). Raises QtoolError for a dynamic non-batch dimension of unknown size.
+    `batch`: --batch N; `batch_axes`: input name -> batch axis the calibration ran with, over
+    the model's own (qtool.io.batch_axes). Returns the profile and the inputs whose batch axis
+    defaulted to 1 (the caller warns once). Raises QtoolError for a dynamic non-batch dimension
+    of unknown size.
     """
     seen = seen or {}
+    axes = model_batch_axes(inputs) | (batch_axes or {})
     profile: dict[str, ShapeRange] = {}
     defaulted: list[str] = []
     for spec in inputs:
         shape = tuple(spec.shape)
         if not is_dynamic(shape):
             continue
-        batch_axis = batch_axis_of(shape)
+        batch_axis = axes.get(spec.name)
         known = seen.get(spec.name)
         if known is not None and len(known[0]) != len(shape):
             known = None  # recorded for another rank: not this model's input

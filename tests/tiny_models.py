@@ -80,3 +80,30 @@ def relu6_conv(weight: np.ndarray, size: int) -> onnx.ModelProto:
     conv = helper.make_node("Conv", ["clipped", "w"], ["y"], name="conv")
     return relu6_then([conv], channels, size, ["N", out_channels, size, size],
                       [numpy_helper.from_array(weight.astype(np.float32), "w")])
+
+
+def pass_through(chosen: str, shape: list, outputs: tuple[str, ...] = ("y",)) -> onnx.ModelProto:
+    """Inputs `ref` and `cand` of `shape`; every output is a copy of input `chosen`. A reference
+    passing `ref` and a candidate passing `cand` make compare see hand-made outputs exactly."""
+    nodes = [helper.make_node("Identity", [chosen], [name], name=f"copy_{name}")
+             for name in outputs]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("ref", "cand")],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in outputs],
+        [],
+    )
+
+
+def sequence_head(weight: np.ndarray, softmax: bool = True) -> onnx.ModelProto:
+    """x[N, T, F] -> MatMul(weight [F, C]) (-> Softmax over C): per-position class scores."""
+    features, classes = weight.shape
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits" if softmax else "y"], name="fc")]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=2))
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T", classes])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )

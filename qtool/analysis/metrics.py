@@ -57,7 +57,8 @@ def format_number(value: float | None, digits: int = 4) -> str:
 MARGINS_SHOWN = 5
 
 
-def describe_disagreements(count: int, margins: list[float], median_margin: float | None) -> str:
+def describe_disagreements(count: int, margins: list[float], median_margin: float | None,
+                           over: str = "samples") -> str:
     """'N disagreements; there the reference's top-1 led the candidate's pick by m1, m2, ...
     (its median top-1 margin over all samples: M)': margins far below M are near-ties that any
     rounding may flip, margins near it are confident predictions lost."""
@@ -69,7 +70,7 @@ def describe_disagreements(count: int, margins: list[float], median_margin: floa
             shown += f", ... ({len(margins) - MARGINS_SHOWN} more)"
         text += f"; there the reference's top-1 led the candidate's pick by {shown}"
     if median_margin is not None:
-        text += f" (its median top-1 margin over all samples: {format_number(median_margin, 3)})"
+        text += f" (its median top-1 margin over all {over}: {format_number(median_margin, 3)})"
     return text
 
 
@@ -169,8 +170,10 @@ def as_logits(values: np.ndarray, name: str) -> np.ndarray:
                          f"scores of shape [batch, classes]")
     flat = values.reshape(values.shape[0], -1)
     if flat.shape[1] != values.shape[1]:
+        hint = ("; scores per position [batch, positions, classes] are --task sequence"
+                if values.ndim == 3 else " (trailing axes of size 1 are fine)")
         raise QtoolError(f"output {name!r} has shape {list(values.shape)}; classification needs "
-                         f"scores of shape [batch, classes] (trailing axes of size 1 are fine)")
+                         f"scores of shape [batch, classes]{hint}")
     return flat
 
 

@@ -55,6 +55,9 @@ def format_number(value: float | None, digits: int = 4) -> str:
 
 # Disagreement margins listed in text (smallest first; the JSON has them all).
 MARGINS_SHOWN = 5
+# Elements summed per step: a large batch's float64 temporaries stay a few times 8 MiB, never
+# several copies of the whole output (a 64-line recognizer batch is 17 million elements).
+CHUNK = 1 << 20
 
 
 def describe_disagreements(count: int, margins: list[float], median_margin: float | None,
@@ -114,8 +117,13 @@ class OutputStats:
                              f"the candidate {list(cand.shape)}")
         if self.shape is None:
             self.shape = tuple(ref.shape[1:])
-        ref = ref.astype(np.float64, copy=False).ravel()
-        cand = cand.astype(np.float64, copy=False).ravel()
+        ref, cand = ref.ravel(), cand.ravel()
+        for start in range(0, ref.size, CHUNK):
+            self._add(ref[start:start + CHUNK], cand[start:start + CHUNK])
+
+    def _add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        ref = ref.astype(np.float64, copy=False)
+        cand = cand.astype(np.float64, copy=False)
         finite = np.isfinite(ref) & np.isfinite(cand)
         if not finite.all():
             odd = ~finite

@@ -24,7 +24,7 @@ from array import array
 
 import numpy as np
 
-from qtool.analysis.metrics import json_number
+from qtool.analysis.metrics import CHUNK, json_number
 from qtool.errors import QtoolError
 
 SUM_TOLERANCE = 1e-3  # float32 softmax sums over tens of thousands of classes drift this far
@@ -105,12 +105,15 @@ class SequenceStats:
         self.positions += ref_best.size
         differ = ref_best != cand_best
         self.agree += int(ref_best.size - np.count_nonzero(differ))
-        scores = ref.astype(np.float64).reshape(-1, classes)
+        scores = ref.reshape(-1, classes)
         rows = np.flatnonzero(differ.ravel())
-        picked = scores[rows, ref_best.ravel()[rows]] - scores[rows, cand_best.ravel()[rows]]
-        self.flip_margins.frombytes(picked.tobytes())
-        if classes > 1:
-            best_two = np.partition(scores, -2, axis=1)[:, -2:]
+        led = (scores[rows, ref_best.ravel()[rows]].astype(np.float64)
+               - scores[rows, cand_best.ravel()[rows]].astype(np.float64))
+        self.flip_margins.frombytes(led.tobytes())
+        step = max(1, CHUNK // classes)  # positions per step: bounded temporaries
+        for start in range(0, len(scores) if classes > 1 else 0, step):
+            best_two = np.partition(scores[start:start + step], -2, axis=1)[:, -2:]
+            best_two = best_two.astype(np.float64)
             self.top1_margins.frombytes((best_two[:, 1] - best_two[:, 0]).tobytes())
         if self.blank is None:
             return

@@ -112,18 +112,7 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
     """
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    # Idle onnxruntime threads spin by default, burning the core that the histogram thread (or
-    # data decoding) needs between runs: calibration of EfficientNet-Lite0 took 14.8 s with
-    # spinning and 10.7 s without.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = providers or ["CPUExecutionProvider"]
-    # This rewrite folds a Q/DQ conv's bias in the model's float type and overflows with FP16
-    # models (opset 19+ FP16 Q/DQ gave 0% top-1 on EfficientNet-Lite0 with it enabled).
-    extra = {"disabled_optimizers": ["WeightBiasQuantization"]}
+    options, providers, extra = _session_settings(intra_op_threads, providers)
     outputs = output_infos(model, list(extra_outputs), extra_nodes) if extra_outputs else []
     on_disk = has_unloaded_weights(model)
     if on_disk:
@@ -148,6 +137,37 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
             return ort.InferenceSession(str(path), options, providers=providers, **extra)
     except Exception as exc:
         raise QtoolError(f"onnxruntime cannot load the model: {first_line(exc, 400)}") from None
+
+
+def create_file_session(path: str | os.PathLike, intra_op_threads: int = 0):
+    """An onnxruntime CPU session read by onnxruntime from the model file itself (external
+    weights from its folder), with create_session's settings: no copy of the model is held in
+    Python. For a model file already checked by load_model."""
+    import onnxruntime as ort
+
+    options, providers, extra = _session_settings(intra_op_threads)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers, **extra)
+    except Exception as exc:
+        raise QtoolError(f"onnxruntime cannot load the model: {first_line(exc, 400)}") from None
+
+
+def _session_settings(intra_op_threads: int = 0, providers: list[str] | None = None):
+    """(SessionOptions, providers, extra InferenceSession arguments) of every qtool session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    # Idle onnxruntime threads spin by default, burning the core that the histogram thread (or
+    # data decoding) needs between runs: calibration of EfficientNet-Lite0 took 14.8 s with
+    # spinning and 10.7 s without.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # This rewrite folds a Q/DQ conv's bias in the model's float type and overflows with FP16
+    # models (opset 19+ FP16 Q/DQ gave 0% top-1 on EfficientNet-Lite0 with it enabled).
+    extra = {"disabled_optimizers": ["WeightBiasQuantization"]}
+    return options, providers or ["CPUExecutionProvider"], extra
 
 
 def run_session(session, feeds: dict[str, np.ndarray], output_names: list[str] | None = None):

@@ -195,3 +195,25 @@ def test_gate_option_parsing():
     for bad in ("3", "-1:0.5", "3:-1", "a:1", "1.5:1", "3:nan"):
         with pytest.raises(UsageError, match="--max-flips-above-margin takes N:M"):
             parse_flips_bound(bad)
+
+
+def test_large_outputs_are_summed_in_chunks_with_the_same_results(monkeypatch):
+    from qtool.analysis import metrics, sequences
+    from qtool.analysis.metrics import OutputStats
+
+    rng = np.random.default_rng(5)
+    ref = rng.random((5, 9, 7)).astype(np.float32)
+    cand = (ref + rng.normal(scale=0.1, size=ref.shape)).astype(np.float32)
+    whole_out, whole_seq = OutputStats("y"), SequenceStats("y", blank=0)
+    whole_out.update(ref, cand)
+    whole_seq.update(ref, cand)
+    monkeypatch.setattr(metrics, "CHUNK", 10)    # 315 elements in 32 steps
+    monkeypatch.setattr(sequences, "CHUNK", 20)  # 2 positions of 7 classes per step
+    chunked_out, chunked_seq = OutputStats("y"), SequenceStats("y", blank=0)
+    chunked_out.update(ref, cand)
+    chunked_seq.update(ref, cand)
+    assert chunked_seq.to_dict() == whole_seq.to_dict()
+    assert list(chunked_seq.top1_margins) == list(whole_seq.top1_margins)
+    assert chunked_out.max_abs == whole_out.max_abs and chunked_out.elements == 315
+    for key in ("ref_energy", "cand_energy", "dot", "noise_energy", "abs_error"):
+        assert getattr(chunked_out, key) == pytest.approx(getattr(whole_out, key), rel=1e-12)

@@ -14,6 +14,9 @@ samples in the same batches:
   compare  `qtool compare` with the task metric: greedy CTC (--ctc-blank 0) for a recognizer,
            examples/metrics/db_box_f1.py for a DB detector, and the JSON report
 
+With --repeat N each pair runs N times, alternating, and the table shows the medians: on a
+shared 2-core machine single runs vary by 20-50% in time (peak RSS barely moves).
+
 Data layouts: `folder` (the evaluation split as it is, one .npz per sample) and `one-npz` (the
 same samples stacked into a single .npz file, as a user exports them: read as one batch unless
 a batch size is given).
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -120,8 +124,24 @@ def stacked(key: str, out: Path) -> Path:
     return path
 
 
+def median_of(runs: list[Measured]) -> Measured:
+    """The first failure, or a run with the median time and the median peak RSS."""
+    failed = next((run for run in runs if not run.ok), None)
+    if failed is not None:
+        return failed
+    return Measured(runs[0].status, statistics.median(run.seconds for run in runs),
+                    statistics.median(run.peak_rss_mb for run in runs))
+
+
 def measure_pair(key: str, reference: Path, candidate: Path, data: Path, batch_size: int | None,
-                 out: Path, limits: dict) -> tuple[Measured, Measured, dict]:
+                 out: Path, limits: dict, repeat: int = 1) -> tuple[Measured, Measured, dict]:
+    runs = [measure_once(key, reference, candidate, data, batch_size, out, limits)
+            for _ in range(max(1, repeat))]
+    return median_of([r[0] for r in runs]), median_of([r[1] for r in runs]), runs[-1][2]
+
+
+def measure_once(key: str, reference: Path, candidate: Path, data: Path,
+                 batch_size: int | None, out: Path, limits: dict) -> tuple[Measured, Measured, dict]:
     size = [] if batch_size is None else ["--batch-size", str(batch_size)]
     plain = run_measured([sys.executable, __file__, "--plain", str(reference), str(candidate),
                           str(data), *size], cwd=str(REPO), **limits)
@@ -156,6 +176,7 @@ def main(argv=None) -> int:
                         help="comma-separated batch sizes; none: as the files are")
     parser.add_argument("--layouts", default="folder,one-npz")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench_compare")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per pair (medians shown)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child")
     parser.add_argument("--mem-limit-mb", type=float, default=12000.0, help="per child")
     parser.add_argument("--plain", nargs=3, metavar=("REF", "CAND", "DATA"),
@@ -189,7 +210,7 @@ def main(argv=None) -> int:
             data = DATA / key / "eval" if layout == "folder" else stacked(key, args.out)
             for size in sizes:
                 plain, compare, result = measure_pair(key, reference, candidate, data, size,
-                                                      args.out, limits)
+                                                      args.out, limits, args.repeat)
                 if not (plain.ok and compare.ok):
                     print(f"| {key} | {layout} | {size or 'per file'} | {plain.reason() or 'ok'} "
                           f"| {compare.reason() or 'ok'} | | | | |", flush=True)

@@ -14,7 +14,8 @@ from boxes import BoxF1
 
 OUTPUT = None          # the output to read; None: the model's first output
 THRESHOLD = 0.3        # pixel is text
-BOX_THRESHOLD = 0.6    # mean probability a component needs to count as a box
+BOX_THRESHOLD = 0.6    # mean probability a component needs to count as a box (PaddleOCR's
+                       # default; rapidocr uses 0.5)
 MIN_SIDE = 3           # pixels
 MATCH_IOU = 0.5
 

@@ -256,3 +256,14 @@ def test_pipeline_checks_the_metric_script_before_calibrating(qtool, demo_copy):
     config = write_config(demo_copy, extra_compare='min_metric = "f1"')
     result = qtool("pipeline", config)
     assert result.code == 2 and "[compare] min_metric takes NAME=VALUE" in result.err
+
+
+def test_the_text_detector_config_is_valid_and_its_script_exists():
+    from qtool.config import load_config
+    from qtool.pipeline import check_tables
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "text_detector.toml"
+    config = load_config(path)
+    check_tables(config, path)
+    assert (path.parent / config["compare"]["metric_script"]).resolve() == \
+        (EXAMPLES / "db_box_f1.py").resolve()

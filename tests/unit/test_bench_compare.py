@@ -37,3 +37,13 @@ def test_unknown_models_are_refused(capsys):
     with pytest.raises(SystemExit):
         bench_compare.main(["--models", "resnet"])
     assert "unknown model resnet" in capsys.readouterr().err
+
+
+def test_medians_of_repeated_runs():
+    from bench_measure import ERROR, OK, Measured
+
+    runs = [Measured(OK, 3.0, 100.0), Measured(OK, 1.0, 120.0), Measured(OK, 2.0, 90.0)]
+    median = bench_compare.median_of(runs)
+    assert (median.seconds, median.peak_rss_mb) == (2.0, 100.0)
+    failed = Measured(ERROR, 1.0, 1.0, stderr="boom")
+    assert bench_compare.median_of([*runs, failed]) is failed

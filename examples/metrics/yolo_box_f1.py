@@ -5,7 +5,7 @@
 
 The output [batch, 4 + classes, anchors] holds per anchor the box centre, width and height, then
 one score per class. Each model's boxes are decoded the same way: best class per anchor, score
-threshold, then per-class greedy non-maximum suppression. The reference's boxes are the ground
+threshold, then greedy non-maximum suppression (per class, as ultralytics does by default). The reference's boxes are the ground
 truth (boxes.py). Edit the constants for your model.
 """
 
@@ -15,6 +15,7 @@ from boxes import BoxF1, iou_matrix
 OUTPUT = None          # the output to decode; None: the model's first output
 SCORE_THRESHOLD = 0.25
 NMS_IOU = 0.45
+NMS_PER_CLASS = True   # False: a box suppresses overlapping boxes of every class
 MATCH_IOU = 0.5
 
 counts = BoxF1(MATCH_IOU)
@@ -31,8 +32,9 @@ def decode(head: np.ndarray):
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     chosen = []
     for i in range(len(keep)):
-        same_class = [j for j in chosen if classes[keep[j]] == classes[keep[i]]]
-        if not same_class or iou_matrix(boxes[i], boxes[same_class]).max() < NMS_IOU:
+        rivals = [j for j in chosen
+                  if not NMS_PER_CLASS or classes[keep[j]] == classes[keep[i]]]
+        if not rivals or iou_matrix(boxes[i], boxes[rivals]).max() < NMS_IOU:
             chosen.append(i)
     return boxes[chosen], classes[keep[chosen]], scores[keep[chosen]]
 

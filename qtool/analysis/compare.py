@@ -335,7 +335,7 @@ def check_first_batch(gates: Gates, classifier: ClassificationStats | None,
                          "(--task classification, --task sequence or --labels FILE)")
     measured = dict(sequence.named_numbers()) if sequence is not None else {}
     if script is not None:
-        numbers = script.result()
+        numbers = script.result(" after the first batch (to check the metric names)")
         clash = sorted(set(numbers) & set(measured))
         if clash:
             raise QtoolError(f"metric script {script.path}: result() names {', '.join(clash)}, "

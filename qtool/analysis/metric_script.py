@@ -11,7 +11,8 @@ permissions. It is executed once as a fresh module and defines two functions:
     result()                              -> dict of metric name -> number.
 
 `result` is called once after the first batch too, so that the names to gate and the return
-type are checked before the rest of the data runs: it must not change the accumulated state.
+type are checked before the rest of the data runs: it must work after one batch and must not
+change the accumulated state.
 Names are letters, digits, '_', '.' and '-' (they are what --min-metric NAME=VALUE refers to).
 An exception in the script becomes one error line pointing at the script's own line.
 """
@@ -67,12 +68,13 @@ class MetricScript:
         except (Exception, SystemExit) as exc:
             raise script_error(exc, self.path, f"calling update() on batch {batch}", WHAT) from None
 
-    def result(self) -> dict[str, float]:
-        """The script's named numbers, checked: a dict of valid names to real numbers."""
+    def result(self, when: str = "") -> dict[str, float]:
+        """The script's named numbers, checked: a dict of valid names to real numbers. `when`
+        says in an error message when it was called, if not at the end."""
         try:
             values = self._result()
         except (Exception, SystemExit) as exc:
-            raise script_error(exc, self.path, "calling result()", WHAT) from None
+            raise script_error(exc, self.path, f"calling result(){when}", WHAT) from None
         if not isinstance(values, Mapping):
             raise QtoolError(f"{WHAT} {self.path}: result() returned a {type(values).__name__}; "
                              f"it must return a dict of metric name -> number")

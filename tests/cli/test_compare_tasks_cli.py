@@ -182,6 +182,13 @@ def test_metric_script_mistakes_end_in_one_line(qtool, sequence_case, tmp_path, 
     assert result.err.strip() == (f"error: metric script {script} failed while calling update() "
                                   f"on batch 0 at {script}:2: ZeroDivisionError: division by zero "
                                   f"(run with -vv for the traceback)")
+    script.write_text("n = 0\ndef update(reference, candidate):\n    pass\n"
+                      "def result():\n    return {'rate': 1 / n}\n")
+    result = qtool("compare", ref, cand, "--data", data, "--metric-script", script)
+    assert result.err.strip() == (f"error: metric script {script} failed while calling result() "
+                                  f"after the first batch (to check the metric names) at "
+                                  f"{script}:5: ZeroDivisionError: division by zero (run with "
+                                  f"-vv for the traceback)")
     runs["runs"] = 0
     script.write_text("import numpy\nraise RuntimeError('no config')\n")
     result = qtool("compare", ref, cand, "--data", data, "--metric-script", script)

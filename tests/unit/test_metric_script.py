@@ -200,3 +200,11 @@ def test_top5_example():
     script.update({"logits": reference}, {"logits": candidate}, {}, 0)
     assert script.result() == {"top5_contains_reference_top1_percent": 50.0,
                                "top5_overlap_percent": 80.0}
+
+
+def test_yolo_example_class_agnostic_nms():
+    script = MetricScript(EXAMPLES / "yolo_box_f1.py")
+    script._update.__globals__["NMS_PER_CLASS"] = False
+    head = yolo_head([(10, 10, 10, 10, 0, 0.9), (11, 10, 10, 10, 1, 0.7)])  # IoU 90/110
+    script.update({"y": head}, {"y": head}, {}, 0)
+    assert script.result()["reference_boxes"] == 1.0  # the class-1 box is suppressed too

@@ -20,6 +20,7 @@ Raw logits, hidden states and detector heads are not; name the task for them.
 
 from __future__ import annotations
 
+import math
 from array import array
 
 import numpy as np
@@ -152,12 +153,13 @@ class SequenceStats:
         return 100.0 * self.edits / self.reference_tokens
 
     def named_numbers(self) -> dict[str, float]:
-        """The numbers --min-metric / --max-metric can gate."""
+        """The numbers --min-metric / --max-metric can gate; NaN where there is nothing to
+        measure yet (no reference token at all: no token error rate), which fails a gate."""
         numbers = {"position_agreement_percent": self.agreement}
         if self.blank is not None:
             numbers.update(same_sequence_percent=self.same_sequence,
                            token_error_rate_percent=self.token_error_rate)
-        return {name: value for name, value in numbers.items() if value is not None}
+        return {name: math.nan if value is None else value for name, value in numbers.items()}
 
     def to_dict(self) -> dict:
         result = {"output": self.output, "samples": self.samples, "positions": self.positions,

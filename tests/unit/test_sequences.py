@@ -63,6 +63,21 @@ def test_without_a_blank_only_positions_are_compared():
     assert "ctc" not in stats.to_dict()
 
 
+def test_no_reference_tokens_leave_the_error_rate_unmeasured_and_its_gate_failing():
+    blank_only = np.zeros((2, 3, 4), dtype=np.float32)
+    blank_only[..., 0] = 1.0  # every position the blank: empty sequences
+    stats = SequenceStats("y", blank=0)
+    stats.update(blank_only, blank_only)
+    numbers = stats.named_numbers()
+    assert numbers["same_sequence_percent"] == 100.0
+    assert np.isnan(numbers["token_error_rate_percent"])
+    (result,) = evaluate_gates(Gates(max_metric=(("token_error_rate_percent", 5.0),)), {}, None,
+                               stats, numbers)
+    assert not result.passed
+    assert failure_message([result]) == ("accuracy gate failed: token_error_rate_percent n/a > 5 "
+                                         "(--max-metric)")
+
+
 def test_batches_accumulate_like_one_pass():
     rng = np.random.default_rng(3)
     ref = rng.random((9, 12, 5))

@@ -17,7 +17,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 lint: install
-	$(VENV)/bin/ruff check qtool tests scripts
+	$(VENV)/bin/ruff check qtool tests scripts examples
 
 demo: install
 	$(QTOOL) pipeline configs/demo.toml

@@ -13,8 +13,10 @@ Config tables and their keys (the same names as the commands' options, with '_' 
     [quantize]    op_types, exclude, exclude_op_type, exclude_file, per_tensor_weights, weights,
                   conv_transpose_per_tensor, high_precision, bias_correction
     [check]       strict, ignore
-    [compare]     data (required), loader_script, labels, task, logits, num_samples, batch_size,
-                  min_sqnr, min_cosine, max_top1_drop, min_agreement
+    [compare]     data (required), loader_script, labels, task, logits, ctc_blank, metric_script,
+                  num_samples, batch_size, min_sqnr, min_cosine, max_top1_drop, min_agreement,
+                  max_flips_above_margin ("N:M"), min_metric, max_metric ("NAME=VALUE" or a
+                  list of them)
     [build]       required (default false), int8 (default true), fp16, strongly_typed, shapes,
                   batch, workspace, timing_cache, builder_optimization_level
     [sensitivity] read by `qtool sensitivity --config`, not by the pipeline
@@ -67,7 +69,9 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
     "compare": {"data": (str,), "loader_script": (str,), "labels": (str,), "task": (str,),
                 "logits": (str,), "num_samples": (int,), "batch_size": (int,),
                 "min_sqnr": (int, float), "min_cosine": (int, float),
-                "max_top1_drop": (int, float), "min_agreement": (int, float)},
+                "max_top1_drop": (int, float), "min_agreement": (int, float),
+                "ctc_blank": (int,), "metric_script": (str,), "max_flips_above_margin": (str,),
+                "min_metric": (str, list), "max_metric": (str, list)},
     "build": {"required": (bool,), "int8": (bool,), "fp16": (bool,), "strongly_typed": (bool,),
               "shapes": (str, list), "batch": (int,), "workspace": (int,), "timing_cache": (str,),
               "builder_optimization_level": (int,)},
@@ -75,7 +79,8 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
 FREE_TABLES = ("preprocess", "inputs", "sensitivity")  # checked by their own readers
 PATH_KEYS = {("pipeline", "model"), ("pipeline", "output_dir"), ("calibrate", "data"),
              ("calibrate", "loader_script"), ("quantize", "exclude_file"), ("compare", "data"),
-             ("compare", "loader_script"), ("compare", "labels"), ("build", "timing_cache")}
+             ("compare", "loader_script"), ("compare", "labels"), ("compare", "metric_script"),
+             ("build", "timing_cache")}
 
 
 def _as_list(value) -> list:
@@ -358,6 +363,8 @@ class _Runner:
             "model": {"path": str(result.model_path), "sha256": model_sha256(result.model_path)},
             "output_dir": str(result.output_dir),
         })
+        if self.config.get("compare"):
+            self.check_compare()  # a mistake there fails now, not after calibrating
         self.step("calibrate", self.calibrate)
         self.step("quantize", self.quantize)
         self.step("check", self.check)
@@ -500,25 +507,40 @@ class _Runner:
                          if f.severity == "error" or (strict and f.severity == "warning"))
             record.detail += f"; first: {first.format()}"
 
+    def check_compare(self) -> None:
+        """The compare step's options, gates and metric script, checked before any inference."""
+        from qtool.analysis.compare import check_before_inference
+
+        check_before_inference(self._compare_options())
+
     def _compare_options(self):
         from qtool.analysis.compare import CompareOptions
-        from qtool.analysis.gates import Gates
+        from qtool.analysis.gates import Gates, parse_flips_bound, parse_metric_bound
 
         table = self.table("compare")
         labels = self.paths.get("compare", "labels")
         script = self.paths.get("compare", "loader_script")
+        metric_script = self.paths.get("compare", "metric_script")
+        flips = table.get("max_flips_above_margin")
 
         def number(key):
             return None if key not in table else float(table[key])
+
+        def bounds(key):
+            return tuple(parse_metric_bound(text, f"[compare] {key}")
+                         for text in _as_list(table.get(key, [])))
 
         return CompareOptions(
             num_samples=table.get("num_samples"), batch_size=table.get("batch_size"),
             preprocess=self.table("preprocess"), inputs=self.table("inputs"),
             loader_script=None if script is None else str(script),
             labels=None if labels is None else str(labels), task=table.get("task"),
-            logits=table.get("logits"),
+            logits=table.get("logits"), ctc_blank=table.get("ctc_blank"),
+            metric_script=None if metric_script is None else str(metric_script),
             gates=Gates(number("min_sqnr"), number("min_cosine"), number("max_top1_drop"),
-                        number("min_agreement")),
+                        number("min_agreement"),
+                        max_flips_above_margin=None if flips is None else parse_flips_bound(flips),
+                        min_metric=bounds("min_metric"), max_metric=bounds("max_metric")),
             provider=self.provider,
         )
 
@@ -531,17 +553,18 @@ class _Runner:
         options = self._compare_options()
         if data is None and options.loader_script is None:
             raise UsageError("[compare] data (or loader_script) is required")
+        path = self.result.output_dir / f"{name}.json"
         with self._progress("comparing") as bar:
             compared = compare_models(self.result.model_path, candidate,
                                       None if options.loader_script else data, options,
-                                      on_batch=bar.advance, on_start=bar.begin)
-        path = self.result.output_dir / f"{name}.json"
+                                      on_batch=bar.advance, on_start=bar.begin, output=path)
         report = compared.to_dict()
         write_json(path, report)
         self.result.gates.extend(compared.gate_results)
         record.status = "ok" if compared.passed else "gate_failed"
         record.data.update(output=str(path), samples=compared.samples,
                            outputs=report["outputs"], classification=report["classification"],
+                           sequence=report["sequence"], metrics=report["metrics"],
                            gates=report["gates"], passed=compared.passed)
         self.result.info.setdefault("metrics", {})[name] = _headline(report)
         worst = min(compared.outputs.values(), key=lambda stats: stats.sqnr_db)
@@ -554,6 +577,13 @@ class _Runner:
             if cls.labelled:
                 record.detail += (f", top-1 {cls.accuracy('reference'):.2f}% -> "
                                   f"{cls.accuracy('candidate'):.2f}%")
+        seq = compared.sequence
+        if seq is not None:
+            record.detail += f", position agreement {seq.agreement:.2f}%"
+            if seq.same_sequence is not None:
+                record.detail += f", same sequence {seq.same_sequence:.2f}%"
+        for metric, value in compared.metrics.items():
+            record.detail += f", {metric} {format_number(value, 6)}"
         if not compared.passed:
             record.detail += "; " + compared.failure()
 
@@ -616,6 +646,14 @@ def _headline(report: dict) -> dict:
             headline["fp32_top1_percent"] = cls["reference"]["top1_percent"]
             headline["int8_top1_percent"] = cls["candidate"]["top1_percent"]
             headline["top1_drop_points"] = cls["top1_drop_points"]
+    seq = report["sequence"]
+    if seq:
+        headline["position_agreement_percent"] = seq["position_agreement_percent"]
+        if "ctc" in seq:
+            headline["same_sequence_percent"] = seq["ctc"]["same_sequence_percent"]
+            headline["token_error_rate_percent"] = seq["ctc"]["token_error_rate_percent"]
+    if report["metrics"]:
+        headline["metrics"] = report["metrics"]
     return headline
 
 

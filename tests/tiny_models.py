@@ -123,3 +123,30 @@ def state_step_reference(x: np.ndarray, state: np.ndarray, sr) -> tuple[np.ndarr
     h = x.astype(np.float64) @ weights["w1"]
     z = np.tanh((h + state.astype(np.float64).sum(axis=0)) * float(sr) / 16000.0)
     return z @ weights["w2"], np.stack([z, h])
+
+
+def pass_through(chosen: str, shape: list, outputs: tuple[str, ...] = ("y",)) -> onnx.ModelProto:
+    """Inputs `ref` and `cand` of `shape`; every output is a copy of input `chosen`. A reference
+    passing `ref` and a candidate passing `cand` make compare see hand-made outputs exactly."""
+    nodes = [helper.make_node("Identity", [chosen], [name], name=f"copy_{name}")
+             for name in outputs]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("ref", "cand")],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in outputs],
+        [],
+    )
+
+
+def sequence_head(weight: np.ndarray, softmax: bool = True) -> onnx.ModelProto:
+    """x[N, T, F] -> MatMul(weight [F, C]) (-> Softmax over C): per-position class scores."""
+    features, classes = weight.shape
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits" if softmax else "y"], name="fc")]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=2))
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T", classes])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )

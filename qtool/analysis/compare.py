@@ -1,29 +1,40 @@
 """Compare two models on the same data: per-output error metrics, classification accuracy and
-agreement, and accuracy gates. The library behind `qtool compare` and the pipeline's compare step.
+agreement, sequence agreement (CTC decoding), a user's metric script, and accuracy gates. The
+library behind `qtool compare` and the pipeline's compare step.
 
-Both models see every batch in turn; only running sums are kept (see metrics.py), so memory stays
-flat however large the data set is. Either model may be ONNX or a TensorRT engine.
+Both models see every batch in turn; only running sums are kept (see metrics.py, sequences.py),
+so memory stays flat however large the data set is. Either model may be ONNX or a TensorRT engine.
+
+Fail fast: whatever can be checked is checked before any inference (options, gates, the report's
+folder, the metric script's import and functions: check_before_inference) or on the first batch
+(the task's output shapes, the names the metric gates read: check_first_batch), never after the
+whole data set has run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from qtool.analysis.auto_threshold import TASKS  # auto scores the tasks compare measures
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
+from qtool.analysis.metric_script import MetricScript
 from qtool.analysis.metrics import (
     ClassificationStats,
     OutputStats,
     describe_disagreements,
     format_number,
+    json_number,
 )
 from qtool.analysis.runners import model_kind, open_runner
+from qtool.analysis.sequences import SequenceStats, looks_like_sequence
 from qtool.calib.providers import Providers
 from qtool.calib.providers import check_choice as check_provider
 from qtool.calib.runner import prefetch
@@ -34,6 +45,10 @@ from qtool.io.labels import read_labels
 from qtool.io.model import InputSpec, model_sha256
 from qtool.versions import tool_versions
 
+log = logging.getLogger(__name__)
+
+COMPARE_TASKS = (*TASKS, "sequence")
+
 
 @dataclass
 class CompareOptions:
@@ -43,8 +58,11 @@ class CompareOptions:
     inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
     loader_script: str | None = None
     labels: str | None = None
-    task: str | None = None          # "classification"; implied by labels
-    logits: str | None = None        # classifier output (default: the first common output)
+    task: str | None = None          # "classification" (implied by labels) or "sequence"
+                                     # (implied by ctc_blank); None: sequence when detected
+    logits: str | None = None        # the scored output (default: the first that fits the task)
+    ctc_blank: int | None = None     # sequences: decode greedily with this blank class
+    metric_script: str | None = None
     gates: Gates = field(default_factory=Gates)
     provider: str = "auto"           # onnxruntime's execution providers for ONNX models
 
@@ -52,14 +70,24 @@ class CompareOptions:
     def classification(self) -> bool:
         return self.task == "classification" or self.labels is not None
 
+    @property
+    def sequence(self) -> bool:
+        return self.task == "sequence" or self.ctc_blank is not None
+
     def validate(self) -> CompareOptions:
         check_provider(self.provider)
-        if self.task is not None and self.task not in TASKS:
-            raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task is not None and self.task not in COMPARE_TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose one of "
+                             f"{', '.join(COMPARE_TASKS)}")
         for name in ("num_samples", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.ctc_blank is not None and self.ctc_blank < 0:
+            raise UsageError("--ctc-blank is a class index >= 0")
+        if self.classification and self.sequence:
+            raise UsageError("--ctc-blank and --task sequence score a sequence output; "
+                             "--labels and --task classification a classifier: choose one")
         self.gates.validate()
         if self.gates.needs_labels and self.labels is None:
             raise UsageError("--max-top1-drop needs labels (--labels FILE)")
@@ -80,6 +108,9 @@ class CompareResult:
     gate_results: list[GateResult]
     seconds: float
     skipped_outputs: list[str] = field(default_factory=list)
+    sequence: SequenceStats | None = None
+    metrics: dict[str, float] = field(default_factory=dict)   # the metric script's numbers
+    metric_script: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -98,6 +129,9 @@ class CompareResult:
             "outputs": {name: stats.to_dict() for name, stats in self.outputs.items()},
             "outputs_not_compared": list(self.skipped_outputs),
             "classification": self.classification.to_dict() if self.classification else None,
+            "sequence": self.sequence.to_dict() if self.sequence else None,
+            "metric_script": self.metric_script,
+            "metrics": {name: json_number(value) for name, value in self.metrics.items()},
             "gates": [result.to_dict() for result in self.gate_results],
             "passed": self.passed,
             "seconds": round(self.seconds, 3),
@@ -135,11 +169,33 @@ class CompareResult:
                                  percent(cls.accuracy(which, 5))))
                 lines.extend(table(rows))
                 lines.append(f"top-1 drop: {cls.top1_drop:.2f} points")
+        if self.sequence is not None:
+            lines.append("")
+            lines.extend(describe_sequence(self.sequence))
+        if self.metric_script is not None:
+            lines.append("")
+            lines.append(f"metrics of {self.metric_script}:")
+            rows = [(name, format_number(value, 6)) for name, value in self.metrics.items()]
+            lines.extend("  " + line for line in (table(rows) if rows else ["none"]))
         if self.gate_results:
             lines.append("")
             lines.extend(result.describe() for result in self.gate_results)
             lines.append("gate passed" if self.passed else "gate FAILED")
         return "\n".join(lines)
+
+
+def describe_sequence(seq: SequenceStats) -> list[str]:
+    lines = [(f"sequence ({seq.output}, {seq.samples} samples, {seq.positions} positions): "
+              f"position agreement {percent(seq.agreement)}")]
+    if seq.disagreements:
+        lines.append("  " + describe_disagreements(seq.disagreements, list(seq.flip_margins),
+                                                   seq.median_top1_margin, "positions"))
+    if seq.blank is not None:
+        lines.append(f"  CTC greedy decoding (blank {seq.blank}): same sequence "
+                     f"{seq.same_sequences}/{seq.samples} ({percent(seq.same_sequence)}), "
+                     f"token error rate {percent(seq.token_error_rate)} ({seq.edits} edits over "
+                     f"{seq.reference_tokens} reference tokens)")
+    return lines
 
 
 def percent(value: float | None) -> str:
@@ -228,12 +284,83 @@ def common_outputs(reference: list[str], candidate: list[str]) -> tuple[list[str
     return common, only
 
 
+def check_output_folder(output: str | os.PathLike) -> None:
+    """The report can be written where asked: its folder exists and is a writable folder."""
+    path = Path(output)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise QtoolError(f"-o {output} is a folder; give a file name for the report")
+    if not folder.exists():
+        raise QtoolError(f"the folder of -o {output} does not exist: {folder}")
+    if not folder.is_dir():
+        raise QtoolError(f"the folder of -o {output} is not a folder: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise QtoolError(f"cannot write to the folder of -o {output}: {folder}")
+
+
+def check_before_inference(options: CompareOptions,
+                           output: str | os.PathLike | None = None) -> MetricScript | None:
+    """Everything that can fail before any model runs: options and gates, the report's folder,
+    the metric script's import and functions. Returns the loaded metric script."""
+    options.validate()
+    if output is not None:
+        check_output_folder(output)
+    return MetricScript(options.metric_script) if options.metric_script else None
+
+
+def sequence_stats(options: CompareOptions, names: list[str],
+                   reference: dict) -> SequenceStats | None:
+    """The sequence output to score, from the first batch's reference outputs: the named or
+    first rank-3 output under --task sequence, the first that looks like one (sequences.py)
+    when no task is given, none for classifiers."""
+    if options.classification:
+        return None
+    candidates = [options.logits] if options.logits else names
+    if options.sequence:
+        chosen = options.logits or next((n for n in names if reference[n].ndim == 3), None)
+        if chosen is None:
+            shapes = ", ".join(f"{n} {list(reference[n].shape)}" for n in names)
+            raise QtoolError(f"no output has shape [batch, positions, classes] for --task "
+                             f"sequence (outputs: {shapes})")
+        return SequenceStats(chosen, options.ctc_blank)
+    for name in candidates:
+        if name in reference and looks_like_sequence(reference[name]):
+            log.info("output %r holds per-position probabilities %s: compared as a sequence",
+                     name, list(reference[name].shape))
+            return SequenceStats(name)
+    return None
+
+
+def check_first_batch(gates: Gates, classifier: ClassificationStats | None,
+                      sequence: SequenceStats | None, script: MetricScript | None) -> None:
+    """After the first batch, before the rest: the task's output exists for the flips gate, and
+    every name the metric gates read is measured (the script's result() type checked with it)."""
+    if gates.max_flips_above_margin is not None and classifier is None and sequence is None:
+        raise UsageError("--max-flips-above-margin needs a classification or sequence output "
+                         "(--task classification, --task sequence or --labels FILE)")
+    measured = dict(sequence.named_numbers()) if sequence is not None else {}
+    if script is not None:
+        numbers = script.result(" after the first batch (to check the metric names)")
+        clash = sorted(set(numbers) & set(measured))
+        if clash:
+            raise QtoolError(f"metric script {script.path}: result() names {', '.join(clash)}, "
+                             f"which the sequence comparison measures already; rename it")
+        measured.update(numbers)
+    missing = [name for name in gates.metric_names if name not in measured]
+    if missing:
+        raise UsageError(f"--min-metric/--max-metric {', '.join(missing)}: no metric of that "
+                         f"name (measured: {', '.join(measured) or 'none'})")
+
+
 def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
                    data: str | os.PathLike | None, options: CompareOptions,
                    on_batch: Callable[[int], None] | None = None,
-                   on_start: Callable[[int | None], None] | None = None) -> CompareResult:
-    """Run both models on every batch of `data` and accumulate the metrics; nothing is written."""
-    options.validate()
+                   on_start: Callable[[int | None], None] | None = None,
+                   output: str | os.PathLike | None = None) -> CompareResult:
+    """Run both models on every batch of `data` and accumulate the metrics; nothing is written.
+    `output` is where the caller will write the report: its folder is checked before any
+    inference."""
+    script = check_before_inference(options, output)
     if data is None and options.loader_script is None:
         raise UsageError("give comparison data with --data PATH (or --data-loader-script FILE)")
     start = time.perf_counter()
@@ -251,24 +378,36 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
                              options.labels)
         classifier = None
         if options.classification:
-            output = options.logits or names[0]
-            if output not in names:
-                raise QtoolError(f"output {output!r} is not an output of both models "
+            scored = options.logits or names[0]
+            if scored not in names:
+                raise QtoolError(f"output {scored!r} is not an output of both models "
                                  f"(they share {', '.join(names)})")
-            classifier = ClassificationStats(output)
+            classifier = ClassificationStats(scored)
+        elif options.logits is not None and options.logits not in names:
+            raise QtoolError(f"output {options.logits!r} is not an output of both models "
+                             f"(they share {', '.join(names)})")
         if on_start is not None:
             on_start(source.num_samples)
         outputs = {name: OutputStats(name) for name in names}
+        sequence = None
         samples = batches = 0
         for feeds in prefetch(source):
             count = source.layout.length(feeds, f"batch {batches}")
             ref_out = ref.run(feeds)
             cand_out = cand.run(feeds)
+            if batches == 0:
+                sequence = sequence_stats(options, names, ref_out)
             for name in names:
                 outputs[name].update(ref_out[name], cand_out[name])
             if classifier is not None:
                 classifier.update(ref_out[classifier.output], cand_out[classifier.output],
                                   labels.take(count))
+            if sequence is not None:
+                sequence.update(ref_out[sequence.output], cand_out[sequence.output])
+            if script is not None:
+                script.update(ref_out, cand_out, feeds, batches)
+            if batches == 0:
+                check_first_batch(options.gates, classifier, sequence, script)
             samples += count
             batches += 1
             if on_batch is not None:
@@ -276,9 +415,12 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         labels.finish()
     if batches == 0:
         raise QtoolError("no batches to compare: the data is empty")
-    gate_results = evaluate_gates(options.gates, outputs, classifier)
+    metrics = script.result() if script is not None else {}
+    named = {**(sequence.named_numbers() if sequence is not None else {}), **metrics}
+    gate_results = evaluate_gates(options.gates, outputs, classifier, sequence, named)
     return CompareResult(
         reference=info[0], candidate=info[1], data=source.describe(), samples=samples,
         batches=batches, outputs=outputs, classification=classifier, gate_results=gate_results,
-        seconds=time.perf_counter() - start, skipped_outputs=skipped,
+        seconds=time.perf_counter() - start, skipped_outputs=skipped, sequence=sequence,
+        metrics=metrics, metric_script=None if script is None else str(script.path),
     )

@@ -4,6 +4,13 @@
     min_cosine     every compared output
     max_top1_drop  percentage points, reference top-1 minus candidate top-1 (needs labels)
     min_agreement  percent, top-1 agreement of the two models (needs a classification output)
+    max_flips_above_margin  N:M, at most N top-1 disagreements (per sample for a classifier, per
+                   position for a sequence) where the reference's top-1 led the candidate's
+                   pick by more than M: near-ties flip by chance, confident predictions should
+                   not
+    min_metric / max_metric  NAME=VALUE, a named number of the metric script or of the sequence
+                   comparison (position_agreement_percent, same_sequence_percent,
+                   token_error_rate_percent)
 
 A metric that cannot be computed (NaN) fails its gate.
 """
@@ -11,12 +18,42 @@ A metric that cannot be computed (NaN) fails its gate.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qtool.analysis.metrics import ClassificationStats, OutputStats, format_number, json_number
+from qtool.analysis.sequences import SequenceStats
 from qtool.errors import UsageError
 
-GATE_NAMES = ("min_sqnr", "min_cosine", "max_top1_drop", "min_agreement")
+GATE_NAMES = ("min_sqnr", "min_cosine", "max_top1_drop", "min_agreement",
+              "max_flips_above_margin", "min_metric", "max_metric")
+
+MetricBound = tuple[str, float]  # (metric name, threshold)
+
+
+def parse_metric_bound(text: str, option: str) -> MetricBound:
+    """'NAME=VALUE' -> (NAME, VALUE)."""
+    name, sep, value = str(text).partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or not name.strip() or not math.isfinite(number):
+        raise UsageError(f"{option} takes NAME=VALUE with a finite number, got {text!r}")
+    return name.strip(), number
+
+
+def parse_flips_bound(text: str) -> tuple[int, float]:
+    """'N:M' -> (N disagreements at most, M the margin above which they count)."""
+    count, sep, margin = str(text).partition(":")
+    try:
+        bound = (int(count), float(margin))
+    except ValueError:
+        bound = None
+    if not sep or bound is None or bound[0] < 0 or not math.isfinite(bound[1]) or bound[1] < 0:
+        raise UsageError(f"--max-flips-above-margin takes N:M (N a count >= 0, M a margin >= 0 "
+                         f"in the output's units), got {text!r}")
+    return bound
 
 
 @dataclass(frozen=True)
@@ -25,9 +62,12 @@ class Gates:
     min_cosine: float | None = None
     max_top1_drop: float | None = None
     min_agreement: float | None = None
+    max_flips_above_margin: tuple[int, float] | None = None
+    min_metric: tuple[MetricBound, ...] = ()
+    max_metric: tuple[MetricBound, ...] = ()
 
     def validate(self) -> Gates:
-        for name in GATE_NAMES:
+        for name in ("min_sqnr", "min_cosine", "max_top1_drop", "min_agreement"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"--{name.replace('_', '-')} must be a finite number")
@@ -39,7 +79,12 @@ class Gates:
 
     @property
     def any(self) -> bool:
-        return any(getattr(self, name) is not None for name in GATE_NAMES)
+        return any(getattr(self, name) not in (None, ()) for name in GATE_NAMES)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The named numbers the metric gates read."""
+        return list(dict.fromkeys(name for name, _ in self.min_metric + self.max_metric))
 
     @property
     def needs_labels(self) -> bool:
@@ -50,7 +95,16 @@ class Gates:
         return self.max_top1_drop is not None or self.min_agreement is not None
 
     def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in GATE_NAMES if getattr(self, name) is not None}
+        result = {}
+        for name in GATE_NAMES:
+            value = getattr(self, name)
+            if name in ("min_metric", "max_metric"):
+                value = dict(value) or None
+            elif name == "max_flips_above_margin" and value is not None:
+                value = f"{value[0]}:{value[1]:g}"
+            if value is not None:
+                result[name] = value
+        return result
 
 
 @dataclass(frozen=True)
@@ -77,7 +131,10 @@ def _at_least(value: float | None, threshold: float) -> bool:
 
 
 def evaluate_gates(gates: Gates, outputs: dict[str, OutputStats],
-                   classification: ClassificationStats | None) -> list[GateResult]:
+                   classification: ClassificationStats | None,
+                   sequence: SequenceStats | None = None,
+                   metrics: Mapping[str, float] | None = None) -> list[GateResult]:
+    """Every gate's verdict; `metrics` are the named numbers the metric gates read."""
     results = []
     for name, stats in outputs.items():
         if gates.min_sqnr is not None:
@@ -101,6 +158,25 @@ def evaluate_gates(gates: Gates, outputs: dict[str, OutputStats],
         value = classification.agreement
         results.append(GateResult("min_agreement", "top1_agreement_percent", value,
                                   gates.min_agreement, _at_least(value, gates.min_agreement)))
+    if gates.max_flips_above_margin is not None:
+        count, margin = gates.max_flips_above_margin
+        scored = classification if classification is not None else sequence
+        if scored is None:
+            raise UsageError("--max-flips-above-margin needs a classification or sequence "
+                             "output (--task classification, --task sequence or --labels FILE)")
+        flips = sum(1 for value in scored.flip_margins if not value <= margin)  # NaN counts
+        results.append(GateResult("max_flips_above_margin",
+                                  f"flips_above_margin_{margin:g}[{scored.output}]", flips, count,
+                                  flips <= count))
+    for gate, bounds in (("min_metric", gates.min_metric), ("max_metric", gates.max_metric)):
+        for name, threshold in bounds:
+            value = (metrics or {}).get(name)
+            if value is None:
+                raise UsageError(f"--{gate.replace('_', '-')} {name}: no metric of that name "
+                                 f"(measured: {', '.join(metrics or {}) or 'none'})")
+            passed = (_at_least(value, threshold) if gate == "min_metric"
+                      else _at_least(-value, -threshold))
+            results.append(GateResult(gate, name, value, threshold, passed))
     return results
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from qtool.calib.providers import Providers
-from qtool.calib.runner import create_session, run_session
+from qtool.calib.runner import create_file_session, create_session, run_session
 from qtool.io.model import InputSpec, input_specs, load_model
 
 
@@ -27,19 +27,19 @@ class OnnxRunner:
                  providers: Providers | str | None = None):
         """`extra_inputs`: graph inputs fed through run(extra=...), not from the data;
         `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU)."""
-        external_dir = None
-        if isinstance(model, onnx.ModelProto):
-            self.model = model
-            self.label = label or "the model"
+        in_memory = isinstance(model, onnx.ModelProto)
+        # A file is checked and read for its inputs and outputs, then dropped: onnxruntime reads
+        # the file itself, so no second copy of the weights stays in memory.
+        graph = model if in_memory else load_model(model, load_weights=False)
+        self.label = label or ("the model" if in_memory else str(model))
+        self._specs = [spec for spec in input_specs(graph) if spec.name not in extra_inputs]
+        self._outputs = [value.name for value in graph.graph.output]
+        del graph
+        if in_memory:
+            self.session = create_session(model, providers, intra_op_threads=intra_op_threads)
         else:
-            # The graph only: onnxruntime reads external weights from the model's own folder.
-            self.model = load_model(model, load_weights=False)
-            self.label = label or str(model)
-            external_dir = Path(model).parent
-        self._specs = [spec for spec in input_specs(self.model) if spec.name not in extra_inputs]
-        self._outputs = [value.name for value in self.model.graph.output]
-        self.session = create_session(self.model, providers, intra_op_threads=intra_op_threads,
-                                      external_dir=external_dir)
+            self.session = create_file_session(model, intra_op_threads=intra_op_threads,
+                                               providers=providers)
         known = {value.name for value in self.session.get_inputs()}
         # onnxruntime may drop unused graph inputs; feed only what the session takes.
         self._feed_names = [spec.name for spec in self._specs if spec.name in known]

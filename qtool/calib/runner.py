@@ -120,17 +120,7 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
     import onnxruntime as ort
 
     providers = resolve_providers(providers)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    # Idle onnxruntime threads spin by default, burning the core that the histogram thread (or
-    # data decoding) needs between runs: calibration of EfficientNet-Lite0 took 14.8 s with
-    # spinning and 10.7 s without.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # This rewrite folds a Q/DQ conv's bias in the model's float type and overflows with FP16
-    # models (opset 19+ FP16 Q/DQ gave 0% top-1 on EfficientNet-Lite0 with it enabled).
-    extra = {"disabled_optimizers": ["WeightBiasQuantization"], "enable_fallback": 0}
+    options, extra = _session_settings(intra_op_threads)
     outputs = output_infos(model, list(extra_outputs), extra_nodes) if extra_outputs else []
     on_disk = has_unloaded_weights(model)
     if on_disk:
@@ -155,6 +145,26 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
                           extra_nodes=extra_nodes)
             return ort.InferenceSession(str(path), options, providers=list(names), **extra)
 
+    return _start_session(start, providers)
+
+
+def create_file_session(path: str | os.PathLike, intra_op_threads: int = 0,
+                        providers=None):
+    """An onnxruntime session read by onnxruntime from the model file itself (external weights
+    from its folder), with create_session's settings and providers: no copy of the model is held
+    in Python. For a model file already checked by load_model."""
+    import onnxruntime as ort
+
+    providers = resolve_providers(providers)
+    options, extra = _session_settings(intra_op_threads)
+    return _start_session(lambda names: ort.InferenceSession(str(path), options,
+                                                             providers=list(names), **extra),
+                          providers)
+
+
+def _start_session(start, providers):
+    """start(provider names) on the chosen providers; when a GPU provider cannot start, an error
+    if it was named, else the CPU (Providers.failed decides)."""
     try:
         if not providers.on_cpu:
             try:
@@ -169,6 +179,25 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
         raise
     except Exception as exc:
         raise QtoolError(f"onnxruntime cannot load the model: {first_line(exc, 400)}") from None
+
+
+def _session_settings(intra_op_threads: int = 0):
+    """(SessionOptions, extra InferenceSession arguments) of every qtool session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    # Idle onnxruntime threads spin by default, burning the core that the histogram thread (or
+    # data decoding) needs between runs: calibration of EfficientNet-Lite0 took 14.8 s with
+    # spinning and 10.7 s without.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # This rewrite folds a Q/DQ conv's bias in the model's float type and overflows with FP16
+    # models (opset 19+ FP16 Q/DQ gave 0% top-1 on EfficientNet-Lite0 with it enabled).
+    # onnxruntime's own provider fallback (which prints on stdout) is off: _start_session decides.
+    extra = {"disabled_optimizers": ["WeightBiasQuantization"], "enable_fallback": 0}
+    return options, extra
 
 
 def run_session(session, feeds: dict[str, np.ndarray], output_names: list[str] | None = None):

@@ -47,23 +47,23 @@ def _where_in_script(exc: BaseException, script: Path) -> str:
     return ""
 
 
-def script_error(exc: BaseException, script: Path, doing: str) -> QtoolError:
+def script_error(exc: BaseException, script: Path, doing: str,
+                 what: str = "loader script") -> QtoolError:
     if isinstance(exc, Interrupted):
         raise exc  # Ctrl-C or SIGTERM while the script ran is not the script's failure
-    log.debug("traceback of the loader script error:\n%s",
+    log.debug("traceback of the %s error:\n%s", what,
               "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return QtoolError(f"loader script {script} failed while {doing}{_where_in_script(exc, script)}: "
+    return QtoolError(f"{what} {script} failed while {doing}{_where_in_script(exc, script)}: "
                       f"{detail} (run with -vv for the traceback)")
 
 
-def load_function(spec: str) -> tuple[Path, str, Callable[[], Iterable]]:
-    """Execute the script as a fresh module and return (path, function name, function)."""
-    path, name = split_spec(spec)
+def load_module(path: Path, what: str = "loader script"):
+    """Execute a Python file as a fresh module (its own globals on every call)."""
     if not path.is_file():
-        raise QtoolError(f"loader script not found: {path}")
-    module_name = f"qtool_loader_{next(_counter)}"
+        raise QtoolError(f"{what} not found: {path}")
+    module_name = f"qtool_script_{next(_counter)}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:
         raise QtoolError(f"cannot load {path} as a Python script")
@@ -73,9 +73,16 @@ def load_function(spec: str) -> tuple[Path, str, Callable[[], Iterable]]:
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
-        raise script_error(exc, path, "running its top level") from None
+        raise script_error(exc, path, "running its top level", what) from None
     finally:
         sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def load_function(spec: str) -> tuple[Path, str, Callable[[], Iterable]]:
+    """Execute the script as a fresh module and return (path, function name, function)."""
+    path, name = split_spec(spec)
+    module = load_module(path)
     function = getattr(module, name, None)
     if function is None:
         raise QtoolError(f"loader script {path} defines no function {name}()")

@@ -591,17 +591,32 @@ def _compare(data: ReportData) -> str:
         if cls.get("disagreements"):
             lines.append(("Disagreements", _disagreements_cell(cls)))
         parts.append(_kv(lines))
+    seq = view.sequence
+    if seq:
+        lines = [("Sequence output", f"<code>{esc(seq.get('output', '?'))}</code>"),
+                 ("Position agreement", _percent(seq.get("position_agreement_percent")))]
+        if seq.get("disagreements"):
+            lines.append(("Disagreements", _disagreements_cell(seq, "positions")))
+        ctc = seq.get("ctc")
+        if isinstance(ctc, dict):
+            lines.append((f"Same sequence (CTC, blank {ctc.get('blank')})",
+                          _percent(ctc.get("same_sequence_percent"))))
+            lines.append(("Token error rate", _percent(ctc.get("token_error_rate_percent"))))
+        parts.append(_kv(lines))
+    if view.metrics:
+        parts.append(_kv([(f"metric {name}", esc(fmt(value, 6)))
+                          for name, value in view.metrics.items()]))
     if view.gates:
         parts.append(f"<p>{_gates_cell(view)}</p>")
     return ('<section id="compare"><details open><summary><h2>Compare</h2></summary>'
             + "".join(parts) + "</details></section>")
 
 
-def _disagreements_cell(cls: dict) -> str:
+def _disagreements_cell(cls: dict, over: str = "samples") -> str:
     margins = [m for m in cls.get("disagreement_margins") or [] if isinstance(m, (int, float))]
     median = cls.get("median_top1_margin")
     return esc(describe_disagreements(int(cls["disagreements"]), margins,
-                                      median if isinstance(median, (int, float)) else None))
+                                      median if isinstance(median, (int, float)) else None, over))
 
 
 def _percent(value) -> str:

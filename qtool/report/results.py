@@ -64,6 +64,8 @@ class CompareView:
     passed: bool | None = None
     not_compared: list[str] = field(default_factory=list)
     reference_sha256: str | None = None
+    sequence: dict | None = None
+    metrics: dict[str, float] = field(default_factory=dict)   # the metric script's numbers
 
 
 # Per-output metrics in display order (other numeric keys follow).
@@ -88,6 +90,8 @@ def read_compare(path: str | os.PathLike) -> CompareView:
                                   number(gate.get("value")), number(gate.get("threshold")),
                                   bool(gate.get("passed"))))
     classification = data.get("classification")
+    sequence = data.get("sequence")
+    script_metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     passed = data.get("passed") if isinstance(data.get("passed"), bool) else None
     return CompareView(
         path=Path(path), reference=_model_path(data.get("reference")),
@@ -99,6 +103,8 @@ def read_compare(path: str | os.PathLike) -> CompareView:
         gates=gates, passed=passed if gates else None,
         not_compared=[str(name) for name in data.get("outputs_not_compared") or []],
         reference_sha256=_sha256(data.get("reference")),
+        sequence=sequence if isinstance(sequence, dict) else None,
+        metrics={str(name): number(value) for name, value in script_metrics.items()},
     )
 
 

@@ -6,7 +6,8 @@ session of its own that only the batches needing those statistics run in (collec
 Inference, data loading and histogram updates overlap: data is read ahead in one thread and the
 histograms of batch k are updated in another while onnxruntime runs batch k+1 (onnxruntime and
 numpy both release the GIL). Memory is O(tensors x bins) plus the observed tensors of two runs
-(a run being at most RUN_SAMPLES samples of an image batch).
+(a run being at most RUN_SAMPLES samples of an image batch, and fewer when their observed tensors
+exceed RUN_OUTPUT_BYTES).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ LEAN_MIN_SAMPLES = 64
 # took PP-OCRv4 detection from 1.27 GB to 0.81 GB and recognition from 0.88 to 0.57 GB, and both
 # ran faster (EfficientNet-Lite0 with batches of 32: 2 GB and 3x slower per sample than with 8).
 RUN_SAMPLES = 4
+# Runs take fewer samples when their observed tensors would exceed this many bytes: the size per
+# sample is known after the first run, which takes one sample. (PP-OCRv6 small detection at
+# 640x640 observes 196 MB per sample: runs of 4 peaked at 2.4 GB where plain inference needs
+# 0.73 GB; runs of 1 peaked at 0.83 GB and were faster.)
+RUN_OUTPUT_BYTES = 64 << 20
 # Per-sample input size from which batches are split: tiny samples (digits, CIFAR) run whole,
 # where a run's fixed cost would outweigh anything a smaller run saves.
 SPLIT_MIN_SAMPLE_BYTES = 64 << 10
@@ -439,8 +445,10 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     means come from all of them. Which session ran a batch never changes a result.
 
     Batches of image-like inputs (splits_by_sample) of at least SPLIT_MIN_SAMPLE_BYTES per sample
-    run in parts of RUN_SAMPLES samples, in either session; a histogram's grid then comes from
-    the first part where it is not all zero.
+    run in parts, in either session: the first batch in parts of one sample, the others in parts
+    of run_samples(...) samples, from the observed bytes per sample of the very first run. A
+    histogram's grid then comes from the first part where it is not all zero. (Every shard runs
+    the first batch, so every shard splits alike.)
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -486,6 +494,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         pooled = start_session(True)
         mean_every = MEAN_EVERY if lean is not None else 1
         split = splits_by_sample(model)
+        part_samples = 1  # until the first run has shown how large a sample's tensors are
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index
@@ -501,10 +510,12 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             session = pooled
             if lean is not None and lean.done() and mine and not means_batch and saturated:
                 session = lean.result()
-            parts = _split_batch(feeds, RUN_SAMPLES) if split else [feeds]
-            for part in parts:
+            parts = _split_batch(feeds, part_samples) if split else [feeds]
+            for part_index, part in enumerate(parts):
                 values, token = (buffers.run(session.session, session.outputs, part)
                                  if session.outputs else ([], None))
+                if batch_index == 0 and part_index == 0:
+                    part_samples = run_samples(values, _batch_size(part))
                 named = {name: part[name] for name in tensors if name in fed}
                 named.update(zip(session.outputs, values))
                 if not mine:  # fix the grid only
@@ -566,6 +577,15 @@ def splits_by_sample(model: onnx.ModelProto) -> bool:
         if tensor_type.shape.dim[0].HasField("dim_value"):
             return False
     return bool(inputs)
+
+
+def run_samples(values: list[np.ndarray], samples: int) -> int:
+    """Samples per run from one run's observed tensors: at most RUN_SAMPLES, and fewer where
+    their bytes would exceed RUN_OUTPUT_BYTES (never under one)."""
+    per_sample = sum(value.nbytes for value in values) / max(samples, 1)
+    if per_sample <= 0:
+        return RUN_SAMPLES
+    return max(1, min(RUN_SAMPLES, int(RUN_OUTPUT_BYTES // per_sample)))
 
 
 def _split_batch(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:

@@ -204,10 +204,12 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
 
     lean = run(6.0)
     pooled_parts = sum(pooled for pooled, _ in runs)
-    assert pooled_parts == 2 * 3  # batches 0, 4 and 8 (the means batches), in parts of 4 and 3
-    assert sorted({size for _, size in runs}) == [3, 4] and len(runs) == 20
+    # the means batches: 0 (in parts of one, the first run measuring a sample's tensors), then
+    # 4 and 8 in parts of 4 and 3
+    assert pooled_parts == 7 + 2 * 2
+    assert sorted({size for _, size in runs}) == [1, 3, 4] and len(runs) == 7 + 9 * 2
     pooled = run(float("inf"))  # the max never reaches its bound: every batch pooled
-    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 20
+    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 7 + 9 * 2
     assert not lean.histograms["y"].has_grid and lean.histograms["y"].count == 70 * 2 * 16
     for name in ("x", "y"):
         np.testing.assert_array_equal(lean.histograms[name].hist, pooled.histograms[name].hist)
@@ -257,6 +259,60 @@ def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
     assert runner.splits_by_sample(model("N", 3, 8, 8))
     assert not runner.splits_by_sample(model(8, 3, 8, 8))  # static batch
     assert not runner.splits_by_sample(model("S", "N", 16))  # may be sequence-first
+
+
+def test_run_samples_follow_the_observed_bytes_per_sample(monkeypatch):
+    monkeypatch.setattr(runner, "RUN_OUTPUT_BYTES", 1000)
+    values = [np.zeros((2, 25), np.float32), np.zeros((2, 25), np.float64)]  # 300 bytes a sample
+    assert runner.run_samples(values, 2) == 3
+    assert runner.run_samples(values * 4, 2) == 1  # 1200 bytes a sample: never under one
+    assert runner.run_samples(values[:1], 2) == runner.RUN_SAMPLES  # 100: capped
+    assert runner.run_samples([], 1) == runner.RUN_SAMPLES  # nothing taken out
+
+
+@pytest.mark.parametrize("budget_samples", [1, 2, 4])
+def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, budget_samples):
+    """The first batch runs in parts of one sample; its first run's observed bytes fix the size
+    of every later part. Every statistic equals a run fed those parts as batches."""
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=4)
+    big = [{"x": np.concatenate([b["x"], b["x"][:2] * 3])} for b in batches]  # 5 samples each
+    model = _relu6_conv_model()
+    sizes = []
+    real_run = runner._OutputBuffers.run
+
+    def recording(self, session, outputs, feeds):
+        values, token = real_run(self, session, outputs, feeds)
+        sizes.append((len(feeds["x"]), sum(value.nbytes for value in values)))
+        return values, token
+
+    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+
+    def run(data):
+        sizes.clear()
+        return runner.collect_histograms(model, data, ["x", "y"], max_only={"clipped": 6.0},
+                                         pooled_means=["clipped"], expected_samples=20)
+
+    probe = run(big[:1])
+    per_sample = sizes[0][1]
+    monkeypatch.setattr(runner, "RUN_OUTPUT_BYTES", per_sample * budget_samples + per_sample // 2)
+    whole = run(big)
+    later = [budget_samples] * (5 // budget_samples) + [5 % budget_samples] * (5 % budget_samples > 0)
+    assert [count for count, _ in sizes] == [1] * 5 + later * 3
+    parts = [{"x": b["x"][start:start + count]} for index, b in enumerate(big)
+             for start, count in _starts([1] * 5 if index == 0 else later)]
+    split = run(parts)
+    assert probe.num_samples == 5 and whole.num_samples == split.num_samples == 20
+    for name in ("x", "y"):
+        np.testing.assert_array_equal(whole.histograms[name].hist, split.histograms[name].hist)
+        assert whole.histograms[name].bin_width == split.histograms[name].bin_width
+    np.testing.assert_allclose(whole.means["clipped"].mean, split.means["clipped"].mean, rtol=1e-12)
+    assert whole.maxima["clipped"].abs_max == split.maxima["clipped"].abs_max
+
+
+def _starts(counts: list[int]) -> list[tuple[int, int]]:
+    starts = np.cumsum([0, *counts[:-1]])
+    return list(zip(starts.tolist(), counts))
 
 
 def test_only_batches_of_large_samples_are_split():

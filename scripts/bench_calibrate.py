@@ -56,6 +56,7 @@ def worker(args) -> None:
 
     start = time.perf_counter()
     preprocess = json.loads(args.preprocess) if args.preprocess else None
+    batch_size = args.batch_size or None
     report = {}
     if args.worker == "infer":
         import onnxruntime as ort
@@ -63,7 +64,7 @@ def worker(args) -> None:
         model = load_model(args.model)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         source = open_data(args.data, input_specs(model), preprocess=preprocess,
-                           batch_size=args.batch_size)
+                           batch_size=batch_size)
         samples = 0
         for feeds in source:
             session.run(None, feeds)
@@ -81,7 +82,7 @@ def worker(args) -> None:
             return choose_auto(*a, **k)
 
         calibrate_module.choose_auto = timed_choose_auto
-        options = calibrate_module.CalibrateOptions(method=args.method, batch_size=args.batch_size,
+        options = calibrate_module.CalibrateOptions(method=args.method, batch_size=batch_size,
                                                     preprocess=preprocess or {})
         result = calibrate_module.calibrate(args.model, args.data, options)
         with tempfile.TemporaryDirectory() as tmp:
@@ -112,9 +113,8 @@ def image_folder(source: Path, count: int, tmp: Path) -> Path:
 
 def measure(kind: str, case: dict, method: str) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--model", str(case["model"]),
-               "--data", str(case["data"]), "--method", method]
-    if case.get("batch_size"):
-        command += ["--batch-size", str(case["batch_size"])]
+               "--data", str(case["data"]), "--method", method,
+               "--batch-size", str(case.get("batch_size") or 0)]  # 0: each file is a batch
     if case.get("preprocess"):
         command += ["--preprocess", json.dumps(case["preprocess"])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ASSETS / "efficientnet_lite0.onnx")
     parser.add_argument("--images", "--data", dest="data", type=Path, default=ASSETS / "imagenet200")
     parser.add_argument("--samples", default="200", help="comma-separated sample counts (images)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="0: each data file is a batch")
     parser.add_argument("--method", default="auto", help="calibration method (default: qtool's)")
     parser.add_argument("--matrix", help="comma-separated matrix keys, or all (see above)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per pair (medians shown)")

@@ -445,10 +445,10 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     means come from all of them. Which session ran a batch never changes a result.
 
     Batches of image-like inputs (splits_by_sample) of at least SPLIT_MIN_SAMPLE_BYTES per sample
-    run in parts, in either session: the first batch in parts of one sample, the others in parts
-    of run_samples(...) samples, from the observed bytes per sample of the very first run. A
-    histogram's grid then comes from the first part where it is not all zero. (Every shard runs
-    the first batch, so every shard splits alike.)
+    run in parts: of one sample in the pooled session and until every histogram has its grid,
+    else of run_samples(...) samples, from the observed bytes per sample of the very first run.
+    A histogram's grid thus comes from the first sample where it is not all zero, whichever
+    session ran it.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -495,6 +495,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         mean_every = MEAN_EVERY if lean is not None else 1
         split = splits_by_sample(model)
         part_samples = 1  # until the first run has shown how large a sample's tensors are
+        grids_fixed = False
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index
@@ -510,7 +511,16 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             session = pooled
             if lean is not None and lean.done() and mine and not means_batch and saturated:
                 session = lean.result()
-            parts = _split_batch(feeds, part_samples) if split else [feeds]
+            if not grids_fixed and batch_index:
+                worker.drain()  # until every grid is fixed, parts must not depend on timing
+                grids_fixed = all(hist.has_grid for hist in histograms.values())
+            # The pooling nodes run last, so a pooled run holds every pooled tensor to its end:
+            # such runs take one sample (EfficientNet-Lite0's pooled session grew by 170 MB in
+            # runs of 4, by 50 MB in runs of 1). So do all runs while some histogram has no grid:
+            # its grid then comes from the first sample where it is not all zero, in any session.
+            pooling = bool(session.max_outputs or session.mean_outputs)
+            size = part_samples if grids_fixed and not pooling else 1
+            parts = _split_batch(feeds, size) if split else [feeds]
             for part_index, part in enumerate(parts):
                 values, token = (buffers.run(session.session, session.outputs, part)
                                  if session.outputs else ([], None))

@@ -204,18 +204,39 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
 
     lean = run(6.0)
     pooled_parts = sum(pooled for pooled, _ in runs)
-    # the means batches: 0 (in parts of one, the first run measuring a sample's tensors), then
-    # 4 and 8 in parts of 4 and 3
-    assert pooled_parts == 7 + 2 * 2
-    assert sorted({size for _, size in runs}) == [1, 3, 4] and len(runs) == 7 + 9 * 2
+    # "y" has no grid, so every batch runs in parts of one sample: pooled, the means batches
+    # 0, 4 and 8
+    assert pooled_parts == 3 * 7
+    assert {size for _, size in runs} == {1} and len(runs) == 70
     pooled = run(float("inf"))  # the max never reaches its bound: every batch pooled
-    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 7 + 9 * 2
+    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 70
     assert not lean.histograms["y"].has_grid and lean.histograms["y"].count == 70 * 2 * 16
     for name in ("x", "y"):
         np.testing.assert_array_equal(lean.histograms[name].hist, pooled.histograms[name].hist)
         assert lean.histograms[name].bin_width == pooled.histograms[name].bin_width
     assert lean.maxima["clipped"].abs_max == pooled.maxima["clipped"].abs_max == 6.0
     np.testing.assert_array_equal(lean.means["clipped"].mean, pooled.means["clipped"].mean)
+
+
+def test_pooled_runs_take_one_sample_and_lean_runs_the_budget(monkeypatch):
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    monkeypatch.setattr(runner, "_in_background", _built_at_once)
+    model = relu6_conv(np.ones((2, 2, 1, 1)), 4)
+    rng = np.random.default_rng(5)
+    batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
+    runs = []
+    real_run = runner._OutputBuffers.run
+
+    def recording(self, session, outputs, feeds):
+        runs.append((any("clipped" in name for name in outputs), len(feeds["x"])))
+        return real_run(self, session, outputs, feeds)
+
+    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    runner.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": 6.0},
+                              pooled_means=["clipped"], expected_samples=70)
+    # pooled: the means batches 0, 4 and 8, in parts of one sample; lean: parts of 4 and 3
+    assert [size for pooled, size in runs if pooled] == [1] * 21
+    assert [size for pooled, size in runs if not pooled] == [4, 3] * 7
 
 
 def test_an_abandoned_worker_ends_without_being_waited_for(monkeypatch):
@@ -272,8 +293,9 @@ def test_run_samples_follow_the_observed_bytes_per_sample(monkeypatch):
 
 @pytest.mark.parametrize("budget_samples", [1, 2, 4])
 def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, budget_samples):
-    """The first batch runs in parts of one sample; its first run's observed bytes fix the size
-    of every later part. Every statistic equals a run fed those parts as batches."""
+    """Without pooling, the first batch runs in parts of one sample; its first run's observed
+    bytes fix the size of every later part. Every statistic equals a run fed those parts as
+    batches."""
     monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
     batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=4)
     big = [{"x": np.concatenate([b["x"], b["x"][:2] * 3])} for b in batches]  # 5 samples each
@@ -290,8 +312,7 @@ def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, b
 
     def run(data):
         sizes.clear()
-        return runner.collect_histograms(model, data, ["x", "y"], max_only={"clipped": 6.0},
-                                         pooled_means=["clipped"], expected_samples=20)
+        return runner.collect_histograms(model, data, ["x", "y", "clipped"], mean_axes={"x": 1})
 
     probe = run(big[:1])
     per_sample = sizes[0][1]
@@ -303,11 +324,10 @@ def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, b
              for start, count in _starts([1] * 5 if index == 0 else later)]
     split = run(parts)
     assert probe.num_samples == 5 and whole.num_samples == split.num_samples == 20
-    for name in ("x", "y"):
+    for name in ("x", "y", "clipped"):
         np.testing.assert_array_equal(whole.histograms[name].hist, split.histograms[name].hist)
         assert whole.histograms[name].bin_width == split.histograms[name].bin_width
-    np.testing.assert_allclose(whole.means["clipped"].mean, split.means["clipped"].mean, rtol=1e-12)
-    assert whole.maxima["clipped"].abs_max == split.maxima["clipped"].abs_max
+    np.testing.assert_allclose(whole.means["x"].mean, split.means["x"].mean, rtol=1e-12)
 
 
 def _starts(counts: list[int]) -> list[tuple[int, int]]:

@@ -585,7 +585,8 @@ def splits_by_sample(model: onnx.ModelProto) -> bool:
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 4:
             return False
-        if tensor_type.shape.dim[0].HasField("dim_value"):
+        first = tensor_type.shape.dim[0]
+        if first.HasField("dim_value") and first.dim_value >= 0:  # -1: dynamic (Paddle2ONNX)
             return False
     return bool(inputs)
 

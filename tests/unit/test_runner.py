@@ -278,6 +278,7 @@ def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
         return helper.make_model(graph)
 
     assert runner.splits_by_sample(model("N", 3, 8, 8))
+    assert runner.splits_by_sample(model(-1, 3, 8, 8))  # Paddle2ONNX's way to say dynamic
     assert not runner.splits_by_sample(model(8, 3, 8, 8))  # static batch
     assert not runner.splits_by_sample(model("S", "N", 16))  # may be sequence-first
 

@@ -443,11 +443,16 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     cannot change after that) that is not one of the every MEAN_EVERY-th counted batches, from
     which all channel means are taken. With fewer than LEAN_MIN_SAMPLES samples
     (`expected_samples`: the data set's size, when known) one session takes every batch and the
-    means come from all of them. Which session ran a batch never changes a result.
+    means come from all of them. When every tensor to pool is taken out for its histogram anyway
+    (channel means of histogrammed tensors only), nothing is pooled: numpy takes the means from
+    the every MEAN_EVERY-th batch, in the one lean session (a second session costs its memory,
+    48 MB on Magika, and spares only the pooling). Which session ran a batch never changes a
+    result.
 
     Batches of image-like inputs (splits_by_sample) of at least SPLIT_MIN_SAMPLE_BYTES per sample
-    run in parts: of one sample in the pooled session and until every histogram has its grid,
-    else of run_samples(...) samples, from the observed bytes per sample of the very first run.
+    run in parts: of one sample in a pooled session holding tensors that are not taken out, and
+    until every histogram has its grid, else of run_samples(...) samples, from the observed bytes
+    per sample of the very first run.
     A histogram's grid thus comes from the first sample where it is not all zero, whichever
     session ran it.
 
@@ -473,10 +478,16 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     fed = {value.name for value in model.graph.input}
     computed = [name for name in tensors if name not in fed]
     taken = {name for node in model.graph.node for name in node.output} | fed
+    # Pooled tensors that are not taken out anyway: only these make pooling hold more than a
+    # lean run, and only their pooling spares taking tensors out. Without them, channel means
+    # come from the histogrammed tensors in numpy and one lean session does everything.
+    held = set(max_only) | (set(pooled_means) - set(tensors))
+    large = expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES
 
     def start_session(pool: bool) -> _Session:
         nodes, max_outputs, mean_outputs = pooling_nodes(
-            list(max_only) if pool else [], list(pooled_means) if pool else [], set(taken))
+            list(max_only) if pool else [], list(pooled_means) if pool and held else [],
+            set(taken))
         outputs = computed + list(max_outputs.values()) + list(mean_outputs.values())
         session = create_session(model, extra_outputs=outputs, extra_nodes=nodes,
                                  external_dir=external_dir)
@@ -487,13 +498,14 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     worker = lean = None
     completed = False
     try:
-        if (max_only or pooled_means) and (
-                expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES):
+        if held and large:
             # built alongside the pooled session, so that it is ready early and its building
             # does not compete with the first runs
             lean = _in_background(start_session, False)
         pooled = start_session(True)
-        mean_every = MEAN_EVERY if lean is not None else 1
+        # means from every MEAN_EVERY-th batch where they are pooled or replace pooling
+        sampled_means = lean is not None or (large and pooled_means and not held)
+        mean_every = MEAN_EVERY if sampled_means else 1
         split = splits_by_sample(model)
         part_samples = 1  # until the first run has shown how large a sample's tensors are
         grids_fixed = False
@@ -516,11 +528,12 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                 worker.drain()  # until every grid is fixed, parts must not depend on timing
                 grids_fixed = all(hist.has_grid for hist in histograms.values())
             # The pooling nodes run last, so a pooled run holds every pooled tensor to its end:
-            # such runs take one sample (EfficientNet-Lite0's pooled session grew by 170 MB in
-            # runs of 4, by 50 MB in runs of 1). So do all runs while some histogram has no grid:
-            # its grid then comes from the first sample where it is not all zero, in any session.
-            pooling = bool(session.max_outputs or session.mean_outputs)
-            size = part_samples if grids_fixed and not pooling else 1
+            # with tensors that are not taken out anyway, runs take one sample (EfficientNet-
+            # Lite0's pooled session grew by 170 MB in runs of 4, by 50 MB in runs of 1). So do
+            # all runs while some histogram has no grid: its grid then comes from the first
+            # sample where it is not all zero, in any session.
+            holding = session is pooled and bool(held)
+            size = part_samples if grids_fixed and not holding else 1
             parts = _split_batch(feeds, size) if split else [feeds]
             for part_index, part in enumerate(parts):
                 values, token = (buffers.run(session.session, session.outputs, part)
@@ -540,7 +553,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                 updates = [(histograms[name].update, named[name]) for name in tensors]
                 if means_batch:
                     updates += [(means[name].update, named[name])
-                                for name in means if name not in pooled_means]
+                                for name in means if name not in session.mean_outputs]
                     updates += [(means[name].update_pooled, named[out])
                                 for name, out in session.mean_outputs.items()]
                 worker.submit(updates, token)

@@ -144,6 +144,24 @@ def test_small_data_set_keeps_one_session_and_every_batch_for_means(monkeypatch)
     assert len(sessions) == 2
 
 
+def test_pooled_means_of_histogrammed_tensors_need_no_lean_session(monkeypatch):
+    """"clipped" leaves the session for its histogram anyway: pooling its means would spare
+    nothing, so one session without pooling takes every batch and numpy takes the means from
+    every 4th batch."""
+    batches, sessions, _ = _relu6_conv_run(monkeypatch, batches_count=9)
+    result = runner.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
+                                       pooled_means=["clipped"], expected_samples=1000)
+    assert len(sessions) == 1 and not any("mean" in name for name in sessions[0])
+    sampled = np.clip(np.concatenate([batches[k]["x"] for k in (0, 4, 8)]), 0, 6)
+    np.testing.assert_allclose(result.means["clipped"].mean, sampled.mean(axis=(0, 2, 3)),
+                               rtol=1e-6)
+    assert result.histograms["clipped"].count == 27 * 2 * 16
+    small = runner.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
+                                      pooled_means=["clipped"], expected_samples=27)
+    every = np.clip(np.concatenate([b["x"] for b in batches]), 0, 6)
+    np.testing.assert_allclose(small.means["clipped"].mean, every.mean(axis=(0, 2, 3)), rtol=1e-6)
+
+
 def test_image_batches_run_in_parts_like_smaller_batches(monkeypatch):
     """Batches of 6 run in parts of 4 and 2: every statistic equals a run fed those parts as
     batches (the histograms' grid comes from the first part)."""

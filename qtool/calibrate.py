@@ -27,7 +27,6 @@ from qtool.analysis.auto_threshold import (
     choose_thresholds,
     estimated_sqnrs,
 )
-from qtool.analysis.probe import ThresholdProbe
 from qtool.calib.calibfile import Calibration, TensorCalibration, channel_means
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
@@ -300,6 +299,8 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
     """Method auto: score every candidate method's thresholds, then single tensors, on the
     samples the tap kept (qtool.analysis.auto_threshold). Too few samples to score on: mse,
     the most robust single method, for every tensor."""
+    # imported here: the probe brings the whole quantizer, which collection alone never needs
+    from qtool.analysis.probe import ThresholdProbe
     from qtool.backends.onnxruntime import OnnxRunner
 
     searched = {name: hist for name, hist in run.histograms.items() if name not in bounded}

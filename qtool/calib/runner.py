@@ -6,7 +6,8 @@ session of its own that only the batches needing those statistics run in (collec
 Inference, data loading and histogram updates overlap: data is read ahead in one thread and the
 histograms of batch k are updated in another while onnxruntime runs batch k+1 (onnxruntime and
 numpy both release the GIL). Memory is O(tensors x bins) plus the observed tensors of two runs
-(a run being at most RUN_SAMPLES samples of an image batch).
+(a run being at most RUN_SAMPLES samples of an image batch, and fewer when their observed tensors
+exceed RUN_OUTPUT_BYTES).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ LEAN_MIN_SAMPLES = 64
 # took PP-OCRv4 detection from 1.27 GB to 0.81 GB and recognition from 0.88 to 0.57 GB, and both
 # ran faster (EfficientNet-Lite0 with batches of 32: 2 GB and 3x slower per sample than with 8).
 RUN_SAMPLES = 4
+# Runs take fewer samples when their observed tensors would exceed this many bytes: the size per
+# sample is known after the first run, which takes one sample. (PP-OCRv6 small detection at
+# 640x640 observes 196 MB per sample: runs of 4 peaked at 2.4 GB where plain inference needs
+# 0.73 GB; runs of 1 peaked at 0.83 GB and were faster. PP-OCRv4 recognition, 25 MB per sample:
+# 326 MB in runs of 2, 277 MB in runs of 1, against 202 MB for plain inference.)
+RUN_OUTPUT_BYTES = 32 << 20
 # Per-sample input size from which batches are split: tiny samples (digits, CIFAR) run whole,
 # where a run's fixed cost would outweigh anything a smaller run saves.
 SPLIT_MIN_SAMPLE_BYTES = 64 << 10
@@ -490,12 +497,18 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     cannot change after that) that is not one of the every MEAN_EVERY-th counted batches, from
     which all channel means are taken. With fewer than LEAN_MIN_SAMPLES samples
     (`expected_samples`: the data set's size, when known) one session takes every batch and the
-    means come from all of them. Which session ran a batch never changes a result.
+    means come from all of them. When every tensor to pool is taken out for its histogram anyway
+    (channel means of histogrammed tensors only), nothing is pooled: numpy takes the means from
+    the every MEAN_EVERY-th batch, in the one lean session (a second session costs its memory,
+    48 MB on Magika, and spares only the pooling). Which session ran a batch never changes a
+    result.
 
     Batches of image-like inputs (splits_by_sample) of at least SPLIT_MIN_SAMPLE_BYTES per sample
-    run in parts of RUN_SAMPLES samples, in either session (`split_parts=False`: never, for
-    inputs whose batch axis is not axis 0); a histogram's grid then comes from
-    the first part where it is not all zero.
+    run in parts (`split_parts=False`: never, for inputs whose batch axis is not axis 0): of one
+    sample in a pooled session holding tensors that are not taken out, and until every histogram
+    has its grid, else of run_samples(...) samples, from the observed bytes per sample of the very
+    first run. A histogram's grid thus comes from the first sample where it is not all zero,
+    whichever session ran it.
 
     With a shard K/N (N > 1) this run counts batches K, K+N, ...; other batches are run (not
     counted) while some tensor has no grid yet, so every shard puts each tensor on the grid of
@@ -520,10 +533,16 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     fed = {value.name for value in model.graph.input}
     computed = [name for name in tensors if name not in fed]
     taken = {name for node in model.graph.node for name in node.output} | fed
+    # Pooled tensors that are not taken out anyway: only these make pooling hold more than a
+    # lean run, and only their pooling spares taking tensors out. Without them, channel means
+    # come from the histogrammed tensors in numpy and one lean session does everything.
+    held = set(max_only) | (set(pooled_means) - set(tensors))
+    large = expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES
 
     def start_session(pool: bool) -> _Session:
         nodes, max_outputs, mean_outputs = pooling_nodes(
-            list(max_only) if pool else [], list(pooled_means) if pool else [], set(taken))
+            list(max_only) if pool else [], list(pooled_means) if pool and held else [],
+            set(taken))
         outputs = computed + list(max_outputs.values()) + list(mean_outputs.values())
         session = create_session(model, providers, extra_outputs=outputs, extra_nodes=nodes,
                                  external_dir=external_dir)
@@ -534,14 +553,17 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     worker = lean = None
     completed = False
     try:
-        if (max_only or pooled_means) and (
-                expected_samples is None or expected_samples >= LEAN_MIN_SAMPLES):
+        if held and large:
             # built alongside the pooled session, so that it is ready early and its building
             # does not compete with the first runs
             lean = _in_background(start_session, False)
         pooled = start_session(True)
-        mean_every = MEAN_EVERY if lean is not None else 1
+        # means from every MEAN_EVERY-th batch where they are pooled or replace pooling
+        sampled_means = lean is not None or (large and pooled_means and not held)
+        mean_every = MEAN_EVERY if sampled_means else 1
         split = split_parts and splits_by_sample(model)
+        part_samples = 1  # until the first run has shown how large a sample's tensors are
+        grids_fixed = False
         worker = _HistogramWorker()
         for batch_index, feeds in enumerate(stream):
             mine = batch_index % count == index
@@ -557,10 +579,22 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
             session = pooled
             if lean is not None and lean.done() and mine and not means_batch and saturated:
                 session = lean.result()
-            parts = _split_batch(feeds, RUN_SAMPLES) if split else [feeds]
-            for part in parts:
+            if not grids_fixed and batch_index:
+                worker.drain()  # until every grid is fixed, parts must not depend on timing
+                grids_fixed = all(hist.has_grid for hist in histograms.values())
+            # The pooling nodes run last, so a pooled run holds every pooled tensor to its end:
+            # with tensors that are not taken out anyway, runs take one sample (EfficientNet-
+            # Lite0's pooled session grew by 170 MB in runs of 4, by 50 MB in runs of 1). So do
+            # all runs while some histogram has no grid: its grid then comes from the first
+            # sample where it is not all zero, in any session.
+            holding = session is pooled and bool(held)
+            size = part_samples if grids_fixed and not holding else 1
+            parts = _split_batch(feeds, size) if split else [feeds]
+            for part_index, part in enumerate(parts):
                 values, token = (buffers.run(session.session, session.outputs, part)
                                  if session.outputs else ([], None))
+                if batch_index == 0 and part_index == 0:
+                    part_samples = run_samples(values, _batch_size(part))
                 named = {name: part[name] for name in tensors if name in fed}
                 named.update(zip(session.outputs, values))
                 if not mine:  # fix the grid only
@@ -574,7 +608,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                 updates = [(histograms[name].update, named[name]) for name in tensors]
                 if means_batch:
                     updates += [(means[name].update, named[name])
-                                for name in means if name not in pooled_means]
+                                for name in means if name not in session.mean_outputs]
                     updates += [(means[name].update_pooled, named[out])
                                 for name, out in session.mean_outputs.items()]
                 worker.submit(updates, token)
@@ -619,9 +653,19 @@ def splits_by_sample(model: onnx.ModelProto) -> bool:
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape") or len(tensor_type.shape.dim) < 4:
             return False
-        if tensor_type.shape.dim[0].HasField("dim_value"):
+        first = tensor_type.shape.dim[0]
+        if first.HasField("dim_value") and first.dim_value >= 0:  # -1: dynamic (Paddle2ONNX)
             return False
     return bool(inputs)
+
+
+def run_samples(values: list[np.ndarray], samples: int) -> int:
+    """Samples per run from one run's observed tensors: at most RUN_SAMPLES, and fewer where
+    their bytes would exceed RUN_OUTPUT_BYTES (never under one)."""
+    per_sample = sum(value.nbytes for value in values) / max(samples, 1)
+    if per_sample <= 0:
+        return RUN_SAMPLES
+    return max(1, min(RUN_SAMPLES, int(RUN_OUTPUT_BYTES // per_sample)))
 
 
 def _split_batch(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:

@@ -79,7 +79,8 @@ def check_external_paths(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
 def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.ModelProto:
     """Load a model file, checked as untrusted input before any weight is read: valid UTF-8
     names, external data inside the model's folder and within its files, every tensor's data
-    the size of its shape, and a structure onnx's checker accepts. With load_weights=False
+    the size of its shape, and a structure onnx's checker accepts (or, where it complains,
+    that onnxruntime loads; see check_structure). With load_weights=False
     external weights stay on disk (onnxruntime can read them there, see create_session)."""
     path = Path(path)
     if not path.is_file():
@@ -93,7 +94,7 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
     check_text_fields(model, str(path))
     check_external_paths(model, path.parent)
     check_tensor_payloads(model, path.parent, str(path))
-    check_structure(model, str(path))
+    check_structure(model, str(path), str(path))
     if load_weights and _external_locations(model):
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))

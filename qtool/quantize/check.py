@@ -75,6 +75,8 @@ PASS_THROUGH_OPS = frozenset({
     "MaxPool", "GlobalMaxPool",
 })
 RELU_LIKE_OPS = frozenset({"Relu", "LeakyRelu", "Clip"})
+# INT8 kernels worth a Q only where it fuses into the op producing their input.
+_OPTIONAL_INT8_OPS = frozenset({"AveragePool", "GlobalAveragePool"})
 _CASTS = frozenset({"Cast", "Identity"})
 
 INT8_TYPES = {TensorProto.INT8}
@@ -497,10 +499,8 @@ def check_weighted_outputs(g: QdqGraph) -> Iterator[Finding]:
             continue
         problems: list[str] = []
         others = [user for user in users if not g.is_quantize(user)]
-        if others or output_use:
-            problems.append("the float output is also used by "
-                            + (_names(others) if others else "the graph output"))
         blocked: list[onnx.NodeProto] = []
+        readers: list[onnx.NodeProto] = []  # every node reading the dequantized output
         to_output = False
         for quantizer in quantizers:
             for dq, _ in g.consumers.get(quantizer.output[0], ()):
@@ -508,9 +508,18 @@ def check_weighted_outputs(g: QdqGraph) -> Iterator[Finding]:
                     continue
                 finals, reaches = g.final_consumers(dq.output[0], PASS_THROUGH_OPS)
                 to_output |= reaches
+                readers += finals
                 blocked += [f for f in finals if f.op_type not in INT8_COMPUTE_OPS
                             and not _residual_of_other_conv(g, f, node)
                             and all(f is not b for b in blocked)]
+        # Read in float too, the output cannot be written in INT8, so the Q runs alone. That is
+        # the price of a next weighted op (or Concat, or residual Add) in INT8, which needs its
+        # input quantized; an average pool gains too little from it.
+        if (others or output_use) and readers and all(
+                f.op_type in _OPTIONAL_INT8_OPS for f in readers):
+            problems.append("the float output is also used by "
+                            + (_names(others) if others else "the graph output")
+                            + f", so the Q runs alone for {_names(readers)} only")
         if blocked:
             problems.append(f"the Q/DQ then feeds {_names(blocked)}, which would otherwise fuse "
                             f"into the {node.op_type}")

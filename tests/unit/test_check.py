@@ -303,12 +303,38 @@ def test_quantized_weighted_output_feeding_an_add_that_fuses_nowhere():
     assert "Add 'add'" in findings[0].message
 
 
-def test_weighted_output_also_used_in_float():
+def test_weighted_output_also_used_in_float_by_the_next_conv_is_fine():
+    # the Q cannot fuse into conv (its float output is needed), but conv2 runs in INT8 only
+    # through it: that is TensorRT's rule (quantize every input of a weighted op)
     def build(b):
         c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1))], "c", name="conv")
         c2 = b.node("Conv", [b.qdq(c, "c"), b.weight("w2", (4, 4, 1, 1))], "c2", name="conv2")
         b.node("Sub", [c2, c], "y", name="sub")
-    assert found(simple(build)) == {("weighted-output-quantized", "conv")}
+    assert found(simple(build)) == set()
+
+
+def attention_block(b, *, pool_quantized: bool, conv_reader: bool = False) -> None:
+    """PP-OCRv6's attention: c = conv(x); a = hardsigmoid(conv(global_pool(c))); y = c + c * a.
+    The pool reads c through Q/DQ or in float; with `conv_reader` a third conv reads c too."""
+    c = b.node("Conv", [b.qdq("x", "x"), b.weight("w", (4, 4, 1, 1))], "c", name="conv")
+    pooled = b.node("GlobalAveragePool", [b.qdq(c, "c") if pool_quantized else c], "p", name="gap")
+    a = b.node("Conv", [b.qdq(pooled, "p"), b.weight("w2", (4, 4, 1, 1))], "a0", name="conv_se")
+    a = b.node("HardSigmoid", [a], "a", name="hsig")
+    m = b.node("Mul", [c, a], "m", name="mul")
+    y = b.node("Add", [c, m], "y" if not conv_reader else "s", name="add")
+    if conv_reader:
+        c3 = b.node("Conv", [b.qdq(c, "c3"), b.weight("w3", (4, 4, 1, 1))], "c3", name="conv3")
+        b.node("Add", [y, c3], "y", name="sum")
+
+
+def test_weighted_output_quantized_only_for_a_pool_while_read_in_float():
+    findings = check_model(simple(lambda b: attention_block(b, pool_quantized=True))).findings
+    assert {(f.code, f.node) for f in findings} == {("weighted-output-quantized", "conv")}
+    assert ("also used by Mul 'mul', Add 'add', so the Q runs alone for GlobalAveragePool 'gap' "
+            "only") in findings[0].message
+    assert found(simple(lambda b: attention_block(b, pool_quantized=False))) == set()
+    # a conv reading the output needs its Q anyway
+    assert found(simple(lambda b: attention_block(b, pool_quantized=True, conv_reader=True))) == set()
 
 
 @pytest.mark.parametrize("op", ["Softmax", "Sigmoid", "LayerNormalization", "Mul"])

@@ -334,6 +334,57 @@ def test_average_pool_input_quantized_max_pool_left_alone():
     check_and_run(quantized, {"x": weights(1, 3, 4, 4)})
 
 
+def pooled_attention(conv_reader=False):
+    """PP-OCRv6 detection's attention block: c = conv(x); a = hardsigmoid(conv(global_pool(c)));
+    y = c + c * a. With `conv_reader` another conv reads c too."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
+        helper.make_node("Conv", ["p", "w_se"], ["a0"], name="conv_se"),
+        helper.make_node("HardSigmoid", ["a0"], ["a"], name="hsig"),
+        helper.make_node("Mul", ["c", "a"], ["m"], name="mul"),
+        helper.make_node("Add", ["c", "m"], ["y"], name="add"),
+    ]
+    outputs = [value("y", [1, 4, 4, 4])]
+    if conv_reader:
+        nodes.append(helper.make_node("Conv", ["c", "w_se"], ["y2"], name="conv_reader"))
+        outputs.append(value("y2", [1, 4, 4, 4]))
+    inits = [init("w", weights(4, 3, 1, 1)), init("w_se", weights(4, 4, 1, 1))]
+    return build(nodes, [value("x", [1, 3, 4, 4])], outputs, inits)
+
+
+def test_pool_of_a_conv_output_read_in_float_stays_float():
+    """The conv must write c in float for Mul and Add, so a Q for the pool could not fuse into
+    it: TensorRT would run it alone over all of c. The pool stays float; its output is
+    quantized for the next conv, and qtool check --strict finds nothing."""
+    from qtool.quantize.check import check_model
+
+    amax = {"x": 1.0, "c": 4.0, "p": 2.0, "m": 3.0, "y": 6.0}
+    quantized, summary = run_quantize(pooled_attention(), amax)
+    pairs = qdq_pairs(quantized)
+    assert set(pairs) == {"x", "w", "p", "w_se"}
+    assert node_inputs(quantized, "gap") == ["c"]
+    assert_activation(pairs["p"], 2.0, [("conv_se", 0)])
+    assert summary.quantized == {"Conv": 2}
+    skipped = {s.node: (s.reason, s.detail) for s in summary.skipped}
+    assert skipped["gap"] == ("not_needed", ("its input is also read in float by Mul 'mul', "
+                                             "Add 'add': the Q could not fuse into the op "
+                                             "producing it and would run alone"))
+    assert not check_model(quantized).findings
+    check_and_run(quantized, {"x": weights(1, 3, 4, 4)})
+
+
+def test_pool_of_a_conv_output_that_a_quantized_conv_reads_is_quantized():
+    from qtool.quantize.check import check_model
+
+    amax = {"x": 1.0, "c": 4.0, "p": 2.0, "m": 3.0, "y": 6.0}
+    quantized, summary = run_quantize(pooled_attention(conv_reader=True), amax)
+    pairs = qdq_pairs(quantized)
+    assert_activation(pairs["c"], 4.0, [("conv_reader", 0), ("gap", 0)])
+    assert summary.quantized == {"Conv": 3, "GlobalAveragePool": 1}
+    assert not check_model(quantized).findings
+
+
 def numpy_init(model, name):
     return onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
 

@@ -144,6 +144,24 @@ def test_small_data_set_keeps_one_session_and_every_batch_for_means(monkeypatch)
     assert len(sessions) == 2
 
 
+def test_pooled_means_of_histogrammed_tensors_need_no_lean_session(monkeypatch):
+    """"clipped" leaves the session for its histogram anyway: pooling its means would spare
+    nothing, so one session without pooling takes every batch and numpy takes the means from
+    every 4th batch."""
+    batches, sessions, _ = _relu6_conv_run(monkeypatch, batches_count=9)
+    result = runner.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
+                                       pooled_means=["clipped"], expected_samples=1000)
+    assert len(sessions) == 1 and not any("mean" in name for name in sessions[0])
+    sampled = np.clip(np.concatenate([batches[k]["x"] for k in (0, 4, 8)]), 0, 6)
+    np.testing.assert_allclose(result.means["clipped"].mean, sampled.mean(axis=(0, 2, 3)),
+                               rtol=1e-6)
+    assert result.histograms["clipped"].count == 27 * 2 * 16
+    small = runner.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
+                                      pooled_means=["clipped"], expected_samples=27)
+    every = np.clip(np.concatenate([b["x"] for b in batches]), 0, 6)
+    np.testing.assert_allclose(small.means["clipped"].mean, every.mean(axis=(0, 2, 3)), rtol=1e-6)
+
+
 def test_image_batches_run_in_parts_like_smaller_batches(monkeypatch):
     """Batches of 6 run in parts of 4 and 2: every statistic equals a run fed those parts as
     batches (the histograms' grid comes from the first part)."""
@@ -204,16 +222,39 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
 
     lean = run(6.0)
     pooled_parts = sum(pooled for pooled, _ in runs)
-    assert pooled_parts == 2 * 3  # batches 0, 4 and 8 (the means batches), in parts of 4 and 3
-    assert sorted({size for _, size in runs}) == [3, 4] and len(runs) == 20
+    # "y" has no grid, so every batch runs in parts of one sample: pooled, the means batches
+    # 0, 4 and 8
+    assert pooled_parts == 3 * 7
+    assert {size for _, size in runs} == {1} and len(runs) == 70
     pooled = run(float("inf"))  # the max never reaches its bound: every batch pooled
-    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 20
+    assert all(pooled_run for pooled_run, _ in runs) and len(runs) == 70
     assert not lean.histograms["y"].has_grid and lean.histograms["y"].count == 70 * 2 * 16
     for name in ("x", "y"):
         np.testing.assert_array_equal(lean.histograms[name].hist, pooled.histograms[name].hist)
         assert lean.histograms[name].bin_width == pooled.histograms[name].bin_width
     assert lean.maxima["clipped"].abs_max == pooled.maxima["clipped"].abs_max == 6.0
     np.testing.assert_array_equal(lean.means["clipped"].mean, pooled.means["clipped"].mean)
+
+
+def test_pooled_runs_take_one_sample_and_lean_runs_the_budget(monkeypatch):
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    monkeypatch.setattr(runner, "_in_background", _built_at_once)
+    model = relu6_conv(np.ones((2, 2, 1, 1)), 4)
+    rng = np.random.default_rng(5)
+    batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
+    runs = []
+    real_run = runner._OutputBuffers.run
+
+    def recording(self, session, outputs, feeds):
+        runs.append((any("clipped" in name for name in outputs), len(feeds["x"])))
+        return real_run(self, session, outputs, feeds)
+
+    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    runner.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": 6.0},
+                              pooled_means=["clipped"], expected_samples=70)
+    # pooled: the means batches 0, 4 and 8, in parts of one sample; lean: parts of 4 and 3
+    assert [size for pooled, size in runs if pooled] == [1] * 21
+    assert [size for pooled, size in runs if not pooled] == [4, 3] * 7
 
 
 def test_an_abandoned_worker_ends_without_being_waited_for(monkeypatch):
@@ -255,8 +296,62 @@ def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
         return helper.make_model(graph)
 
     assert runner.splits_by_sample(model("N", 3, 8, 8))
+    assert runner.splits_by_sample(model(-1, 3, 8, 8))  # Paddle2ONNX's way to say dynamic
     assert not runner.splits_by_sample(model(8, 3, 8, 8))  # static batch
     assert not runner.splits_by_sample(model("S", "N", 16))  # may be sequence-first
+
+
+def test_run_samples_follow_the_observed_bytes_per_sample(monkeypatch):
+    monkeypatch.setattr(runner, "RUN_OUTPUT_BYTES", 1000)
+    values = [np.zeros((2, 25), np.float32), np.zeros((2, 25), np.float64)]  # 300 bytes a sample
+    assert runner.run_samples(values, 2) == 3
+    assert runner.run_samples(values * 4, 2) == 1  # 1200 bytes a sample: never under one
+    assert runner.run_samples(values[:1], 2) == runner.RUN_SAMPLES  # 100: capped
+    assert runner.run_samples([], 1) == runner.RUN_SAMPLES  # nothing taken out
+
+
+@pytest.mark.parametrize("budget_samples", [1, 2, 4])
+def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, budget_samples):
+    """Without pooling, the first batch runs in parts of one sample; its first run's observed
+    bytes fix the size of every later part. Every statistic equals a run fed those parts as
+    batches."""
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=4)
+    big = [{"x": np.concatenate([b["x"], b["x"][:2] * 3])} for b in batches]  # 5 samples each
+    model = _relu6_conv_model()
+    sizes = []
+    real_run = runner._OutputBuffers.run
+
+    def recording(self, session, outputs, feeds):
+        values, token = real_run(self, session, outputs, feeds)
+        sizes.append((len(feeds["x"]), sum(value.nbytes for value in values)))
+        return values, token
+
+    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+
+    def run(data):
+        sizes.clear()
+        return runner.collect_histograms(model, data, ["x", "y", "clipped"], mean_axes={"x": 1})
+
+    probe = run(big[:1])
+    per_sample = sizes[0][1]
+    monkeypatch.setattr(runner, "RUN_OUTPUT_BYTES", per_sample * budget_samples + per_sample // 2)
+    whole = run(big)
+    later = [budget_samples] * (5 // budget_samples) + [5 % budget_samples] * (5 % budget_samples > 0)
+    assert [count for count, _ in sizes] == [1] * 5 + later * 3
+    parts = [{"x": b["x"][start:start + count]} for index, b in enumerate(big)
+             for start, count in _starts([1] * 5 if index == 0 else later)]
+    split = run(parts)
+    assert probe.num_samples == 5 and whole.num_samples == split.num_samples == 20
+    for name in ("x", "y", "clipped"):
+        np.testing.assert_array_equal(whole.histograms[name].hist, split.histograms[name].hist)
+        assert whole.histograms[name].bin_width == split.histograms[name].bin_width
+    np.testing.assert_allclose(whole.means["x"].mean, split.means["x"].mean, rtol=1e-12)
+
+
+def _starts(counts: list[int]) -> list[tuple[int, int]]:
+    starts = np.cumsum([0, *counts[:-1]])
+    return list(zip(starts.tolist(), counts))
 
 
 def test_only_batches_of_large_samples_are_split():

@@ -37,7 +37,7 @@ from qtool.calib.providers import resolve as resolve_providers
 from qtool.errors import QtoolError, first_line
 from qtool.graph.constants import runtime_inputs
 from qtool.graph.types import tensor_elem_types
-from qtool.io.external import save_external
+from qtool.io.external import save_external, stored_nbytes
 from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
 
 _DONE = object()
@@ -50,6 +50,10 @@ MEAN_EVERY = 4
 # Below this many samples (when the data set's size is known) one session does everything: a
 # second costs about as much as inferring 15 images.
 LEAN_MIN_SAMPLES = 64
+# A second session holds a second copy of the weights: above this many bytes of them it costs
+# more memory than the pooled tensors it spares (all-MiniLM-L6-v2: 90 MB of weights, two
+# sessions 1.59x plain inference's peak RSS).
+LEAN_MAX_WEIGHT_BYTES = 32 << 20
 # Samples per run for batches of large samples (image-like inputs, see _split_batch). onnxruntime
 # runs the pooling nodes last, so the pooled session holds every pooled tensor of a run at once,
 # and each of the two output sets holds a run's observed tensors: with batches of 10, runs of 4
@@ -553,7 +557,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     worker = lean = None
     completed = False
     try:
-        if held and large:
+        if held and large and weight_bytes(model) <= LEAN_MAX_WEIGHT_BYTES:
             # built alongside the pooled session, so that it is ready early and its building
             # does not compete with the first runs
             lean = _in_background(start_session, False)
@@ -657,6 +661,14 @@ def splits_by_sample(model: onnx.ModelProto) -> bool:
         if first.HasField("dim_value") and first.dim_value >= 0:  # -1: dynamic (Paddle2ONNX)
             return False
     return bool(inputs)
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the main graph's initializers (loaded or still on disk) and Constant tensors:
+    what each session holds a copy of."""
+    constants = [attr.t for node in model.graph.node if node.op_type == "Constant"
+                 for attr in node.attribute if attr.type == onnx.AttributeProto.TENSOR]
+    return sum(stored_nbytes(tensor) for tensor in [*model.graph.initializer, *constants])
 
 
 def run_samples(values: list[np.ndarray], samples: int) -> int:

@@ -121,6 +121,25 @@ def test_lean_session_changes_no_statistic(monkeypatch):
     assert switched.num_samples == stayed.num_samples == 27
 
 
+def test_large_weights_keep_one_session(monkeypatch):
+    """A second session would hold a second copy of the weights: above the limit, one pooled
+    session runs every batch, with the same statistics."""
+    batches, sessions, run = _relu6_conv_run(monkeypatch)
+    two = run(6.0)
+    assert len(sessions) == 2
+    sessions.clear()
+    monkeypatch.setattr(runner, "LEAN_MAX_WEIGHT_BYTES",
+                        runner.weight_bytes(_relu6_conv_model()) - 1)
+    one = run(6.0)
+    assert len(sessions) == 1
+    assert one.maxima["clipped"].abs_max == two.maxima["clipped"].abs_max == 6.0
+    np.testing.assert_array_equal(one.histograms["x"].hist, two.histograms["x"].hist)
+    # the pooled session computes the means of every batch
+    every = np.concatenate([b["x"] for b in batches])
+    np.testing.assert_allclose(one.means["x"].mean, every.astype(np.float64).mean(axis=(0, 2, 3)),
+                               rtol=1e-5)
+
+
 def test_channel_means_come_from_every_fourth_batch(monkeypatch):
     batches, _, run = _relu6_conv_run(monkeypatch, batches_count=9)
     result = run(6.0)

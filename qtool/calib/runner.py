@@ -97,7 +97,7 @@ def has_unloaded_weights(model: onnx.ModelProto) -> bool:
 def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
                    extra_nodes: list[onnx.NodeProto] = (),
-                   external_dir: str | os.PathLike | None = None):
+                   external_dir: str | os.PathLike | None = None, optimize: bool = True):
     """An onnxruntime CPU session for an in-memory model, plus `extra_outputs` as graph outputs
     and `extra_nodes` (reading only existing tensors) appended to its graph.
 
@@ -112,8 +112,13 @@ def create_session(model: onnx.ModelProto, providers: list[str] | None = None,
     """
     import onnxruntime as ort
 
+    # onnxruntime's own log lines (coloured, multi-line) would come before qtool's one-line
+    # error about the same failure: only fatal ones are let through.
+    ort.set_default_logger_severity(4)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     # Idle onnxruntime threads spin by default, burning the core that the histogram thread (or

@@ -62,14 +62,15 @@ def compare(ctx, **params):
     from qtool.cli.progress import SampleProgress
     from qtool.config import section
     from qtool.errors import GateFailed
-    from qtool.io.atomic import refuse_overwrite_input, write_json
+    from qtool.io.atomic import write_json
+    from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "compare")
     setup_logging(params["verbose"], params["quiet"])
     require_data(params)
-    if params["output"]:
-        refuse_overwrite_input(params["output"], params["reference"], params["candidate"],
-                               params["data"], params["labels"])
+    guard_outputs([params["output"]], models=[params["reference"], params["candidate"]],
+                  inputs=[params["data"], params["loader_script"], params["labels"],
+                          params["config_path"]])
     options = CompareOptions(
         num_samples=params["num_samples"], batch_size=params["batch_size"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],

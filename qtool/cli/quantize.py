@@ -70,8 +70,8 @@ def quantize(ctx, **params):
     for the expected shift of weight rounding when the calibration has per-channel means.
     """
     from qtool.calib.calibfile import check_model_match, read_calibration
-    from qtool.io.atomic import refuse_overwrite_input
-    from qtool.io.model import load_model, model_sha256, refuse_overwrite_model_data, save_model
+    from qtool.io.model import load_model, model_sha256, save_model
+    from qtool.io.outputs import guard_outputs
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
     from qtool.quantize.exclude import read_exclude_file
     from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions
@@ -82,9 +82,8 @@ def quantize(ctx, **params):
     if not params["calib"]:
         raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
     output = Path(params["output"] or default_output(model_path))
-    refuse_overwrite_input(output, model_path, params["calib"], params["exclude_file"])
-    refuse_overwrite_input(f"{output}.data", model_path, params["calib"], params["exclude_file"])
-    refuse_overwrite_model_data(model_path, output, f"{output}.data")
+    guard_outputs([output, f"{output}.data"], models=[model_path], calibrations=[params["calib"]],
+                  inputs=[params["exclude_file"], params["config_path"]])
 
     model = load_model(model_path)
     refuse_quantized(model)  # before the calibration check: the more useful message

@@ -535,8 +535,10 @@ def test_input_checks_come_before_tensorrt(tmp_path):
         build_engine(dynamic, None, BuildOptions(int8=True), trt=fake)
     assert str(info.value) == ("input 'x' has a dynamic shape [N,1,4,4]: give its range with --shapes "
                                "NAME:MINxOPTxMAX (e.g. --shapes x:1,1,4,4x8,1,4,4x32,1,4,4)")
-    with pytest.raises(QtoolError, match="output folder does not exist"):
-        build_engine(dynamic, tmp_path / "nowhere" / "x.engine", BuildOptions(shapes=SHAPES), trt=fake)
+    with pytest.raises(QtoolError, match="is not a folder"):
+        build_engine(dynamic, dynamic / "x.engine", BuildOptions(shapes=SHAPES), trt=fake)
+    with pytest.raises(QtoolError, match="is a folder, not a regular file"):
+        build_engine(dynamic, tmp_path, BuildOptions(shapes=SHAPES), trt=fake)
     with pytest.raises(QtoolError, match="would overwrite the input"):
         build_engine(dynamic, dynamic, BuildOptions(shapes=SHAPES), trt=fake)
     with pytest.raises(UsageError, match="--workspace must be a positive"):

@@ -32,8 +32,9 @@ from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_info
 from qtool.backends.tensorrt.logger import make_logger
 from qtool.backends.tensorrt.shapes import ShapeRange, check_profiles, parse_profiles
 from qtool.errors import MissingDependency, QtoolError, UsageError, first_line
-from qtool.io.atomic import atomic_path, refuse_overwrite_input, write_bytes, write_json
+from qtool.io.atomic import atomic_path, write_bytes, write_json
 from qtool.io.model import input_specs, load_model, model_sha256
+from qtool.io.outputs import guard_outputs
 from qtool.versions import tool_versions
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -132,12 +133,6 @@ def count_qdq_nodes(model: onnx.ModelProto) -> int:
     return count(model.graph)
 
 
-def _check_folder(path: Path, what: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise QtoolError(f"{what} folder does not exist: {parent}")
-
-
 def plan_build(model_path, output=None, options: BuildOptions | None = None) -> BuildPlan:
     """Every check that needs no TensorRT; raises QtoolError with one line on the first problem."""
     options = options or BuildOptions()
@@ -153,16 +148,8 @@ def plan_build(model_path, output=None, options: BuildOptions | None = None) -> 
     profiles = parse_profiles(options.shapes)
     check_profiles(profiles, input_specs(model))
     output = Path(output) if output is not None else default_engine_path(model_path)
-    _check_folder(output, "output")
-    refuse_overwrite_input(output, model_path)
     cache = Path(options.timing_cache) if options.timing_cache else None
-    if cache is not None:
-        _check_folder(cache, "timing cache")
-        refuse_overwrite_input(cache, model_path)
-        if cache.resolve() == output.resolve():
-            raise UsageError("--timing-cache and -o name the same file")
-        if cache.exists() and not cache.is_file():
-            raise QtoolError(f"timing cache {cache} is not a file")
+    guard_outputs([output, record_path(output), cache], models=[model_path])
     return BuildPlan(model_path, output, profiles, qdq, cache)
 
 

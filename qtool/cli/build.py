@@ -23,7 +23,8 @@ SHAPES_HELP = (
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Engine file (default: MODEL stem + .engine beside the model).")
+              help="Engine file (default: MODEL stem + .engine beside the model when that folder is "
+                   "yours, else in the current folder).")
 @click.option("--int8", is_flag=True,
               help="INT8 engine from the model's Q/DQ nodes (run `qtool quantize` first).")
 @click.option("--fp16", is_flag=True,

@@ -25,8 +25,9 @@ from qtool.thresholds import METHODS
 
 
 def default_output(model: str) -> Path:
-    path = Path(model)
-    return path.with_name(path.stem + ".calib.json")
+    from qtool.io.outputs import beside
+
+    return beside(model, Path(model).stem + ".calib.json")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +57,8 @@ def default_output(model: str) -> Path:
 @click.option("--from-trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Make the calibration file from an existing TensorRT cache (no data needed).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Calibration file (default: MODEL.calib.json beside the model).")
+              help="Calibration file (default: MODEL.calib.json beside the model when that folder "
+                   "is yours, else in the current folder).")
 @config_option
 @json_option
 @verbosity_options

@@ -21,8 +21,9 @@ _DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul,Add,AveragePool,GlobalAveragePool
 
 
 def default_output(model: str) -> Path:
-    path = Path(model)
-    return path.with_name(path.stem + ".int8.onnx")
+    from qtool.io.outputs import beside
+
+    return beside(model, Path(model).stem + ".int8.onnx")
 
 
 def split_op_types(values) -> tuple[str, ...]:
@@ -38,7 +39,8 @@ def split_op_types(values) -> tuple[str, ...]:
 @click.option("--calib", "calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration file written by `qtool calibrate` (required).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Quantized model (default: MODEL.int8.onnx beside the model).")
+              help="Quantized model (default: MODEL.int8.onnx beside the model when that folder is "
+                   "yours, else in the current folder).")
 @click.option("--op-types", "op_types", multiple=True, metavar="OPS",
               help=f"Comma-separated op types to quantize (default: {_DEFAULT_OPS}).")
 @click.option("--exclude", multiple=True, metavar="NAME",

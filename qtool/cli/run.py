@@ -19,7 +19,8 @@ from qtool.cli.common import (
 @click.argument("engine", type=click.Path(dir_okay=False))
 @data_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Outputs file (default: ENGINE stem + .outputs.npz beside the engine).")
+              help="Outputs file (default: ENGINE stem + .outputs.npz beside the engine when that "
+                   "folder is yours, else in the current folder).")
 @config_option
 @json_option
 @verbosity_options

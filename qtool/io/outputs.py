@@ -76,6 +76,18 @@ def _exists(path: Path) -> bool:
     return True
 
 
+def beside(source: PathLike, name: str) -> Path:
+    """Where an output named `name` goes without -o: beside `source` when that folder is the
+    user's own (owned by the user and writable), else in the current folder: a read-only assets
+    folder or a shared model store is never written into unasked."""
+    folder = Path(source).parent
+    try:
+        own = folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        own = False
+    return folder / name if own else Path(name)
+
+
 def _resolve(path: Path) -> Path:
     try:
         return path.resolve()

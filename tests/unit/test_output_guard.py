@@ -193,6 +193,21 @@ def test_sensitivitys_default_exclude_file_goes_to_the_current_folder(work, qtoo
     assert digest(work) == before
 
 
+def test_default_outputs_go_to_the_current_folder_when_the_models_is_not_yours(
+        work, qtool, monkeypatch, tmp_path_factory):
+    here = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(here)
+    calibrate(qtool, work)  # the user's own folder: beside the model
+    assert (work / "net.calib.json").is_file()
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(work).st_uid + 1)  # someone else's folder
+    before = digest(work)
+    calibrate(qtool, work, "--method", "entropy")
+    result = qtool("quantize", work / "net.onnx", "--calib", here / "net.calib.json", "-q")
+    assert result.code == 0, result.err
+    assert digest(work) == before
+    assert {"net.calib.json", "net.calib.npz", "net.int8.onnx"} <= {p.name for p in here.iterdir()}
+
+
 def test_pipeline_refuses_an_output_folder_inside_its_data(work, qtool):
     (work / "data").mkdir()
     np.save(work / "data" / "a.npy", np.ones((2, 2, 6, 6), np.float32))

@@ -34,7 +34,7 @@ from qtool.backends.tensorrt.shapes import ShapeRange, check_profiles, parse_pro
 from qtool.errors import MissingDependency, QtoolError, UsageError, first_line
 from qtool.io.atomic import atomic_path, write_bytes, write_json
 from qtool.io.model import input_specs, load_model, model_sha256
-from qtool.io.outputs import guard_outputs
+from qtool.io.outputs import beside, guard_outputs
 from qtool.versions import tool_versions
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -113,8 +113,7 @@ class BuildResult:
 
 
 def default_engine_path(model_path) -> Path:
-    path = Path(model_path)
-    return path.with_name(path.stem + ".engine")
+    return beside(model_path, Path(model_path).stem + ".engine")
 
 
 def count_qdq_nodes(model: onnx.ModelProto) -> int:

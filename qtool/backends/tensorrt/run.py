@@ -18,7 +18,7 @@ from qtool.backends.tensorrt.runtime import TensorRTRunner
 from qtool.errors import QtoolError, UsageError
 from qtool.io.atomic import write_json
 from qtool.io.hashing import sha256_file
-from qtool.io.outputs import guard_outputs
+from qtool.io.outputs import beside, guard_outputs
 from qtool.versions import tool_versions
 
 RECORD_FORMAT = "qtool-run"
@@ -68,8 +68,7 @@ class RunResult:
 
 
 def default_output(engine_path) -> Path:
-    path = Path(engine_path)
-    return path.with_name(path.stem + ".outputs.npz")
+    return beside(engine_path, Path(engine_path).stem + ".outputs.npz")
 
 
 def record_path(output) -> Path:

@@ -53,9 +53,12 @@ def build(ctx, **params):
     from qtool.backends.tensorrt.build import BuildOptions, build_engine
     from qtool.backends.tensorrt.inspect import format_layer_table
     from qtool.backends.tensorrt.logger import level_for
+    from qtool.io.outputs import guard_outputs
 
     params, _ = apply_config(ctx, params, params["config_path"], "build")
     setup_logging(params["verbose"], params["quiet"])
+    # the library guards the engine against the model; the config is the command's own input
+    guard_outputs([params["output"], params["timing_cache"]], inputs=[params["config_path"]])
     options = BuildOptions(
         int8=params["int8"], fp16=params["fp16"], strongly_typed=params["strongly_typed"],
         shapes=list(params["shapes"]), workspace_mib=params["workspace"],

@@ -37,9 +37,12 @@ def run(ctx, **params):
     from qtool.backends.tensorrt.run import RunOptions, run_engine
     from qtool.cli.progress import SampleProgress
     from qtool.config import section
+    from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "run")
     setup_logging(params["verbose"], params["quiet"])
+    # the library guards the outputs against engine and data; the config is the command's own
+    guard_outputs([params["output"]], inputs=[params["config_path"]])
     options = RunOptions(
         batch_size=params["batch_size"], num_samples=params["num_samples"],
         preprocess=section(config, "preprocess"), loader_script=params["loader_script"],

@@ -77,6 +77,26 @@ def test_outputs_never_overwrite_configs_or_scripts(work, qtool):
     assert digest(work) == before
 
 
+@pytest.mark.parametrize("command", [
+    "calibrate {w}/net.onnx --data {w}/x.npy",
+    "quantize {w}/net.onnx --calib {w}/net.calib.json",
+    "compare {w}/net.onnx {w}/net.onnx --data {w}/x.npy",
+    "sensitivity {w}/net.onnx --calib {w}/net.calib.json --data {w}/x.npy",
+    "build {w}/net.onnx",
+    "run {w}/net.engine --data {w}/x.npy",
+    "report {w}/net.calib.json",
+])
+def test_no_command_writes_over_its_config(work, qtool, command):
+    calibrate(qtool, work)
+    (work / "net.engine").write_bytes(b"engine")
+    (work / "c.toml").write_text("")
+    before = digest(work)
+    result = qtool(*command.format(w=work).split(), "--config", work / "c.toml",
+                   "-o", work / "c.toml")
+    refused(result, "would overwrite the input", "c.toml")
+    assert digest(work) == before
+
+
 def test_outputs_that_are_not_regular_files_are_refused(work, qtool):
     os.mkfifo(work / "fifo.json")
     result = qtool("calibrate", work / "net.onnx", "--data", work / "x.npy", "-o", work / "fifo.json")

@@ -168,7 +168,15 @@ def test_outputs_get_the_umask_mode_and_keep_an_existing_files_mode(work, qtool)
     try:
         calibrate(qtool, work, "--method", "entropy", "--trt-cache", work / "c.cache")
         assert qtool("quantize", work / "net.onnx", "--calib", work / "net.calib.json", "-q").code == 0
-        for name in ("net.calib.json", "net.calib.npz", "c.cache", "net.int8.onnx"):
+        written = ["net.calib.json", "net.calib.npz", "c.cache", "net.int8.onnx"]
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            assert qtool("report", work / "net.calib.json", "-o", work / "r.html", "-q").code == 0
+            written.append("r.html")
+        for name in written:
             assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o664, name
         os.chmod(work / "net.calib.json", 0o640)
         calibrate(qtool, work, "--method", "entropy")

@@ -120,10 +120,12 @@ def test_a_stuck_decode_worker_does_not_hold_up_the_reader(tmp_path, monkeypatch
     monkeypatch.setattr(data_module, "load_image", load)
     monkeypatch.setattr(data_module.os, "cpu_count", lambda: 4)
     start = time.monotonic()
-    with pytest.raises(QtoolError, match="broken image"):
-        list(data_module._decode_ahead(files, None, 1))
-    assert time.monotonic() - start < 10
-    release.set()
+    try:
+        with pytest.raises(QtoolError, match="broken image"):
+            list(data_module._decode_ahead(files, None, 1))
+        assert time.monotonic() - start < 10
+    finally:
+        release.set()  # let the worker end: no thread outlives the test
 
 
 # -- resource caps ----------------------------------------------------------------------------

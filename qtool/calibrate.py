@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from qtool import limits
 from qtool.analysis.auto_threshold import (
     AUTO,
     CANDIDATE_METHODS,
@@ -95,6 +96,11 @@ class CalibrateOptions:
             raise UsageError(f"--auto-budget must be positive, got {self.auto_budget}")
         if self.bins < 128:
             raise UsageError(f"--bins must be at least 128 (got {self.bins})")
+        cap = limits.current().bins
+        if self.bins > cap:
+            raise UsageError(f"--bins {self.bins} is above the cap of {cap} (each tensor's "
+                             f"histogram may grow to 64 times --bins); "
+                             f"{limits.how_to_raise('bins')}")
         if not 0 < self.percentile <= 100:
             raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
         if self.coverage is not None and not 0 < self.coverage <= 1:

@@ -34,6 +34,8 @@ def load_config(path: str | os.PathLike | None) -> dict:
         raise QtoolError(f"invalid TOML in {path}: {exc}") from None
     except UnicodeDecodeError:
         raise QtoolError(f"invalid TOML in {path}: not UTF-8 text") from None
+    except RecursionError:
+        raise QtoolError(f"invalid TOML in {path}: nested too deeply") from None
 
 
 def section(config: dict, name: str) -> dict:

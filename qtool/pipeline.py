@@ -76,11 +76,14 @@ TABLE_KEYS: dict[str, dict[str, tuple]] = {
               "shapes": (str, list), "batch": (int,), "workspace": (int,), "timing_cache": (str,),
               "builder_optimization_level": (int,)},
 }
-FREE_TABLES = ("preprocess", "inputs", "sensitivity")  # checked by their own readers
+FREE_TABLES = ("preprocess", "inputs", "sensitivity", "limits")  # checked by their own readers
 PATH_KEYS = {("pipeline", "model"), ("pipeline", "output_dir"), ("calibrate", "data"),
              ("calibrate", "loader_script"), ("quantize", "exclude_file"), ("compare", "data"),
              ("compare", "loader_script"), ("compare", "labels"), ("compare", "metric_script"),
              ("build", "timing_cache")}
+# Not inputs the outputs must stay clear of: the output folder itself, and the timing cache,
+# which the build reads and then updates.
+READ_WRITE_KEYS = {("pipeline", "output_dir"), ("build", "timing_cache")}
 
 
 def _as_list(value) -> list:
@@ -254,9 +257,12 @@ def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike |
 
     `progress(label)` may return an object with begin(total), advance(samples) and finish(), told
     about the batches of the calibrate and compare steps."""
+    from qtool import limits
+
     config_path = Path(config_path)
     config = load_config(config_path)
     check_tables(config, config_path)
+    limits.configure(config.get("limits"))
     base = config_path.resolve().parent
     paths = _Paths(config, base)
     model_path = paths.get("pipeline", "model")
@@ -266,10 +272,16 @@ def run_pipeline(config_path: str | os.PathLike, output_dir: str | os.PathLike |
         out = Path(output_dir)
     else:
         out = paths.get("pipeline", "output_dir") or base / "out" / config_path.stem
-    out.mkdir(parents=True, exist_ok=True)
     result = PipelineResult(config_path, out, model_path)
     provider = provider or config.get("pipeline", {}).get("provider", "auto")
     runner = _Runner(config, paths, result, force_calibrate, on_step, progress, provider)
+    runner.guard_outputs()  # before the output folder is made: a refused run writes nothing
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from qtool.io.outputs import reason
+
+        raise QtoolError(f"cannot create the output folder {out}: {reason(exc)}") from None
     try:
         runner.run()
     except QtoolError as exc:
@@ -318,6 +330,21 @@ class _Runner:
         self.calib_path = result.output_dir / f"{stem}.calib.json"
         self.int8_path = result.output_dir / f"{stem}.int8.onnx"
         self.engine_path = result.output_dir / f"{stem}.int8.engine"
+
+    def guard_outputs(self) -> None:
+        """Every file the run may write, checked against every file and folder it reads."""
+        from qtool.calib.calibfile import histogram_path_for
+        from qtool.io.outputs import guard_outputs
+
+        out = self.result.output_dir
+        outputs = [self.result.summary_path, self.calib_path, histogram_path_for(self.calib_path),
+                   self.int8_path, self.int8_path.with_name(self.int8_path.name + ".data"),
+                   out / "check.json", out / "compare.json", self.engine_path,
+                   self.engine_path.with_name(self.engine_path.name + ".json"),
+                   out / "compare_engine.json"]
+        inputs = [self.result.config_path] + [self.paths.get(table, key) for table, key in PATH_KEYS
+                                              if (table, key) not in READ_WRITE_KEYS]
+        guard_outputs(outputs, models=[self.result.model_path], inputs=inputs)
 
     def step(self, name: str, work: Callable[[StepRecord], None]) -> StepRecord:
         record = StepRecord(name)

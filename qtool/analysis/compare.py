@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from qtool.io.data import open_data
 from qtool.io.hashing import sha256_file
 from qtool.io.labels import read_labels
 from qtool.io.model import InputSpec, model_sha256
+from qtool.io.outputs import guard_outputs
 from qtool.versions import tool_versions
 
 log = logging.getLogger(__name__)
@@ -284,27 +284,13 @@ def common_outputs(reference: list[str], candidate: list[str]) -> tuple[list[str
     return common, only
 
 
-def check_output_folder(output: str | os.PathLike) -> None:
-    """The report can be written where asked: its folder exists and is a writable folder."""
-    path = Path(output)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise QtoolError(f"-o {output} is a folder; give a file name for the report")
-    if not folder.exists():
-        raise QtoolError(f"the folder of -o {output} does not exist: {folder}")
-    if not folder.is_dir():
-        raise QtoolError(f"the folder of -o {output} is not a folder: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise QtoolError(f"cannot write to the folder of -o {output}: {folder}")
-
-
 def check_before_inference(options: CompareOptions,
                            output: str | os.PathLike | None = None) -> MetricScript | None:
-    """Everything that can fail before any model runs: options and gates, the report's folder,
-    the metric script's import and functions. Returns the loaded metric script."""
+    """Everything that can fail before any model runs: options and gates, where the report goes
+    (the output guard: a regular file in a folder that exists or can be made), the metric
+    script's import and functions. Returns the loaded metric script."""
     options.validate()
-    if output is not None:
-        check_output_folder(output)
+    guard_outputs([output])
     return MetricScript(options.metric_script) if options.metric_script else None
 
 

@@ -270,5 +270,6 @@ def find_fallback(model: onnx.ModelProto, amax: dict[str, float], options: Sensi
 
 
 def default_exclude_path(model_path: str | os.PathLike) -> Path:
-    path = Path(model_path)
-    return path.with_name(path.stem + ".exclude.txt")
+    """In the current folder: the model's folder may not be the user's (a read-only assets
+    folder, a shared model store)."""
+    return Path(Path(model_path).stem + ".exclude.txt")

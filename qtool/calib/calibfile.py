@@ -31,7 +31,7 @@ import numpy as np
 
 from qtool.calib.channelmean import FORMAT_KEYS as MEAN_KEYS
 from qtool.calib.channelmean import ChannelMean
-from qtool.calib.histogram import AbsHistogram
+from qtool.calib.histogram import DEFAULT_BINS, DEFAULT_MAX_BINS_FACTOR, AbsHistogram
 from qtool.errors import QtoolError, first_line
 from qtool.io.atomic import atomic_path, write_json
 from qtool.io.hashing import sha256_file
@@ -41,6 +41,8 @@ VERSION = 1
 HISTOGRAM_METHODS = ("entropy", "max", "percentile", "mse", "coverage")
 # "auto" picks one of the histogram methods per tensor; "trt-cache" is imported from TensorRT
 METHODS = (*HISTOGRAM_METHODS, "auto", "trt-cache")
+# Smallest base bin count the member size cap assumes (channel means of wide layers fit under it).
+MEMBER_FLOOR = 2048
 
 
 @dataclass
@@ -124,11 +126,7 @@ class Calibration:
             raise QtoolError(f"histogram file not found: {path}")
         if self.histogram_sha256 and sha256_file(path) != self.histogram_sha256:
             raise QtoolError(f"histogram file {path} does not match its calibration file (sha256 differs)")
-        try:
-            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except Exception as exc:
-            raise QtoolError(f"cannot read histogram file {path}: {first_line(exc, 300)}") from None
+        arrays = self._read_members(path)
         entries = {}
         for name, tensor in self.tensors.items():
             if tensor.key is None:  # calibrated by its max alone, nothing stored
@@ -139,6 +137,39 @@ class Calibration:
                 raise QtoolError(f"histogram file {path} has no entry for tensor {name!r}")
             entries[name] = parts
         return entries
+
+
+    def _read_members(self, path: Path) -> dict[str, np.ndarray]:
+        """The .npz members of this calibration's tensors only, each checked against the size
+        the header allows before it is read (an unnamed member is never read)."""
+        import zipfile
+
+        from qtool.io.arrays import read_header
+        from qtool.io.files import open_regular
+
+        prefixes = {tensor.key for tensor in self.tensors.values() if tensor.key is not None}
+        # counts hold at most max_bins = 64 * bins entries; channel means one per channel
+        cap = 8 * DEFAULT_MAX_BINS_FACTOR * max(self.bins or DEFAULT_BINS, MEMBER_FLOOR)
+        arrays = {}
+        try:
+            with open_regular(path) as raw, zipfile.ZipFile(raw) as archive:
+                for member in archive.namelist():
+                    name = member.removesuffix(".npy")
+                    if name.split("/", 1)[0] not in prefixes or "/" not in name:
+                        continue
+                    with archive.open(member) as handle:
+                        shape, dtype = read_header(handle, f"{path} [{name}]")
+                    if math.prod(shape) * dtype.itemsize > cap:
+                        raise QtoolError(f"histogram file {path}: {name} holds {list(shape)} "
+                                         f"{dtype} values, more than {self.bins or DEFAULT_BINS} "
+                                         f"bins can need")
+                    with archive.open(member) as handle:
+                        arrays[name] = np.lib.format.read_array(handle, allow_pickle=False)
+        except QtoolError:
+            raise
+        except Exception as exc:
+            raise QtoolError(f"cannot read histogram file {path}: {first_line(exc, 300)}") from None
+        return arrays
 
 
 def channel_means(accumulators: dict[str, ChannelMean]) -> dict[str, tuple[int, np.ndarray]] | None:
@@ -251,6 +282,8 @@ def read_calibration(path: str | os.PathLike) -> Calibration:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise QtoolError(f"{path} is not a valid calibration file: {exc}") from None
+    except RecursionError:
+        raise QtoolError(f"{path} is not a valid calibration file: nested too deeply") from None
     try:
         calib = from_dict(data)
     except _SchemaError as exc:
@@ -282,8 +315,13 @@ def _is_sha256(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """A finite number that fits a float (JSON integers may be far larger: 10**400)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def from_dict(data) -> Calibration:

@@ -62,6 +62,9 @@ DEFAULT_MAX_BINS_FACTOR = 64
 EMPTY_BIN_WIDTH = 2.0**-24
 # Largest base bin count a histogram file may declare (8 bytes each are allocated on reading).
 MAX_FILE_BINS = 1 << 24
+# Most values one histogram may count: totals stay exact in float64 (the threshold searches) and
+# far from int64 overflow when shards are merged.
+MAX_COUNT = 1 << 53
 
 # Elements handled per step: the float/index buffers (under 1 MB) stay in the
 # L2 cache, which makes update() about 3x faster than whole-array operations.
@@ -351,6 +354,9 @@ class AbsHistogram:
                 f"cannot merge histograms on different grids (bin width {self._width!r} vs "
                 f"{other._width!r}); collect every shard on the grid of the first batch"
             )
+        if self._count + other._count > MAX_COUNT:
+            raise QtoolError(f"merged histograms would count {self._count + other._count} values, "
+                             f"more than 2**53")
         self._count += other._count
         self._nan_count += other._nan_count
         self._inf_count += other._inf_count
@@ -412,6 +418,8 @@ class AbsHistogram:
         counts = np.asarray(arrays["counts"])
         if counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
             raise QtoolError("histogram counts must be a 1-D array of non-negative integers")
+        if counts.sum(dtype=np.float64) > MAX_COUNT:
+            raise QtoolError("histogram counts add up to more than 2**53 values")
         # A forged file must not ask for terabytes (the base bins are allocated) or overflow the
         # bin width: sizes and shift are bounded before anything is built.
         if not 1 <= bins <= MAX_FILE_BINS or not 0 <= shift <= 2100:

@@ -110,7 +110,7 @@ def has_unloaded_weights(model: onnx.ModelProto) -> bool:
 def create_session(model: onnx.ModelProto, providers: Providers | str | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
                    extra_nodes: list[onnx.NodeProto] = (),
-                   external_dir: str | os.PathLike | None = None):
+                   external_dir: str | os.PathLike | None = None, optimize: bool = True):
     """An onnxruntime session for an in-memory model, plus `extra_outputs` as graph outputs
     and `extra_nodes` (reading only existing tensors) appended to its graph.
 
@@ -131,7 +131,7 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
     import onnxruntime as ort
 
     providers = resolve_providers(providers)
-    options, extra = _session_settings(intra_op_threads)
+    options, extra = _session_settings(intra_op_threads, optimize)
     outputs = output_infos(model, list(extra_outputs), extra_nodes) if extra_outputs else []
     on_disk = has_unloaded_weights(model)
     if on_disk:
@@ -192,12 +192,18 @@ def _start_session(start, providers):
         raise QtoolError(f"onnxruntime cannot load the model: {first_line(exc, 400)}") from None
 
 
-def _session_settings(intra_op_threads: int = 0):
-    """(SessionOptions, extra InferenceSession arguments) of every qtool session."""
+def _session_settings(intra_op_threads: int = 0, optimize: bool = True):
+    """(SessionOptions, extra InferenceSession arguments) of every qtool session; `optimize`
+    False: no graph optimizations."""
     import onnxruntime as ort
 
+    # onnxruntime's own log lines (coloured, multi-line) would come before qtool's one-line
+    # error about the same failure: only fatal ones are let through.
+    ort.set_default_logger_severity(4)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     # Idle onnxruntime threads spin by default, burning the core that the histogram thread (or

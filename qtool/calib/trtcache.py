@@ -25,6 +25,16 @@ QMAX = 127.0
 DEFAULT_TRT_VERSION = "10.3.0"
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 _LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
+# Characters a name in the cache cannot hold: line breaks of any kind (TensorRT reads lines,
+# Python's splitlines also breaks at \x0b, \x85, \u2028, ...), and NUL (C strings).
+_UNWRITABLE = re.compile(r"[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def check_name(name: str, where: str) -> None:
+    """Refuse a tensor name the cache format cannot carry (or that reads back as another)."""
+    if not name or _UNWRITABLE.search(name) or name != name.strip(" ") or name.endswith(":"):
+        raise QtoolError(f"{where}: tensor name {name!r} cannot be stored in a TensorRT cache "
+                         f"(line breaks, NUL, surrounding spaces or a trailing ':')")
 
 
 def version_number(version: str) -> int:
@@ -51,8 +61,7 @@ def format_cache(amax: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
                  algorithm: str = "EntropyCalibration2") -> str:
     lines = [f"TRT-{version_number(trt_version)}-{algorithm}"]
     for name, value in amax.items():
-        if any(ch in name for ch in "\r\n"):
-            raise QtoolError(f"tensor name {name!r} cannot be written to a TensorRT cache")
+        check_name(name, "TensorRT cache")
         lines.append(f"{name}: {scale_to_hex(float(value) / QMAX)}")
     return "\n".join(lines) + "\n"
 
@@ -71,19 +80,27 @@ def read_cache(path: str | os.PathLike) -> tuple[str, dict[str, float]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise QtoolError(f"{path} is not a TensorRT calibration cache (not text)") from None
-    lines = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
-    if not lines or not _HEADER.match(lines[0]):
+    # Lines end at \n only, as TensorRT reads them; other line breaks inside are refused below.
+    lines = [(number, line.removesuffix("\r")) for number, line in
+             enumerate(text.split("\n"), start=1) if line.strip()]
+    if not lines or not _HEADER.match(lines[0][1]):
         raise QtoolError(f"{path} is not a TensorRT calibration cache (no TRT-<version>-<algorithm> header)")
     scales = {}
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines[1:]:
         match = _LINE.match(line)
         if not match:
             raise QtoolError(f"{path}:{number}: expected 'name: <8 hex digits>', got {line[:80]!r}")
+        name = match.group(1)
+        check_name(name, f"{path}:{number}")
+        if name in scales:
+            raise QtoolError(f"{path}:{number}: tensor {name!r} appears twice")
         scale = hex_to_scale(match.group(2))
         if not np.isfinite(scale) or scale <= 0:
-            raise QtoolError(f"{path}:{number}: scale of {match.group(1)!r} is {scale}, not a positive number")
-        scales[match.group(1)] = scale
-    return lines[0], scales
+            raise QtoolError(f"{path}:{number}: scale of {name!r} is {scale}, not a positive number")
+        scales[name] = scale
+    if not scales:
+        raise QtoolError(f"{path} holds no tensor scales (only its header)")
+    return lines[0][1], scales
 
 
 def cache_amax(scales: dict[str, float]) -> dict[str, float]:

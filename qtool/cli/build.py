@@ -25,7 +25,8 @@ SHAPES_HELP = (
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Engine file (default: MODEL stem + .engine beside the model).")
+              help="Engine file (default: MODEL stem + .engine beside the model when that folder is "
+                   "yours, else in the current folder).")
 @click.option("--int8", is_flag=True,
               help="INT8 engine from the model's Q/DQ nodes (run `qtool quantize` first).")
 @click.option("--fp16", is_flag=True,
@@ -59,9 +60,12 @@ def build(ctx, **params):
     from qtool.backends.tensorrt.build import BuildOptions, build_engine
     from qtool.backends.tensorrt.inspect import format_layer_table
     from qtool.backends.tensorrt.logger import level_for
+    from qtool.io.outputs import guard_outputs
 
     params, _ = apply_config(ctx, params, params["config_path"], "build")
     setup_logging(params["verbose"], params["quiet"])
+    # the library guards the engine against the model; the config is the command's own input
+    guard_outputs([params["output"], params["timing_cache"]], inputs=[params["config_path"]])
     options = BuildOptions(
         int8=params["int8"], fp16=params["fp16"], strongly_typed=params["strongly_typed"],
         shapes=list(params["shapes"]), workspace_mib=params["workspace"],

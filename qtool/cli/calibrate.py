@@ -26,8 +26,9 @@ from qtool.thresholds import METHODS
 
 
 def default_output(model: str) -> Path:
-    path = Path(model)
-    return path.with_name(path.stem + ".calib.json")
+    from qtool.io.outputs import beside
+
+    return beside(model, Path(model).stem + ".calib.json")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +60,8 @@ def default_output(model: str) -> Path:
 @click.option("--from-trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Make the calibration file from an existing TensorRT cache (no data needed).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Calibration file (default: MODEL.calib.json beside the model).")
+              help="Calibration file (default: MODEL.calib.json beside the model when that folder "
+                   "is yours, else in the current folder).")
 @config_option
 @json_option
 @verbosity_options
@@ -72,19 +74,22 @@ def calibrate(ctx, **params):
     from qtool.calib.calibfile import histogram_path_for, write_calibration
     from qtool.calibrate import CalibrateOptions, warn_poor_thresholds
     from qtool.calibrate import calibrate as run_calibration
-    from qtool.io.atomic import refuse_overwrite_input
+    from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "calibrate")
     setup_logging(params["verbose"], params["quiet"])
     model = params["model"]
     output = Path(params["output"] or default_output(model))
-    inputs = (model, params["data"], params["loader_script"], params["from_trt_cache"])
-    for target in (output, histogram_path_for(output), params["trt_cache"]):
-        if target is not None:
-            refuse_overwrite_input(target, *inputs)
-    if params["trt_cache"] and Path(params["trt_cache"]).resolve() in (
-            output.resolve(), histogram_path_for(output).resolve()):
-        raise UsageError(f"--trt-cache {params['trt_cache']} is the calibration file's own path")
+    if params["trt_cache"] and params["trt_version"]:
+        from qtool.calib.trtcache import version_number
+
+        try:
+            version_number(params["trt_version"])
+        except QtoolError as exc:
+            raise UsageError(f"--trt-version: {exc}") from None
+    guard_outputs([output, histogram_path_for(output), params["trt_cache"]], models=[model],
+                  inputs=[params["data"], params["loader_script"], params["from_trt_cache"],
+                          params["config_path"]])
     if params["from_trt_cache"]:
         return _from_trt_cache(model, params, output)
 
@@ -108,11 +113,18 @@ def calibrate(ctx, **params):
     calibration = result.calibration
     _warn_non_finite(calibration)
     warn_poor_thresholds(calibration, result.histograms)
-    write_calibration(calibration, output, result.histograms, result.means)
-    if params["trt_cache"]:
-        from qtool.calib.trtcache import write_cache
+    cache_text = None
+    if params["trt_cache"]:  # formatted first: a name the cache cannot hold fails before any write
+        from qtool.calib.trtcache import check_name, format_cache
 
-        write_cache(params["trt_cache"], calibration.amax, _cache_version(params["trt_version"]))
+        for name in calibration.amax:  # before the header's version is chosen (and warned about)
+            check_name(name, "TensorRT cache")
+        cache_text = format_cache(calibration.amax, _cache_version(params["trt_version"]))
+    write_calibration(calibration, output, result.histograms, result.means)
+    if cache_text is not None:
+        from qtool.io.atomic import write_text
+
+        write_text(params["trt_cache"], cache_text)
     summary = {
         "output": str(output), "histograms": calibration.histogram_file,
         "method": calibration.method, "params": calibration.params,
@@ -187,8 +199,11 @@ def _from_trt_cache(model: str, params: dict, output: Path) -> None:
     unknown = [name for name in scales if name not in known]
     if unknown and len(unknown) == len(scales):
         raise QtoolError(f"none of the {len(scales)} tensors in {params['from_trt_cache']} exist in {model}")
-    for name in unknown:
-        log.warning("cache tensor %s is not in the model; ignored", name)
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        log.warning("%d cache tensor(s) are not in the model and were ignored: %s%s",
+                    len(unknown), shown, more)
     amax = {name: value for name, value in cache_amax(scales).items() if name in known}
     calibration = Calibration(
         model_sha256=model_sha256(model), method="trt-cache",

@@ -80,7 +80,10 @@ def apply_config(ctx: click.Context, params: dict, config_path, table: str) -> t
     config never silently does nothing. Relative file paths in the config name files beside the
     config file (as `qtool pipeline` reads them), whatever the working directory.
     """
+    from qtool import limits
+
     config = load_config(config_path)
+    limits.configure(config.get("limits"))
     values = section(config, table)
     known = {p.name: p for p in ctx.command.params}
     for key, value in values.items():

@@ -87,14 +87,15 @@ def compare(ctx, **params):
     from qtool.cli.progress import SampleProgress
     from qtool.config import section
     from qtool.errors import GateFailed
-    from qtool.io.atomic import refuse_overwrite_input, write_json
+    from qtool.io.atomic import write_json
+    from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "compare")
     setup_logging(params["verbose"], params["quiet"])
     require_data(params)
-    if params["output"]:
-        refuse_overwrite_input(params["output"], params["reference"], params["candidate"],
-                               params["data"], params["labels"], params["metric_script"])
+    guard_outputs([params["output"]], models=[params["reference"], params["candidate"]],
+                  inputs=[params["data"], params["loader_script"], params["labels"],
+                          params["metric_script"], params["config_path"]])
     flips = params["max_flips_above_margin"]
     options = CompareOptions(
         num_samples=params["num_samples"], batch_size=params["batch_size"],

@@ -4,6 +4,7 @@ and every command work with only the core dependencies installed."""
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -83,12 +84,24 @@ def main(argv=None) -> None:
             signal.signal(signum, handler)
 
 
+def _exit_now(code: int) -> None:
+    """Exit after Ctrl-C or SIGTERM even when a worker thread is still blocked in a read (a hung
+    file system): the interpreter would otherwise wait for it at exit, for ever."""
+    workers = [thread for thread in threading.enumerate()
+               if thread is not threading.main_thread() and thread.is_alive() and not thread.daemon]
+    if workers:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _run(argv) -> None:
     try:
         status = cli.main(args=argv, prog_name="qtool", standalone_mode=False)
     except Interrupted as exc:
         click.echo(exc.signal_name, err=True)
-        sys.exit(exc.code)
+        _exit_now(exc.code)
     except QtoolError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

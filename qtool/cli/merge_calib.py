@@ -22,15 +22,15 @@ from qtool.thresholds import METHODS
 def merge_calib(calibrations, output, method, percentile, as_json, verbose, quiet):
     """Merge the histograms of CALIBRATIONS (shards made with --shard K/N) and pick thresholds
     again: the result equals one calibration run over all the data."""
+    from qtool import limits
     from qtool.calib.calibfile import histogram_path_for, read_calibration, write_calibration
     from qtool.calibrate import merge
-    from qtool.io.atomic import refuse_overwrite_input
+    from qtool.io.outputs import guard_outputs
 
     setup_logging(verbose, quiet)
+    limits.configure(None)
+    guard_outputs([output, histogram_path_for(output)], calibrations=calibrations)
     shards = [read_calibration(path) for path in calibrations]
-    inputs = [*calibrations, *(shard.histogram_path() for shard in shards)]
-    refuse_overwrite_input(output, *inputs)
-    refuse_overwrite_input(histogram_path_for(output), *inputs)
     params = {"percentile": percentile} if percentile is not None else None
     result = merge(shards, method, params)
     write_calibration(result.calibration, Path(output), result.histograms, result.means)

@@ -21,8 +21,9 @@ _DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul,Add,AveragePool,GlobalAveragePool
 
 
 def default_output(model: str) -> Path:
-    path = Path(model)
-    return path.with_name(path.stem + ".int8.onnx")
+    from qtool.io.outputs import beside
+
+    return beside(model, Path(model).stem + ".int8.onnx")
 
 
 def split_op_types(values) -> tuple[str, ...]:
@@ -38,7 +39,8 @@ def split_op_types(values) -> tuple[str, ...]:
 @click.option("--calib", "calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration file written by `qtool calibrate` (required).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Quantized model (default: MODEL.int8.onnx beside the model).")
+              help="Quantized model (default: MODEL.int8.onnx beside the model when that folder is "
+                   "yours, else in the current folder).")
 @click.option("--op-types", "op_types", multiple=True, metavar="OPS",
               help=f"Comma-separated op types to quantize (default: {_DEFAULT_OPS}).")
 @click.option("--exclude", multiple=True, metavar="NAME",
@@ -70,8 +72,8 @@ def quantize(ctx, **params):
     for the expected shift of weight rounding when the calibration has per-channel means.
     """
     from qtool.calib.calibfile import check_model_match, read_calibration
-    from qtool.io.atomic import refuse_overwrite_input
-    from qtool.io.model import load_model, model_sha256, refuse_overwrite_model_data, save_model
+    from qtool.io.model import load_model, model_sha256, save_model
+    from qtool.io.outputs import guard_outputs
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
     from qtool.quantize.exclude import read_exclude_file
     from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions
@@ -82,9 +84,8 @@ def quantize(ctx, **params):
     if not params["calib"]:
         raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
     output = Path(params["output"] or default_output(model_path))
-    refuse_overwrite_input(output, model_path, params["calib"], params["exclude_file"])
-    refuse_overwrite_input(f"{output}.data", model_path, params["calib"], params["exclude_file"])
-    refuse_overwrite_model_data(model_path, output, f"{output}.data")
+    guard_outputs([output, f"{output}.data"], models=[model_path], calibrations=[params["calib"]],
+                  inputs=[params["exclude_file"], params["config_path"]])
 
     model = load_model(model_path)
     refuse_quantized(model)  # before the calibration check: the more useful message

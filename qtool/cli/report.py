@@ -39,11 +39,14 @@ def report(ctx, **params):
     degenerate channels; with --sensitivity and --compare, their results. Figures are embedded,
     so the page opens without network access. Needs matplotlib (pip install 'qtool[report]').
     """
+    from qtool.io.outputs import guard_outputs
     from qtool.report.api import write_report
     from qtool.report.figures import require_matplotlib
 
     params, _ = apply_config(ctx, params, params["config_path"], "report")
     setup_logging(params["verbose"], params["quiet"])
+    # the library guards the page against the files it reads; the config is the command's own
+    guard_outputs([params["output"]], inputs=[params["config_path"]])
     require_matplotlib()
     result = write_report(params["calibration"], params["output"], model=params["model"],
                           sensitivity=params["sensitivity"], compare=params["compare"],

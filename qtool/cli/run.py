@@ -19,7 +19,8 @@ from qtool.cli.common import (
 @click.argument("engine", type=click.Path(dir_okay=False))
 @data_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Outputs file (default: ENGINE stem + .outputs.npz beside the engine).")
+              help="Outputs file (default: ENGINE stem + .outputs.npz beside the engine when that "
+                   "folder is yours, else in the current folder).")
 @config_option
 @json_option
 @verbosity_options
@@ -37,9 +38,12 @@ def run(ctx, **params):
     from qtool.backends.tensorrt.run import RunOptions, run_engine
     from qtool.cli.progress import SampleProgress
     from qtool.config import section
+    from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "run")
     setup_logging(params["verbose"], params["quiet"])
+    # the library guards the outputs against engine and data; the config is the command's own
+    guard_outputs([params["output"]], inputs=[params["config_path"]])
     options = RunOptions(
         batch_size=params["batch_size"], num_samples=params["num_samples"],
         preprocess=section(config, "preprocess"),

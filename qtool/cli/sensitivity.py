@@ -46,7 +46,8 @@ from qtool.cli.common import (
 @click.option("--eval-samples", type=int, default=None,
               help="Samples the fallback checks run on (default: all of the data).")
 @click.option("--write-exclude", type=click.Path(dir_okay=False), default=None,
-              help="Exclusion list to write with a target (default: MODEL.exclude.txt).")
+              help="Exclusion list to write with a target (default: MODEL's stem + .exclude.txt "
+                   "in the current folder).")
 @click.option("--top", type=int, default=20, show_default=True,
               help="Layers to print (0: all); JSON and -o always hold all.")
 @provider_option
@@ -78,7 +79,8 @@ def sensitivity(ctx, **params):
     )
     from qtool.config import section
     from qtool.errors import GateFailed, UsageError
-    from qtool.io.atomic import refuse_overwrite_input, write_json
+    from qtool.io.atomic import write_json
+    from qtool.io.outputs import guard_outputs
     from qtool.pipeline import quantize_options
     from qtool.quantize.exclude import read_exclude_file
 
@@ -100,11 +102,10 @@ def sensitivity(ctx, **params):
     exclude_path = None
     if target.any:
         exclude_path = params["write_exclude"] or default_exclude_path(params["model"])
-    inputs = (params["model"], params["calib"], params["data"], params["labels"],
-              params["exclude_file"])
-    for output in (params["output"], exclude_path):
-        if output:
-            refuse_overwrite_input(output, *inputs)
+    guard_outputs([params["output"], exclude_path], models=[params["model"]],
+                  calibrations=[params["calib"]],
+                  inputs=[params["data"], params["loader_script"], params["labels"],
+                          params["exclude_file"], params["config_path"]])
     options = SensitivityOptions(
         num_samples=params["num_samples"] or DEFAULT_SAMPLES, eval_samples=params["eval_samples"],
         batch_size=params["batch_size"], preprocess=section(config, "preprocess"),

@@ -6,19 +6,22 @@ checked against the model before the first batch runs.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from qtool import limits
 from qtool.errors import QtoolError, first_line
+from qtool.io.files import open_regular
 
 Header = tuple[tuple[int, ...], np.dtype]
 
 
 
-def _read_header(handle: IO[bytes], where: str) -> Header:
+def read_header(handle: IO[bytes], where: str) -> Header:
     try:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
@@ -41,13 +44,25 @@ def _refuse_objects(dtype: np.dtype, where: str) -> None:
         raise QtoolError(f"{where} holds a structured array; save one plain array per input")
 
 
+def check_size(path: Path, headers: list[Header]) -> None:
+    """Refuse a data file whose arrays would take more memory than [limits] data_file_bytes
+    (a small compressed .npz can decompress to gigabytes)."""
+    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers)
+    cap = limits.current().data_file_bytes
+    if total > cap:
+        raise QtoolError(f"{path} holds {total} bytes of arrays once decompressed, above the cap "
+                         f"of {cap}; {limits.how_to_raise('data_file_bytes')}")
+
+
 def npy_header(path: Path) -> Header:
     """Shape and dtype of a .npy file, read from its header only."""
     try:
-        with open(path, "rb") as handle:
-            return _read_header(handle, str(path))
+        with open_regular(path) as handle:
+            header = read_header(handle, str(path))
     except OSError as exc:
         raise QtoolError(f"cannot read {path}: {exc.strerror or first_line(exc)}") from None
+    check_size(path, [header])
+    return header
 
 
 def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Header]]:
@@ -58,7 +73,7 @@ def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Hea
     """
     keys, headers = [], {}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as raw, zipfile.ZipFile(raw) as archive:
             for member in archive.namelist():
                 if not member.endswith(".npy"):
                     continue
@@ -67,22 +82,25 @@ def npz_headers(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, Hea
                 if key not in wanted:
                     continue
                 with archive.open(member) as handle:
-                    headers[key] = _read_header(handle, f"{path} [{key}]")
+                    headers[key] = read_header(handle, f"{path} [{key}]")
     except QtoolError:
         raise
     except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, RuntimeError, ...
         raise QtoolError(f"{path} is not a readable .npz archive: {first_line(exc)}") from None
+    check_size(path, list(headers.values()))
     return keys, headers
 
 
 def load_npy(path: Path) -> np.ndarray:
     # The file is opened here, not by np.load, so that it is closed whatever np.load makes of it.
     try:
-        with open(path, "rb") as handle:
-            array = np.load(handle, allow_pickle=False)
-            if not isinstance(array, np.ndarray):
-                array.close()
+        with open_regular(path) as handle:
+            if handle.read(4) == b"PK\x03\x04":
                 raise QtoolError(f"{path} is a .npz archive, not a .npy array; rename it to .npz")
+            handle.seek(0)
+            check_size(path, [read_header(handle, str(path))])
+            handle.seek(0)
+            array = np.load(handle, allow_pickle=False)
     except QtoolError:
         raise
     except Exception as exc:  # ValueError (pickle, bad header), OSError, EOFError on truncation
@@ -94,8 +112,9 @@ def load_npy(path: Path) -> np.ndarray:
 def load_npz(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     """Load the named arrays of a .npz archive (other arrays are never read)."""
     out = {}
+    npz_headers(path, keys)  # the size cap, checked again on every read
     try:
-        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
+        with open_regular(path) as handle, np.load(handle, allow_pickle=False) as archive:
             for key in keys:
                 out[key] = archive[key]
     except QtoolError:

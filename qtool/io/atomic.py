@@ -2,7 +2,9 @@
 
 An interrupted command (Ctrl-C, SIGTERM, an error) therefore never leaves a
 half-written file at the target path, and an existing file there stays intact
-until the new one is complete.
+until the new one is complete. Missing parent folders are created; the file gets
+the mode an ordinary new file gets under the umask, or keeps the mode of the file
+it replaces; every OS error (read-only, no space, name too long) is one line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qtool.errors import QtoolError
+from qtool.io.outputs import TEMP_PREFIX, guard_outputs, reason
 
 
 @contextlib.contextmanager
@@ -22,17 +25,35 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it onto target on success."""
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise QtoolError(f"output directory does not exist: {parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
+        os.chmod(tmp_path, output_mode(target))
         os.replace(tmp_path, target)
+    except OSError as exc:
+        raise QtoolError(f"cannot write {target}: {reason(exc)}") from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+
+
+def output_mode(target: Path) -> int:
+    """The mode of the file being replaced, else what open() gives a new file under the umask."""
+    try:
+        return os.stat(target).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(target: str | os.PathLike, data: bytes) -> None:
@@ -49,15 +70,5 @@ def write_json(target: str | os.PathLike, obj) -> None:
 
 
 def refuse_overwrite_input(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
-    """Refuse an output path that is one of the inputs, or an existing file inside an input
-    folder (never modify an input)."""
-    out = Path(output).resolve()
-    for path in inputs:
-        if path is None or not Path(path).exists():
-            continue
-        source = Path(path).resolve()
-        if source == out:
-            raise QtoolError(f"output {output} would overwrite the input {path}; choose another -o")
-        if source.is_dir() and source in out.parents and out.exists():
-            raise QtoolError(f"output {output} would overwrite a file in the input folder {path}; "
-                             f"choose another -o")
+    """guard_outputs for one output and plain inputs (files or folders)."""
+    guard_outputs([output], inputs=inputs)

@@ -48,6 +48,7 @@ from qtool.io import arrays
 from qtool.io.batch_axes import BatchLayout
 from qtool.io.batching import Chunk, rebatch, split
 from qtool.io.feeds import check_array, check_feed, check_names, dims_text, select_inputs
+from qtool.io.files import require_regular
 from qtool.io.images import (
     IMAGE_SUFFIXES,
     Preprocess,
@@ -185,7 +186,8 @@ def _hidden(name: str) -> bool:
 
 def list_data_files(path: Path) -> tuple[str, list[Path]]:
     """(kind, files) for a data path; see the module notes for the rules."""
-    if path.is_file():
+    if path.exists() and not path.is_dir():
+        require_regular(path)
         for kind, suffixes in KIND_SUFFIXES.items():
             if path.suffix.lower() in suffixes:
                 return kind, [path]
@@ -205,6 +207,7 @@ def list_data_files(path: Path) -> tuple[str, list[Path]]:
             if kind is None:
                 ignored += 1
             else:
+                require_regular(Path(folder) / name)  # a FIFO would block the reader forever
                 found[kind].append(Path(folder) / name)
     kinds = {kind: files for kind, files in found.items() if files}
     if not kinds:
@@ -243,6 +246,11 @@ def open_data(path: str | os.PathLike | None, specs: Sequence[InputSpec], *,
         raise UsageError("no data given: pass a data path or a loader script")
 
     layout = BatchLayout.of(specs, inputs)
+    if layout.size == 0:
+        fixed = next(s for s in specs if layout.axis(s.name) is not None
+                     and s.shape[layout.axis(s.name)] == 0)
+        raise QtoolError(f"input '{fixed.name}' is {dims_text(fixed.shape)}: a batch axis fixed at "
+                         f"0 takes no samples; export the model with a batch of 1 or more")
     if batch_size is not None:
         if not layout.batched:
             shapes = ", ".join(f"{s.name} {dims_text(s.shape)}" for s in specs)
@@ -398,6 +406,7 @@ def _decode_ahead(files: list[Path], pre: Preprocess, batch_size: int
         return
     window = 2 * workers + batch_size
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qtool-decode")
+    finished = False
     try:
         pending: deque = deque()
         upcoming = iter(files)
@@ -412,8 +421,10 @@ def _decode_ahead(files: list[Path], pre: Preprocess, batch_size: int
                 pending.append((more, pool.submit(load_image, more, pre)))
                 break
             yield file, sample
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # After an error, an interrupt or an early stop, never wait for a worker stuck in a read.
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _open_script(loader_script: str, plan: _Plan) -> DataSource:

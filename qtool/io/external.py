@@ -67,10 +67,11 @@ def stored_nbytes(tensor: onnx.TensorProto) -> int:
 def save_external(model: onnx.ModelProto, model_path: str | os.PathLike, data_name: str, *,
                   extra_outputs: Sequence[onnx.ValueInfoProto] = (),
                   extra_nodes: Sequence[onnx.NodeProto] = (),
-                  threshold: int = 1024) -> None:
+                  threshold: int = 1024, data_path: str | os.PathLike | None = None) -> None:
     """Write `model_path` and `data_name` beside it: initializers of at least `threshold` bytes
     go to the data file (page-aligned), the rest stay inline. `extra_outputs` are appended to the
-    written graph's outputs and `extra_nodes` to its nodes. `model` is not modified."""
+    written graph's outputs and `extra_nodes` to its nodes. `model` is not modified. `data_path`:
+    where the data bytes go when not at their final name yet (the model names `data_name`)."""
     model_path = Path(model_path)
     skeleton = onnx.ModelProto()
     _copy_fields(model, skeleton, skip=("graph",))
@@ -78,7 +79,7 @@ def save_external(model: onnx.ModelProto, model_path: str | os.PathLike, data_na
     skeleton.graph.output.extend(extra_outputs)
     skeleton.graph.node.extend(extra_nodes)
     offset = 0
-    with open(model_path.parent / data_name, "wb") as data:
+    with open(data_path or model_path.parent / data_name, "wb") as data:
         for tensor in model.graph.initializer:
             if stored_nbytes(tensor) < threshold or tensor.data_type == onnx.TensorProto.STRING:
                 _check_inline(tensor)

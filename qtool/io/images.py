@@ -31,9 +31,13 @@ import numpy as np
 
 from qtool.errors import QtoolError, first_line
 from qtool.io.feeds import dims_text
+from qtool.io.files import open_regular
 from qtool.io.model import InputSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# The only Pillow decoders ever tried, whatever a file holds: a data file is never handed to
+# another plugin (EPS would run Ghostscript on it; TIFF, GIF and the rest are not supported).
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP")
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
 COLORS = {"RGB": 3, "BGR": 3, "GRAY": 1}
 LAYOUTS = ("NCHW", "NHWC")
@@ -272,7 +276,7 @@ def decode(path: Path, color: str):
     """Open an image file fully decoded in 8-bit RGB or L, or raise one line naming the file."""
     Image = _pil()
     try:
-        with Image.open(path) as img:
+        with open_regular(path) as handle, Image.open(handle, formats=IMAGE_FORMATS) as img:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and img.width * img.height > limit:
                 raise QtoolError(f"{path}: image of {img.width}x{img.height} pixels is above the "

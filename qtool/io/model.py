@@ -4,7 +4,6 @@ atomic writes, opset upgrades and the input signature other steps check data aga
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,23 +120,6 @@ def model_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def refuse_overwrite_model_data(model_path: str | os.PathLike, *outputs: str | os.PathLike) -> None:
-    """Refuse outputs that are external data files of the model (only an output that exists
-    already can be one, so the model is parsed only then)."""
-    existing = [Path(out) for out in outputs if out is not None and Path(out).exists()]
-    if not existing:
-        return
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:
-        raise QtoolError(f"cannot read {model_path} as an ONNX model: {first_line(exc)}") from None
-    data_files = set(check_external_paths(model, Path(model_path).parent))
-    for out in existing:
-        if out.resolve() in data_files:
-            raise QtoolError(f"output {out} would overwrite the external data of the input "
-                             f"{model_path}; choose another -o")
-
-
 def weights_nbytes(model: onnx.ModelProto) -> int:
     """Bytes of tensor data held in memory (external data that is not loaded counts 0)."""
     total = 0
@@ -150,22 +132,20 @@ def weights_nbytes(model: onnx.ModelProto) -> int:
 
 
 def save_model(model: onnx.ModelProto, target: str | os.PathLike, external: bool | None = None) -> None:
-    """Write a model atomically; weights go to `<name>.data` beside it when the model is too large."""
+    """Write a model atomically; weights go to `<name>.data` beside it when the model is too large
+    (the data file is renamed into place first, so the model never names a missing file)."""
+    from qtool.io.atomic import atomic_path
+
     target = Path(target)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise QtoolError(f"output directory does not exist: {parent}")
     if external is None:
         external = weights_nbytes(model) > PROTOBUF_LIMIT - (64 << 20)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=parent) as tmp:
-        tmp_model = Path(tmp) / target.name
-        data_name = target.name + ".data"
+    with atomic_path(target) as tmp_model:
         if external:
-            save_external(model, tmp_model, data_name)  # leaves `model` as it is
-            os.replace(Path(tmp) / data_name, parent / data_name)
+            data_name = target.name + ".data"
+            with atomic_path(target.with_name(data_name)) as tmp_data:
+                save_external(model, tmp_model, data_name, data_path=tmp_data)
         else:
             onnx.save_model(model, str(tmp_model))
-        os.replace(tmp_model, target)
 
 
 def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.ModelProto:

@@ -86,6 +86,40 @@ def _external_info(tensor: onnx.TensorProto, where: str) -> tuple[str, int, int 
     return info.get("location", ""), numbers.get("offset", 0), numbers.get("length")
 
 
+def _sparse_tensors(graph: onnx.GraphProto):
+    """Sparse initializers and sparse Constant values, in the graph and its subgraphs."""
+    yield from graph.sparse_initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("sparse_tensor"):
+                yield attribute.sparse_tensor
+            yield from attribute.sparse_tensors
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                yield from _sparse_tensors(sub)
+
+
+def check_sparse_size(model: onnx.ModelProto, where: str) -> None:
+    """A sparse tensor of a few bytes may stand for gigabytes once made dense (as onnxruntime
+    does): their dense sizes are counted like dense payloads, against [limits] sparse_bytes."""
+    from qtool import limits
+
+    total = 0
+    for sparse in _sparse_tensors(model.graph):
+        for dim in sparse.dims:
+            if dim < 0:
+                raise QtoolError(f"{where}: a sparse tensor has a negative dimension {list(sparse.dims)}")
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(sparse.values.data_type).itemsize
+        except (KeyError, ValueError):
+            raise QtoolError(f"{where}: a sparse tensor has an unknown data type "
+                             f"{sparse.values.data_type}") from None
+        total += math.prod(sparse.dims) * itemsize
+    cap = limits.current().sparse_bytes
+    if total > cap:
+        raise QtoolError(f"{where}: its sparse tensors take {total} bytes once dense, above the cap "
+                         f"of {cap}; {limits.how_to_raise('sparse_bytes')}")
+
+
 def check_tensor_payloads(model: onnx.ModelProto, base_dir: str | os.PathLike | None,
                           where: str) -> None:
     """Raise a QtoolError naming the first tensor whose data cannot be its declared shape.
@@ -93,6 +127,7 @@ def check_tensor_payloads(model: onnx.ModelProto, base_dir: str | os.PathLike | 
     External locations must already have passed check_external_paths; `base_dir` is the folder
     they are relative to (None: the model has no external data on disk).
     """
+    check_sparse_size(model, where)
     sizes: dict[str, int] = {}
     known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
     for tensor in external_data_helper._get_all_tensors(model):

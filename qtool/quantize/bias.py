@@ -189,6 +189,9 @@ class _Pass:
         value = self.constant(name)
         if value is None:
             raise Skipped(UNSUPPORTED_WEIGHT, f"weight {name!r} is not a dense constant")
+        if value.size == 0:  # no output channel: nothing to correct
+            raise Skipped(UNSUPPORTED_WEIGHT, f"weight {name!r} of shape {list(value.shape)} "
+                                              f"has no elements")
         return name, np.asarray(value, dtype=np.float32), spec.axis
 
     def bias_value(self, name: str, what: str) -> np.ndarray:

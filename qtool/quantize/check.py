@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from qtool.errors import UsageError
+from qtool.errors import QtoolError, UsageError
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
 from qtool.graph.types import infer_shapes
@@ -57,6 +57,7 @@ CODES: dict[str, tuple[str, str]] = {
     "partially-quantized": ("warning", "a weighted op with some inputs quantized and others not"),
     "concat-scale-mismatch": ("warning", "Concat inputs with different scales (or some unquantized)"),
     "qdq-pair-mismatch": ("warning", "a Q and its DQ disagree on scale, zero-point or axis"),
+    "onnxruntime-load": ("error", "onnxruntime refuses the model (session creation, no optimizations)"),
 }
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -357,6 +358,9 @@ def check_scales(g: QdqGraph) -> Iterator[Finding]:
         if scale is None:
             continue
         values = np.asarray(scale, dtype=np.float64).ravel()
+        if values.size == 0:  # onnxruntime refuses it when it folds the DequantizeLinear
+            yield _finding("scale-shape-mismatch", node, f"scale '{name}' has no values")
+            continue
         bad = ~np.isfinite(values) | (values <= 0)
         if bad.any():
             index = int(np.flatnonzero(bad)[0])
@@ -685,6 +689,22 @@ CHECKS: tuple[Callable[[QdqGraph], Iterator[Finding]], ...] = (
 )
 
 
+def check_runtime_load(model: onnx.ModelProto) -> Iterator[Finding]:
+    """onnxruntime's own verdict, when it is installed: a model TensorRT's rules allow can still
+    break ONNX's (an FP16 scale before opset 19, a DequantizeLinear of a float, ...). Graph
+    optimizations are off, so what is checked is the model as written."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return
+    from qtool.calib.runner import create_session
+
+    try:
+        create_session(model, optimize=False)
+    except QtoolError as exc:
+        yield _finding("onnxruntime-load", _MODEL, str(exc))
+
+
 def check_model(model: onnx.ModelProto, ignore: Iterable[str] = ()) -> CheckReport:
     """Run every check; findings sorted by severity (errors first), then in check order."""
     ignore = tuple(dict.fromkeys(ignore))
@@ -693,5 +713,7 @@ def check_model(model: onnx.ModelProto, ignore: Iterable[str] = ()) -> CheckRepo
         raise UsageError(f"unknown check code {unknown[0]!r}; known codes: {', '.join(CODES)}")
     g = QdqGraph(model)
     findings = [finding for check in CHECKS for finding in check(g) if finding.code not in ignore]
+    if "onnxruntime-load" not in ignore:
+        findings.extend(check_runtime_load(model))
     findings.sort(key=lambda finding: SEVERITIES.index(finding.severity))
     return CheckReport(tuple(findings), len(g.qdq_nodes), ignore)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtool.errors import QtoolError
-from qtool.io.atomic import refuse_overwrite_input, write_bytes, write_text
+from qtool.io.atomic import write_bytes, write_text
+from qtool.io.outputs import guard_outputs
 from qtool.report import figures as fig
 from qtool.report.data import ReportData, gather
 from qtool.report.html import SENSITIVITY_BARS, Figures, needs_attention, render_html
@@ -99,20 +99,18 @@ def write_report(calibration: str | os.PathLike, output: str | os.PathLike, *,
     start = time.perf_counter()
     fig.require_matplotlib()
     output = Path(output)
-    refuse_overwrite_input(output, calibration, model, sensitivity, compare)
-    if output.is_dir():
-        raise QtoolError(f"output {output} is a directory; give a file name such as report.html")
-    if not output.parent.is_dir():  # checked now, before minutes of drawing
-        raise QtoolError(f"output directory does not exist: {output.parent}")
-    if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
-        raise QtoolError(f"--png-dir {png_dir} exists and is not a directory")
+    # checked now, before minutes of drawing
+    guard_outputs([output], models=[model], calibrations=[calibration],
+                  inputs=[sensitivity, compare])
+    if png_dir is not None:
+        guard_outputs([Path(png_dir) / "figure.png"], models=[model], calibrations=[calibration],
+                      inputs=[sensitivity, compare, output])
     data = gather(calibration, model=model, sensitivity=sensitivity, compare=compare)
     figures = make_figures(data, on_figure)
     page = render_html(data, figures)
     written = []
     if png_dir is not None:
-        directory = Path(png_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(png_dir)  # created by the first write
         for name, png in png_files(data, figures).items():
             write_bytes(directory / name, png)
             written.append(directory / name)

@@ -24,6 +24,8 @@ def read_json(path: str | os.PathLike, what: str) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise QtoolError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise QtoolError(f"{path} is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise QtoolError(f"{path} is not a {what} file: the top level is not an object")
     return data

@@ -31,6 +31,8 @@ def checked_histogram(hist, edges) -> tuple[np.ndarray, np.ndarray]:
         raise QtoolError(f"histogram counts must be numbers, got {counts.dtype}")
     if np.any(counts < 0):
         raise QtoolError("histogram counts must not be negative")
+    if counts.sum(dtype=np.float64) > 2.0**53:  # int64 sums would overflow, float64 ones round
+        raise QtoolError("histogram counts add up to more than 2**53 values")
     if edges.shape != (counts.size + 1,) or edges.dtype.kind not in "iuf":
         raise QtoolError(
             f"histogram edges must be {counts.size + 1} numbers for {counts.size} bins, "

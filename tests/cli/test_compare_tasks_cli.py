@@ -115,19 +115,23 @@ def test_task_sequence_needs_a_rank_3_output(qtool, tmp_path):
     assert result.code == 2 and "choose one" in result.err
 
 
-@pytest.mark.parametrize("where, message", [
-    ("missing/report.json", "the folder of -o {path} does not exist: {folder}"),
-    ("afile/report.json", "the folder of -o {path} is not a folder: {folder}"),
-])
-def test_a_bad_report_path_fails_before_any_inference(qtool, sequence_case, tmp_path, runs,
-                                                      where, message):
+def test_a_report_path_that_cannot_be_written_fails_before_any_inference(qtool, sequence_case,
+                                                                         tmp_path, runs):
     ref, cand, data = sequence_case
     (tmp_path / "afile").write_text("not a folder")
-    path = tmp_path / where
+    path = tmp_path / "afile" / "report.json"
     result = qtool("compare", ref, cand, "--data", data, "-o", path)
     assert result.code == 1
-    assert result.err.strip() == "error: " + message.format(path=path, folder=path.parent)
+    assert result.err.strip() == f"error: cannot write {path}: {path.parent} is not a folder"
     assert runs["runs"] == 0
+
+
+def test_a_missing_report_folder_is_made(qtool, sequence_case, tmp_path):
+    ref, cand, data = sequence_case
+    path = tmp_path / "new" / "deeper" / "report.json"
+    result = qtool("compare", ref, cand, "--data", data, "--ctc-blank", 0, "-o", path)
+    assert result.code == 0, result.err
+    assert json.loads(path.read_text())["sequence"]["ctc"] is not None
 
 
 METRIC = """

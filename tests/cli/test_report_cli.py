@@ -80,8 +80,8 @@ def test_user_errors_are_one_line_and_leave_the_output_alone(qtool, demo, tmp_pa
         assert message in result.err
     result = qtool("report", tmp_path / "nothing.calib.json", "-o", out)
     assert result.code == 1 and "calibration file not found" in result.err
-    result = qtool("report", demo["calib"], "-o", tmp_path / "absent" / "r.html")
-    assert result.code == 1 and "output directory does not exist" in result.err
+    result = qtool("report", demo["calib"], "-o", out / "r.html")  # a file where a folder goes
+    assert result.code == 1 and f"{out} is not a folder" in result.err
     assert out.read_text() == "previous report"
 
 

@@ -67,8 +67,10 @@ def test_text_table_and_top(qtool, planted):
     assert not (model.parent / "planted.exclude.txt").exists()
 
 
-def test_config_and_usage_errors(qtool, planted, tmp_path):
+def test_config_and_usage_errors(qtool, planted, tmp_path, monkeypatch):
     _, model, calib, data, _ = planted
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     assert qtool("sensitivity", model, "--data", data).code == 2
     result = qtool("sensitivity", model, "--calib", calib, "--data", data, "--max-top1-drop", 1)
     assert result.code == 2 and "needs labels" in result.err
@@ -83,4 +85,5 @@ def test_config_and_usage_errors(qtool, planted, tmp_path):
     assert [row["node"] for row in printed["ranking"]] == ["conv2", "conv1"]  # conv3 excluded
     assert printed["quantize_options"]["exclude"] == ["conv3"]
     assert printed["fallback"]["excluded"] == ["conv2"]
-    assert (model.parent / "planted.exclude.txt").is_file()
+    assert (tmp_path / "cwd" / "planted.exclude.txt").is_file()  # the current folder, not the model's
+    assert not (model.parent / "planted.exclude.txt").exists()

@@ -543,8 +543,10 @@ def test_input_checks_come_before_tensorrt(tmp_path):
         "sizes seen): give its range with --shapes (e.g. --shapes x:1,1,1,4x8,1,8,4x32,1,32,4), or "
         "--calib with a calibration of this model, which records the sizes it saw")
     dynamic = save(qdq_conv_model(), tmp_path / "dyn.onnx")
-    with pytest.raises(QtoolError, match="output folder does not exist"):
-        build_engine(dynamic, tmp_path / "nowhere" / "x.engine", BuildOptions(shapes=SHAPES), trt=fake)
+    with pytest.raises(QtoolError, match="is not a folder"):
+        build_engine(dynamic, dynamic / "x.engine", BuildOptions(shapes=SHAPES), trt=fake)
+    with pytest.raises(QtoolError, match="is a folder, not a regular file"):
+        build_engine(dynamic, tmp_path, BuildOptions(shapes=SHAPES), trt=fake)
     with pytest.raises(QtoolError, match="would overwrite the input"):
         build_engine(dynamic, dynamic, BuildOptions(shapes=SHAPES), trt=fake)
     with pytest.raises(UsageError, match="--workspace must be a positive"):

@@ -45,8 +45,9 @@ from qtool.backends.tensorrt.shapes import (
     parse_profiles,
 )
 from qtool.errors import MissingDependency, QtoolError, UsageError, first_line
-from qtool.io.atomic import atomic_path, refuse_overwrite_input, write_bytes, write_json
+from qtool.io.atomic import atomic_path, write_bytes, write_json
 from qtool.io.model import input_specs, load_model, model_sha256
+from qtool.io.outputs import beside, guard_outputs
 from qtool.versions import tool_versions
 
 log = logging.getLogger("qtool")
@@ -136,8 +137,7 @@ class BuildResult:
 
 
 def default_engine_path(model_path) -> Path:
-    path = Path(model_path)
-    return path.with_name(path.stem + ".engine")
+    return beside(model_path, Path(model_path).stem + ".engine")
 
 
 def count_qdq_nodes(model: onnx.ModelProto) -> int:
@@ -154,12 +154,6 @@ def count_qdq_nodes(model: onnx.ModelProto) -> int:
                     total += sum(count(g) for g in attr.graphs)
         return total
     return count(model.graph)
-
-
-def _check_folder(path: Path, what: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise QtoolError(f"{what} folder does not exist: {parent}")
 
 
 def plan_build(model_path, output=None, options: BuildOptions | None = None) -> BuildPlan:
@@ -182,16 +176,9 @@ def plan_build(model_path, output=None, options: BuildOptions | None = None) -> 
         profiles, profile_note, warned = _default_profiles(model_path, specs, options)
     check_profiles(profiles, specs)
     output = Path(output) if output is not None else default_engine_path(model_path)
-    _check_folder(output, "output")
-    refuse_overwrite_input(output, model_path)
     cache = Path(options.timing_cache) if options.timing_cache else None
-    if cache is not None:
-        _check_folder(cache, "timing cache")
-        refuse_overwrite_input(cache, model_path)
-        if cache.resolve() == output.resolve():
-            raise UsageError("--timing-cache and -o name the same file")
-        if cache.exists() and not cache.is_file():
-            raise QtoolError(f"timing cache {cache} is not a file")
+    guard_outputs([output, record_path(output), cache], models=[model_path],
+                  calibrations=[options.calib])
     return BuildPlan(model_path, output, profiles, qdq, cache, holds_fp16(model), profile_note,
                      warned)
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from qtool.backends.tensorrt.outputs import merge_batches, write_npz
 from qtool.backends.tensorrt.runtime import TensorRTRunner
 from qtool.errors import QtoolError, UsageError
-from qtool.io.atomic import refuse_overwrite_input, write_json
+from qtool.io.atomic import write_json
 from qtool.io.hashing import sha256_file
+from qtool.io.outputs import beside, guard_outputs
 from qtool.versions import tool_versions
 
 RECORD_FORMAT = "qtool-run"
@@ -68,8 +69,7 @@ class RunResult:
 
 
 def default_output(engine_path) -> Path:
-    path = Path(engine_path)
-    return path.with_name(path.stem + ".outputs.npz")
+    return beside(engine_path, Path(engine_path).stem + ".outputs.npz")
 
 
 def record_path(output) -> Path:
@@ -90,10 +90,8 @@ def check_run_inputs(engine_path, data_path, output, options: RunOptions) -> Pat
     if options.loader_script is not None and not Path(options.loader_script).is_file():
         raise QtoolError(f"data loader script not found: {options.loader_script}")
     output = Path(output) if output is not None else default_output(engine_path)
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise QtoolError(f"output folder does not exist: {parent}")
-    refuse_overwrite_input(output, engine_path, data_path, options.loader_script)
+    guard_outputs([output, record_path(output)],
+                  inputs=[engine_path, data_path, options.loader_script])
     return output
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qtool.errors import QtoolError
-from qtool.io.outputs import TEMP_PREFIX, guard_outputs, reason
+from qtool.io.outputs import TEMP_PREFIX, reason
 
 
 @contextlib.contextmanager
@@ -67,8 +67,3 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 
 def write_json(target: str | os.PathLike, obj) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def refuse_overwrite_input(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
-    """guard_outputs for one output and plain inputs (files or folders)."""
-    guard_outputs([output], inputs=inputs)

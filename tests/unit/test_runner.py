@@ -216,14 +216,8 @@ def _built_at_once(function, *args) -> Future:
     return future
 
 
-def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
-    """"y" (a conv with zero weights) never gets a grid. Batches run in parts in either session,
-    so the grid could not depend on the session, and after the first one they need no pooling
-    for it: every statistic equals a run whose batches all run pooled."""
-    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
-    model = relu6_conv(np.zeros((2, 2, 1, 1)), 4)
-    rng = np.random.default_rng(3)
-    batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
+def _record_runs(monkeypatch) -> list[tuple[bool, int]]:
+    """(pooled, samples) of every session run, in order."""
     runs = []
     real_run = runner._OutputBuffers.run
 
@@ -232,6 +226,18 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
         return real_run(self, session, outputs, feeds)
 
     monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    return runs
+
+
+def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
+    """"y" (a conv with zero weights) never gets a grid. Batches run in parts in either session,
+    so the grid could not depend on the session, and after the first one they need no pooling
+    for it: every statistic equals a run whose batches all run pooled."""
+    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    model = relu6_conv(np.zeros((2, 2, 1, 1)), 4)
+    rng = np.random.default_rng(3)
+    batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
+    runs = _record_runs(monkeypatch)
     monkeypatch.setattr(runner, "_in_background", _built_at_once)
 
     def run(bound):
@@ -261,14 +267,7 @@ def test_pooled_runs_take_one_sample_and_lean_runs_the_budget(monkeypatch):
     model = relu6_conv(np.ones((2, 2, 1, 1)), 4)
     rng = np.random.default_rng(5)
     batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
-    runs = []
-    real_run = runner._OutputBuffers.run
-
-    def recording(self, session, outputs, feeds):
-        runs.append((any("clipped" in name for name in outputs), len(feeds["x"])))
-        return real_run(self, session, outputs, feeds)
-
-    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    runs = _record_runs(monkeypatch)
     runner.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": 6.0},
                               pooled_means=["clipped"], expected_samples=70)
     # pooled: the means batches 0, 4 and 8, in parts of one sample; lean: parts of 4 and 3

@@ -48,7 +48,7 @@ from pathlib import Path
 from qtool.config import load_config
 from qtool.errors import GateFailed, MissingDependency, QtoolError, UsageError
 from qtool.io.hashing import sha256_file
-from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions
+from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions, split_op_types
 
 SUMMARY_FORMAT = "qtool-pipeline-summary"
 SUMMARY_VERSION = 1
@@ -119,13 +119,6 @@ def check_tables(config: dict, path) -> None:
             if not ok:
                 raise UsageError(f"[{name}] {key} in {path} must be {_type_names(types)}, "
                                  f"not {value!r}")
-
-
-def split_op_types(value) -> tuple[str, ...]:
-    ops = []
-    for item in _as_list(value):
-        ops.extend(part.strip() for part in str(item).split(","))
-    return tuple(dict.fromkeys(op for op in ops if op))
 
 
 def quantize_options(table: dict, base_dir: Path | None = None) -> QuantizeOptions:

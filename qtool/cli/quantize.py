@@ -16,22 +16,13 @@ from qtool.cli.common import (
     verbosity_options,
 )
 from qtool.errors import QtoolError, UsageError
-
-_DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul,Add,AveragePool,GlobalAveragePool,Concat"
+from qtool.quantize.options import DEFAULT_OP_TYPES, split_op_types
 
 
 def default_output(model: str) -> Path:
     from qtool.io.outputs import beside
 
     return beside(model, Path(model).stem + ".int8.onnx")
-
-
-def split_op_types(values) -> tuple[str, ...]:
-    """--op-types may be repeated and each value comma-separated."""
-    ops = []
-    for value in values:
-        ops.extend(part.strip() for part in str(value).split(","))
-    return tuple(dict.fromkeys(op for op in ops if op))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +33,7 @@ def split_op_types(values) -> tuple[str, ...]:
               help="Quantized model (default: MODEL.int8.onnx beside the model when that folder is "
                    "yours, else in the current folder).")
 @click.option("--op-types", "op_types", multiple=True, metavar="OPS",
-              help=f"Comma-separated op types to quantize (default: {_DEFAULT_OPS}).")
+              help=f"Comma-separated op types to quantize (default: {','.join(DEFAULT_OP_TYPES)}).")
 @click.option("--exclude", multiple=True, metavar="NAME",
               help="Leave this node in high precision: a name or a regex (full match). Repeatable.")
 @click.option("--exclude-op-type", "exclude_op_type", multiple=True, metavar="OP",
@@ -76,7 +67,7 @@ def quantize(ctx, **params):
     from qtool.io.outputs import guard_outputs
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
     from qtool.quantize.exclude import read_exclude_file
-    from qtool.quantize.options import DEFAULT_OP_TYPES, QuantizeOptions
+    from qtool.quantize.options import QuantizeOptions
 
     params, _ = apply_config(ctx, params, params["config_path"], "quantize")
     setup_logging(params["verbose"], params["quiet"])

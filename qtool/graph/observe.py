@@ -11,10 +11,10 @@ import onnx
 
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_names
+from qtool.graph.op_types import WEIGHTED_OPS
 from qtool.graph.shapes import constant_infos
 from qtool.graph.types import float_tensors
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 OBSERVED_OPS = WEIGHTED_OPS + ("Add", "AveragePool", "GlobalAveragePool", "Concat")
 
 

@@ -31,6 +31,7 @@ from onnx import TensorProto, numpy_helper
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
+from qtool.graph.op_types import WEIGHTED_OPS
 from qtool.graph.types import infer_shapes
 from qtool.io.model import opset_version
 
@@ -60,7 +61,6 @@ CODES: dict[str, tuple[str, str]] = {
     "onnxruntime-load": ("error", "onnxruntime refuses the model (session creation, no optimizations)"),
 }
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops with INT8 kernels in TensorRT: a Q/DQ pair in front of them fuses into the op.
 INT8_COMPUTE_OPS = frozenset(WEIGHTED_OPS + (
     "AveragePool", "GlobalAveragePool", "Concat", "QuantizeLinear",

@@ -5,14 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qtool.errors import UsageError
+from qtool.graph.op_types import WEIGHTED_OPS
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that get Q/DQ only so that TensorRT can fuse or run them in INT8 (placement extras).
 PLACEMENT_OPS = ("Add", "AveragePool", "GlobalAveragePool", "Concat")
 DEFAULT_OP_TYPES = WEIGHTED_OPS + PLACEMENT_OPS
 
 WEIGHT_MODES = ("fp32", "int8")
 HIGH_PRECISIONS = ("fp32", "fp16")
+
+
+def split_op_types(values) -> tuple[str, ...]:
+    """Op types given as one string or a list, each comma-separated (--op-types may repeat), in
+    order and without repeats."""
+    ops = []
+    for value in [values] if isinstance(values, str) else values:
+        ops.extend(part.strip() for part in str(value).split(","))
+    return tuple(dict.fromkeys(op for op in ops if op))
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from qtool.errors import QtoolError
-from qtool.io.loader_script import load_module, script_error
+from qtool.io.loader_script import load_module, script_error, script_function
 
 WHAT = "metric script"
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -40,22 +40,13 @@ class MetricScript:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         module = load_module(self.path, WHAT)
-        self._update = self._function(module, "update")
-        self._result = self._function(module, "result")
+        self._update = script_function(module, self.path, "update", WHAT)
+        self._result = script_function(module, self.path, "result", WHAT)
         try:
             parameters = inspect.signature(self._update).parameters
         except (TypeError, ValueError):  # a builtin without a signature: call it plainly
             parameters = {}
         self.wants_inputs = "inputs" in parameters
-
-    def _function(self, module, name: str):
-        function = getattr(module, name, None)
-        if function is None:
-            raise QtoolError(f"{WHAT} {self.path} defines no function {name}()")
-        if not callable(function):
-            raise QtoolError(f"{WHAT} {self.path}: {name} is a {type(function).__name__}, "
-                             f"not a function")
-        return function
 
     def update(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                inputs: Mapping[str, np.ndarray], batch: int) -> None:

@@ -79,17 +79,20 @@ def load_module(path: Path, what: str = "loader script"):
     return module
 
 
+def script_function(module, path: Path, name: str, what: str = "loader script") -> Callable:
+    """The script's function `name`, or one error line saying it is missing or not a function."""
+    function = getattr(module, name, None)
+    if function is None:
+        raise QtoolError(f"{what} {path} defines no function {name}()")
+    if not callable(function):
+        raise QtoolError(f"{what} {path}: {name} is a {type(function).__name__}, not a function")
+    return function
+
+
 def load_function(spec: str) -> tuple[Path, str, Callable[[], Iterable]]:
     """Execute the script as a fresh module and return (path, function name, function)."""
     path, name = split_spec(spec)
-    module = load_module(path)
-    function = getattr(module, name, None)
-    if function is None:
-        raise QtoolError(f"loader script {path} defines no function {name}()")
-    if not callable(function):
-        raise QtoolError(f"loader script {path}: {name} is a {type(function).__name__}, "
-                         f"not a function")
-    return path, name, function
+    return path, name, script_function(load_module(path), path, name)
 
 
 def call_loader(function: Callable[[], Iterable], script: Path, name: str) -> Iterable:

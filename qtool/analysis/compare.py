@@ -301,7 +301,6 @@ def sequence_stats(options: CompareOptions, names: list[str],
     when no task is given, none for classifiers."""
     if options.classification:
         return None
-    candidates = [options.logits] if options.logits else names
     if options.sequence:
         chosen = options.logits or next((n for n in names if reference[n].ndim == 3), None)
         if chosen is None:
@@ -309,8 +308,8 @@ def sequence_stats(options: CompareOptions, names: list[str],
             raise QtoolError(f"no output has shape [batch, positions, classes] for --task "
                              f"sequence (outputs: {shapes})")
         return SequenceStats(chosen, options.ctc_blank)
-    for name in candidates:
-        if name in reference and looks_like_sequence(reference[name]):
+    for name in [options.logits] if options.logits else names:
+        if looks_like_sequence(reference[name]):
             log.info("output %r holds per-position probabilities %s: compared as a sequence",
                      name, list(reference[name].shape))
             return SequenceStats(name)
@@ -362,16 +361,11 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
                            loader_script=options.loader_script)
         labels = LabelStream(read_labels(options.labels, source) if options.labels else None,
                              options.labels)
-        classifier = None
-        if options.classification:
-            scored = options.logits or names[0]
-            if scored not in names:
-                raise QtoolError(f"output {scored!r} is not an output of both models "
-                                 f"(they share {', '.join(names)})")
-            classifier = ClassificationStats(scored)
-        elif options.logits is not None and options.logits not in names:
+        if options.logits is not None and options.logits not in names:
             raise QtoolError(f"output {options.logits!r} is not an output of both models "
                              f"(they share {', '.join(names)})")
+        classifier = (ClassificationStats(options.logits or names[0]) if options.classification
+                      else None)
         if on_start is not None:
             on_start(source.num_samples)
         outputs = {name: OutputStats(name) for name in names}

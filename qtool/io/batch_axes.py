@@ -145,6 +145,11 @@ class BatchLayout:
     def axis(self, name: str) -> int | None:
         return self.axes[name]
 
+    def fixed_input(self) -> InputSpec:
+        """The first input whose batch axis is fixed at `size` (for messages about it)."""
+        return next(spec for spec in self.specs if (axis := self.axes[spec.name]) is not None
+                    and spec.shape[axis] == self.size)
+
     @property
     def dynamic(self) -> bool:
         """Batched, with a batch size that may change from batch to batch."""

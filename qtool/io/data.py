@@ -247,8 +247,7 @@ def open_data(path: str | os.PathLike | None, specs: Sequence[InputSpec], *,
 
     layout = BatchLayout.of(specs, inputs)
     if layout.size == 0:
-        fixed = next(s for s in specs if layout.axis(s.name) is not None
-                     and s.shape[layout.axis(s.name)] == 0)
+        fixed = layout.fixed_input()
         raise QtoolError(f"input '{fixed.name}' is {dims_text(fixed.shape)}: a batch axis fixed at "
                          f"0 takes no samples; export the model with a batch of 1 or more")
     if batch_size is not None:
@@ -258,8 +257,7 @@ def open_data(path: str | os.PathLike | None, specs: Sequence[InputSpec], *,
                              f"{batch_size} cannot be applied: leave it unset, or set "
                              f"[inputs.NAME] batch_axis in the config")
         if layout.size is not None and batch_size != layout.size:
-            fixed = next(s for s in specs if layout.axis(s.name) is not None
-                         and s.shape[layout.axis(s.name)] == layout.size)
+            fixed = layout.fixed_input()
             raise QtoolError(f"batch size {batch_size} conflicts with the model's fixed batch "
                              f"axis: input '{fixed.name}' is {dims_text(fixed.shape)} (batch axis "
                              f"{layout.axis(fixed.name)}); leave the batch size unset or export "

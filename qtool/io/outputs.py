@@ -52,6 +52,7 @@ def guard_outputs(outputs: Iterable[PathLike | None], *, models: Iterable[PathLi
             sources.extend((path, f"the input {path}") for path in _calibration_files(Path(calib)))
     sources.extend((Path(path), f"the input {path}") for path in inputs
                    if path is not None and str(path) != "")
+    resolved_sources = [(source, _resolve(source), what) for source, what in sources]
     seen: dict[Path, Path] = {}
     for out in outputs:
         _check_kind(out)
@@ -61,8 +62,8 @@ def guard_outputs(outputs: Iterable[PathLike | None], *, models: Iterable[PathLi
             raise UsageError(f"{seen[resolved]} and {out} are the same output file; give "
                              f"different paths")
         seen[resolved] = out
-        for source, what in sources:
-            _refuse_overlap(out, resolved, source, what)
+        for source, target, what in resolved_sources:
+            _refuse_overlap(out, resolved, source, target, what)
 
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)
@@ -123,8 +124,8 @@ def _calibration_files(calib: Path) -> list[Path]:
     return files
 
 
-def _refuse_overlap(out: Path, resolved: Path, source: Path, what: str) -> None:
-    target = _resolve(source)
+def _refuse_overlap(out: Path, resolved: Path, source: Path, target: Path, what: str) -> None:
+    """`resolved` and `target`: `out` and `source` with links resolved."""
     same = resolved == target
     if not same and _exists(out) and _exists(source):
         with contextlib.suppress(OSError):

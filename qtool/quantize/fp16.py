@@ -50,7 +50,8 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.errors import QtoolError
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
-from qtool.graph.observe import WEIGHTED_OPS
+from qtool.graph.op_types import WEIGHTED_OPS
+from qtool.graph.topology import Topology, node_label
 from qtool.graph.types import infer_shapes
 from qtool.io.model import ensure_opset, opset_version
 
@@ -127,18 +128,18 @@ def _upgrade_for_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
 def casts_before_weighted_ops(model: onnx.ModelProto) -> list[str]:
     """Names of the weighted ops (Conv, ConvTranspose, Gemm, MatMul) that read a
     DequantizeLinear output through a Cast: the pattern that can cost TensorRT its INT8 fusion."""
-    producers = {name: node for node in model.graph.node for name in node.output if name}
+    topology = Topology.of(model.graph)
     found = []
-    for node in model.graph.node:
+    for node in topology.nodes:
         if node.op_type not in WEIGHTED_OPS:
             continue
         for name in node.input[:2]:
-            cast = producers.get(name)
+            cast = topology.producer_node(name)
             if cast is None or cast.op_type != "Cast" or not cast.input:
                 continue
-            source = producers.get(cast.input[0])
+            source = topology.producer_node(cast.input[0])
             if source is not None and source.op_type == _DQ:
-                found.append(node.name or node.output[0])
+                found.append(node_label(node))
                 break
     return found
 

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from qtool.backends.onnxruntime import OnnxRunner
+from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import read_calibration, write_calibration
-from qtool.calibrate import CalibrateOptions, calibrate
 from qtool.io.data import open_data
 from qtool.io.labels import read_labels
 from qtool.io.model import input_specs, load_model

@@ -71,7 +71,7 @@ def worker(args) -> None:
             samples += 1
         report["batches"] = samples
     else:
-        import qtool.calibrate as calibrate_module
+        import qtool.calib.api as calibrate_module
         from qtool.calib.calibfile import write_calibration
 
         # where the collection ends and auto's scoring starts: time and peak so far

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from qtool.analysis.gates import Gates
 from qtool.analysis.sensitivity import SensitivityOptions, measure_sensitivity
+from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import read_calibration, write_calibration
-from qtool.calibrate import CalibrateOptions, calibrate
 from qtool.io.atomic import write_json
 from qtool.io.model import model_sha256
 

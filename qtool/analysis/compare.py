@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qtool.analysis.auto_threshold import TASKS  # auto scores the tasks compare measures
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
 from qtool.analysis.metric_script import MetricScript
 from qtool.analysis.metrics import (
@@ -34,8 +33,9 @@ from qtool.analysis.metrics import (
 )
 from qtool.analysis.runners import model_kind, open_runner
 from qtool.analysis.sequences import SequenceStats, looks_like_sequence
-from qtool.calib.providers import Providers
-from qtool.calib.providers import check_choice as check_provider
+from qtool.backends.providers import Providers
+from qtool.backends.providers import check_choice as check_provider
+from qtool.calib.auto import TASKS  # auto scores the tasks compare measures
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data

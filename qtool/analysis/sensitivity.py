@@ -4,7 +4,7 @@
 Ranking: the model is quantized once, exactly as `qtool quantize` would with the same options
 (weights kept as FP32 + Q + DQ, numerically the same as INT8 storage, and everything else in
 FP32). For each quantized layer, the FP32 model with only that layer quantized, with the full
-model's scales (see layers.py), runs on a small sample kept in memory together with the FP32
+model's scales (see single_layer.py), runs on a small sample kept in memory together with the FP32
 outputs; its output SQNR and cosine versus FP32 rank the layers, most damaging (lowest SQNR)
 first.
 
@@ -28,11 +28,11 @@ import onnx
 from qtool.analysis.evaluation import Evaluation, ReferenceSet, rank_key
 from qtool.analysis.fallback import FallbackResult, Step, search_fallback
 from qtool.analysis.gates import Gates
-from qtool.analysis.layers import SingleLayerModels
+from qtool.analysis.single_layer import SingleLayerModels
 from qtool.backends.onnxruntime import OnnxRunner
+from qtool.backends.providers import Providers
+from qtool.backends.providers import check_choice as check_provider
 from qtool.calib.calibfile import check_model_match, read_calibration
-from qtool.calib.providers import Providers
-from qtool.calib.providers import check_choice as check_provider
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.topology import node_label
 from qtool.io.batch_axes import BatchLayout

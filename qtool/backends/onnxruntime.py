@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qtool.calib.providers import Providers
+from qtool.backends.providers import Providers
 from qtool.calib.runner import create_file_session, create_session, run_session
 from qtool.io.model import InputSpec, input_specs, load_model
 
@@ -26,7 +26,7 @@ class OnnxRunner:
                  intra_op_threads: int = 0, extra_inputs: tuple[str, ...] = (),
                  providers: Providers | str | None = None):
         """`extra_inputs`: graph inputs fed through run(extra=...), not from the data;
-        `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU)."""
+        `providers`: where onnxruntime runs (qtool.backends.providers; default the CPU)."""
         in_memory = isinstance(model, onnx.ModelProto)
         # A file is checked and read for its inputs and outputs, then dropped: onnxruntime reads
         # the file itself, so no second copy of the weights stays in memory.

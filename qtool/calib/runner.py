@@ -29,11 +29,11 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper
 
+from qtool.backends.providers import Providers
+from qtool.backends.providers import resolve as resolve_providers
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.pooled import PooledMax, pooling_nodes
-from qtool.calib.providers import Providers
-from qtool.calib.providers import resolve as resolve_providers
 from qtool.errors import QtoolError, first_line
 from qtool.graph.constants import runtime_inputs
 from qtool.graph.types import tensor_elem_types
@@ -114,7 +114,7 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
     """An onnxruntime session for an in-memory model, plus `extra_outputs` as graph outputs
     and `extra_nodes` (reading only existing tensors) appended to its graph.
 
-    `providers`: a qtool.calib.providers.Providers (or a --provider choice); default the CPU.
+    `providers`: a qtool.backends.providers.Providers (or a --provider choice); default the CPU.
     A session that cannot start on a GPU provider is an error when the provider was named, and
     runs on the CPU after one warning under `auto` (onnxruntime's own fallback, which prints on
     stdout, is off).
@@ -492,7 +492,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
 
     `external_dir`: the model's folder, for a model loaded without its weights (see
     create_session); onnxruntime then reads them from there and they are never in memory twice.
-    `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU); the observers
+    `providers`: where onnxruntime runs (qtool.backends.providers; default the CPU); the observers
     count what they are given the same way whatever produced it.
 
     `mean_axes`: histogrammed tensors whose per-channel means are also kept (tensor -> channel

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.analysis.auto_threshold import AUTO, TASKS
+from qtool.calib.auto import AUTO, TASKS
 from qtool.cli.common import (
     apply_config,
     config_option,
@@ -71,9 +71,9 @@ def calibrate(ctx, **params):
 
     Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
     """
+    from qtool.calib.api import CalibrateOptions, warn_poor_thresholds
+    from qtool.calib.api import calibrate as run_calibration
     from qtool.calib.calibfile import histogram_path_for, write_calibration
-    from qtool.calibrate import CalibrateOptions, warn_poor_thresholds
-    from qtool.calibrate import calibrate as run_calibration
     from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "calibrate")

@@ -124,7 +124,7 @@ def _warn_poor_thresholds(calibration) -> None:
     """The calibrate step's warning about costly thresholds, again where they are used (the
     histograms are small: bins per tensor); a calibration without readable histograms has
     nothing to check."""
-    from qtool.calibrate import warn_poor_thresholds
+    from qtool.calib.api import warn_poor_thresholds
 
     stored = calibration.histogram_path()
     if stored is None or not stored.is_file():

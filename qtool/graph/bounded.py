@@ -5,7 +5,7 @@ output of a bounded activation has none: its values end at a hard bound (6 for R
 sigmoid), where saturated values pile up, and a threshold below the bound folds that pile into the
 values beneath it. On EfficientNet-Lite0 (ReLU6 throughout), entropy thresholds on these tensors
 cost 4.6 dB of output SNR compared with their observed max. Calibration therefore gives such
-tensors their observed max as amax (qtool.calibrate; `--no-bounded-max` turns it off).
+tensors their observed max as amax (qtool.calib.api; `--no-bounded-max` turns it off).
 
 Bounded: Clip with constant min and max, Sigmoid, HardSigmoid, Tanh, Softmax; and the outputs of
 ops that only move, select or average such values (Reshape, Transpose, MaxPool, AveragePool, ...),

@@ -10,10 +10,10 @@ from pathlib import Path
 from qtool.calib.calibfile import Calibration, check_model_match, read_calibration
 from qtool.errors import QtoolError
 from qtool.io.model import load_model, model_sha256
-from qtool.report.layers import LayerAnalysis, analyse_layers
 from qtool.report.results import CompareView, read_compare
-from qtool.report.sensitivity import SensitivityView, read_sensitivity
+from qtool.report.sensitivity_result import SensitivityView, read_sensitivity
 from qtool.report.tensors import TensorSummary, summarize_tensors
+from qtool.report.weight_layers import LayerAnalysis, analyse_layers
 
 SOURCE_SHA_KEY = "qtool.source_sha256"
 

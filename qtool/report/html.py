@@ -19,9 +19,9 @@ from qtool import __version__
 from qtool.analysis.metrics import describe_disagreements
 from qtool.report.data import ReportData
 from qtool.report.figures import CHOSEN_CLIP_COLOUR, method_colour
-from qtool.report.layers import LayerScales
 from qtool.report.results import number
 from qtool.report.tensors import TensorSummary
+from qtool.report.weight_layers import LayerScales
 
 # A tensor deserves a look when its chosen threshold clips more than this share of the values
 # or its estimated SQNR falls below this many dB (rough guides for 8-bit activations).

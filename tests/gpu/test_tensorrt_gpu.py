@@ -18,7 +18,7 @@ SHAPES = ["input:1,1,8,8x64,1,8,8x256,1,8,8"]
 
 
 def quantize_demo(demo, folder, high_precision="fp32"):
-    from qtool.calibrate import CalibrateOptions, calibrate
+    from qtool.calib.api import CalibrateOptions, calibrate
     from qtool.io.model import load_model, save_model
     from qtool.quantize.api import quantize_model
     from qtool.quantize.options import QuantizeOptions
@@ -150,8 +150,8 @@ def test_a_model_quantized_with_fp16_builds_with_the_same_int8_layers(tensorrt_g
 def test_build_without_shapes_takes_the_sizes_seen_in_calibration(tensorrt_gpu, demo_dir, demo_data, tmp_path):
     import shutil
 
+    from qtool.calib.api import CalibrateOptions, calibrate
     from qtool.calib.calibfile import write_calibration
-    from qtool.calibrate import CalibrateOptions, calibrate
 
     inputs, _, _ = demo_data
     model = quantize_demo(demo_dir, tmp_path)
@@ -170,7 +170,7 @@ def test_build_without_shapes_takes_the_sizes_seen_in_calibration(tensorrt_gpu, 
 def test_calibration_on_onnxruntimes_cuda_provider_counts_like_the_cpu(demo_dir):
     import onnxruntime as ort
 
-    from qtool.calibrate import CalibrateOptions, calibrate
+    from qtool.calib.api import CalibrateOptions, calibrate
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.analysis.auto_threshold import (
+from qtool.calib.api import CalibrateOptions, calibrate, merge, rethreshold
+from qtool.calib.auto import (
     Score,
     SliceTap,
     choose_thresholds,
     estimated_sqnrs,
     score_outputs,
 )
-from qtool.analysis.probe import ThresholdProbe
 from qtool.calib.calibfile import read_calibration
 from qtool.calib.histogram import AbsHistogram
-from qtool.calibrate import CalibrateOptions, calibrate, merge, rethreshold
+from qtool.calib.probe import ThresholdProbe
 from qtool.errors import QtoolError
 from qtool.quantize.options import QuantizeOptions
 from tests.tiny_models import _model, conv_relu_gemm, save

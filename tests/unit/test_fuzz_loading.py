@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.calib.api import amax_from_histograms
 from qtool.calib.calibfile import (
     Calibration,
     TensorCalibration,
@@ -35,7 +36,6 @@ from qtool.calib.calibfile import (
 )
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.trtcache import format_cache, read_cache
-from qtool.calibrate import amax_from_histograms
 from qtool.errors import QtoolError
 from qtool.graph.observe import tensors_to_observe
 from qtool.io.data import open_data

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
 from qtool.calib import runner
-from qtool.calibrate import CalibrateOptions, calibrate
+from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.errors import QtoolError
 from qtool.graph.types import infer_shapes, tensor_elem_types
 from qtool.io.external import ALIGN, save_external

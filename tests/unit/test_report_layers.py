@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
-from qtool.report.layers import (
+from qtool.report.weight_layers import (
     ALL_ZERO,
     ROUNDS_TO_ZERO,
     TINY_SCALE,

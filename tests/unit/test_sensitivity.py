@@ -10,10 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.analysis.evaluation import ReferenceSet
 from qtool.analysis.fallback import exclusion_pattern, search_fallback, write_exclude_file
 from qtool.analysis.gates import Gates
-from qtool.analysis.layers import SingleLayerModels, fake_quantized_weight, find_layers
 from qtool.analysis.sensitivity import SensitivityOptions, measure_sensitivity
+from qtool.analysis.single_layer import SingleLayerModels, fake_quantized_weight, find_layers
+from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import write_calibration
-from qtool.calibrate import CalibrateOptions, calibrate
 from qtool.errors import QtoolError
 from qtool.quantize.api import quantize_model
 from qtool.quantize.exclude import NameMatcher, read_exclude_file

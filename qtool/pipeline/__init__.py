@@ -394,14 +394,14 @@ class _Runner:
     # -- steps ---------------------------------------------------------------------------------
 
     def calibrate(self, record: StepRecord) -> None:
-        from qtool.analysis.auto_threshold import AUTO
-        from qtool.calib.calibfile import read_calibration, write_calibration
-        from qtool.calibrate import (
+        from qtool.calib.api import (
             CalibrateOptions,
             calibrate,
             rethreshold,
             warn_poor_thresholds,
         )
+        from qtool.calib.auto import AUTO
+        from qtool.calib.calibfile import read_calibration, write_calibration
         from qtool.io.data import open_data
         from qtool.io.model import input_specs, load_model
 

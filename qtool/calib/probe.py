@@ -26,7 +26,7 @@ class ThresholdProbe:
                  options: QuantizeOptions | None = None, channel_means=None, providers=None):
         """`model`: the FP32 model with its weights loaded; `amax`: one threshold per tensor the
         calibration observed (any method: only which tensors have one matters here);
-        `providers`: where onnxruntime runs (qtool.calib.providers; default the CPU)."""
+        `providers`: where onnxruntime runs (qtool.backends.providers; default the CPU)."""
         from qtool.calib.runner import create_session
 
         options = QuantizeOptions(**vars(options or QuantizeOptions()))

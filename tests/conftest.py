@@ -21,6 +21,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def default_qtool_logger():
+    """A command run in-process (in a test or a module fixture) sets up the "qtool" logger for the
+    terminal; every test starts from the logger as the library leaves it."""
+    logger = logging.getLogger("qtool")
+    logger.setLevel(logging.NOTSET)
+    logger.propagate, logger.handlers[:] = True, []
+
+
 @pytest.fixture
 def assets_dir() -> Path:
     return ASSETS

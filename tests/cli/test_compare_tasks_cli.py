@@ -12,7 +12,7 @@ import pytest
 from qtool.backends.onnxruntime import OnnxRunner
 from tests.cli import test_pipeline_cli
 from tests.tiny_models import pass_through, save
-from tests.unit.test_sequences import CANDIDATE, REFERENCE
+from tests.unit.analysis.test_sequences import CANDIDATE, REFERENCE
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "metrics"
 demo_copy = test_pipeline_cli.demo_copy  # the fixture: the demo model and data in tmp_path

@@ -6,9 +6,9 @@ import pytest
 
 from qtool.calib.calibfile import Calibration, TensorCalibration, write_calibration
 from qtool.io.model import model_sha256
+from tests.helpers.onnx_graphs import check_and_run, qdq_pairs, ref_scale
 from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.test_quantize_numerics import weight_heavy
-from tests.unit.test_quantize_support import check_and_run, qdq_pairs, ref_scale
+from tests.unit.quantize.test_api import weight_heavy
 
 
 def write_calib(path, model_path, amax, method="max"):

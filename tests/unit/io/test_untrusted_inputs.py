@@ -24,7 +24,7 @@ from qtool.io.images import IMAGE_FORMATS, decode
 from qtool.io.model import InputSpec, load_model
 from tests.tiny_models import conv_relu_gemm, save
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from qtool.calib.signature import SeenShapes, merge_inputs, recorded_batch_axes,
 from qtool.errors import QtoolError
 from qtool.io.model import InputSpec
 from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.test_trt_adapter import FakeTensorRT, qdq_conv_model
+from tests.unit.backends.test_tensorrt_adapter import FakeTensorRT, qdq_conv_model
 
 F32 = np.dtype("float32")
 

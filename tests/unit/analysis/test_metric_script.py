@@ -11,7 +11,7 @@ import pytest
 from qtool.analysis.metric_script import MetricScript
 from qtool.errors import QtoolError
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "metrics"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "metrics"
 
 
 def write(tmp_path, text, name="metric.py"):

@@ -12,7 +12,7 @@ from qtool.graph.shapes import KEEP_DATA_ELEMENTS, inference_skeleton, tensor_in
 from qtool.graph.topology import Topology, node_label
 from qtool.graph.weights import WeightAxis, weight_axis
 from qtool.quantize.exclude import NameMatcher, read_exclude_file
-from tests.unit.test_quantize_support import build, init, value
+from tests.helpers.onnx_graphs import build, init, value
 
 
 def test_topology_counts_every_use():

@@ -314,7 +314,7 @@ def exercise_calibration(path: Path) -> None:
     if calib.histogram_file is None:
         return
     histograms = calib.load_histograms()
-    # Every method over valid histograms is tests/unit/test_fuzz_thresholds.py's job; here two
+    # Every method over valid histograms is tests/unit/fuzz/test_fuzz_thresholds.py's job; here two
     # methods show that whatever loads can be thresholded.
     for method in ("max", "entropy"):
         for name, amax in amax_from_histograms(histograms, method).items():

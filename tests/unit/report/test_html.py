@@ -29,7 +29,7 @@ from qtool.report.html import fmt_percent
 from qtool.thresholds import compute_amax
 from qtool.thresholds.cost import clipped_fraction
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_MODEL = REPO / "demo" / "digits_cnn.onnx"
 DEMO_CALIB = REPO / "demo" / "data" / "calib.npz"
 DEMO_TEST = REPO / "demo" / "data" / "test.npz"

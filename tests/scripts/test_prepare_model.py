@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.unit.test_equalize import conv_chain
-from tests.unit.test_quantize_support import check_and_run
-from tests.unit.test_smooth import layernorm_qkv
+from tests.helpers.onnx_graphs import check_and_run
+from tests.unit.quantize.test_equalize import conv_chain
+from tests.unit.quantize.test_smooth import layernorm_qkv
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_model.py"
 

@@ -31,7 +31,7 @@ from qtool.io.model import InputSpec, load_model
 from qtool.io.outputs import guard_outputs
 from qtool.thresholds import compute_amax
 from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.test_fuzz_loading import Tally, fuzz_settings, mutated, scratch  # noqa: F401
+from tests.unit.fuzz.test_fuzz_loading import Tally, fuzz_settings, mutated, scratch  # noqa: F401
 
 LONG_CASES = 1250
 

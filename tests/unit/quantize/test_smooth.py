@@ -20,8 +20,8 @@ from qtool.quantize.smooth import (
     smoothable_tensors,
     smoothing_scales,
 )
-from tests.unit.test_quantize_support import build, init, value
-from tests.unit.test_rescale_support import assert_same_outputs, batches, inits, skeleton
+from tests.helpers.onnx_graphs import build, init, value
+from tests.helpers.rescale import assert_same_outputs, batches, inits, skeleton
 
 K = 16
 

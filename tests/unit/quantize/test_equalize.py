@@ -16,8 +16,8 @@ from qtool.quantize.equalize import (
     equalization_scales,
     equalize_model,
 )
-from tests.unit.test_quantize_support import build, init, value
-from tests.unit.test_rescale_support import assert_same_outputs, batches, inits, skeleton
+from tests.helpers.onnx_graphs import build, init, value
+from tests.helpers.rescale import assert_same_outputs, batches, inits, skeleton
 
 # ---------------------------------------------------------------------------------------------
 # Slow reference

@@ -10,7 +10,7 @@ from onnx import helper
 from qtool.io.model import save_model
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
-from tests.unit.test_quantize_support import (
+from tests.helpers.onnx_graphs import (
     attention_block,
     build,
     check_and_run,

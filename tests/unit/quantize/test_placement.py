@@ -11,7 +11,7 @@ from qtool.errors import QtoolError
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.scales import MIN_SCALE
-from tests.unit.test_quantize_support import (
+from tests.helpers.onnx_graphs import (
     attention_block,
     build,
     check_and_run,

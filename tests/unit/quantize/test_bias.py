@@ -17,7 +17,7 @@ from qtool.quantize.bias import conv_shift, matmul_shift, weight_error
 from qtool.quantize.insert import insert_qdq
 from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.placement import make_plan
-from tests.unit.test_quantize_support import build, check_and_run, init, value
+from tests.helpers.onnx_graphs import build, check_and_run, init, value
 
 # ---------------------------------------------------------------------------------------------
 # Slow references

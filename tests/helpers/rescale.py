@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tests.unit.test_quantize_support import check_and_run
+from tests.helpers.onnx_graphs import check_and_run
 
 
 def inits(model) -> dict[str, np.ndarray]:

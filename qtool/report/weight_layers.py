@@ -33,11 +33,12 @@ import onnx
 
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_values
+from qtool.graph.op_types import WEIGHTED_OPS
 from qtool.graph.topology import node_label
 from qtool.graph.weights import weight_axis
 from qtool.io.model import MIN_OPSET, ensure_opset
 from qtool.quantize.check import QdqGraph
-from qtool.quantize.options import WEIGHTED_OPS, QuantizeOptions
+from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.placement import make_plan
 from qtool.quantize.scales import weight_scales
 

@@ -137,3 +137,58 @@ def test_concat_with_an_unquantized_input():
     findings = check_model(simple(build)).findings
     assert {(f.code, f.node) for f in findings} == {("concat-scale-mismatch", "cat")}
     assert "not quantized" in findings[0].message
+
+
+# -- placement and check read one op table: what placement quantizes, check accepts ------------
+
+def _tiny_models():
+    from tests import tiny_models
+    from tests.helpers import onnx_graphs
+    from tests.unit.quantize import test_placement as placed
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 8)).astype(np.float32)
+    return {
+        "conv_relu_gemm": tiny_models.conv_relu_gemm(batch=1),
+        "two_input_matmul": tiny_models.two_input_matmul(),
+        "relu6_conv": tiny_models.relu6_conv(rng.normal(size=(3, 2, 1, 1)), 4),
+        "state_step": tiny_models.state_step(batch=1),
+        "sequence_head": tiny_models.sequence_head(rng.normal(size=(6, 4))),
+        "attention_block": onnx_graphs.attention_block(w, w.T.copy(), w + 1),
+        "conv_bn_relu": placed.conv_bn_relu()[0],
+        "attention": placed.attention()[0],
+        "conv_transpose": placed.conv_transpose(1)[0],
+        "grouped_conv_transpose": placed.conv_transpose(2)[0],
+        "identity_residual": placed.identity_residual(),
+        "two_conv_residual": placed.two_conv_residual(True),
+        "pooling": placed.pooling_model(),
+        "pooled_attention": placed.pooled_attention(),
+        "pooled_attention_conv_reader": placed.pooled_attention(conv_reader=True),
+        "concat": placed.concat_model(True),
+        "constant_node_conv": placed.constant_node_conv()[0],
+        "three_convs": placed.three_convs(),
+    }
+
+
+@pytest.mark.parametrize("name", list(_tiny_models()))
+def test_every_op_placement_quantizes_is_one_check_accepts(name):
+    from qtool.graph.observe import tensors_to_observe
+    from qtool.graph.op_types import WEIGHTED_DATA_INPUTS, WEIGHTED_OPS
+    from qtool.quantize.api import quantize_model
+    from qtool.quantize.check import QdqGraph
+
+    model = _tiny_models()[name]
+    amax = {tensor: 1.0 + index for index, tensor in enumerate(tensors_to_observe(model))}
+    quantized, summary = quantize_model(model, amax)
+    assert summary.quantized, "placement quantized nothing: the model tests nothing here"
+    report = check_model(quantized, ignore=("onnxruntime-load",))
+    assert report.passed(strict=True), [finding.format() for finding in report.findings]
+    # the weighted ops placement quantized are the ones check sees quantized, whole
+    g = QdqGraph(quantized)
+    seen = {node.op_type: 0 for node in g.nodes if node.op_type in WEIGHTED_OPS}
+    for node in g.nodes:
+        if node.op_type in WEIGHTED_OPS and all(
+                g.source_dequantize(name) is not None for name in node.input[:WEIGHTED_DATA_INPUTS]):
+            seen[node.op_type] += 1
+    assert {op: count for op, count in seen.items() if count} == {
+        op: count for op, count in summary.quantized.items() if op in WEIGHTED_OPS}

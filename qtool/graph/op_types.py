@@ -77,7 +77,7 @@ DATA_MOVEMENT_OPS = frozenset({
     "Identity", "Cast", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
     "Split", "Gather", "Pad", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Resize",
 })
-"""Ops that move or copy data without arithmetic: they commute with a per-tensor scale."""
+"""Ops that move, copy, pad or resize data: they commute with a positive per-tensor scale."""
 
 PASS_THROUGH_OPS = DATA_MOVEMENT_OPS | MAX_POOL_OPS
 """Ops TensorRT moves Q/DQ across, so a dequantized tensor stays "quantized" through them."""

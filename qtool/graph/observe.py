@@ -11,11 +11,11 @@ import onnx
 
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_names
-from qtool.graph.op_types import WEIGHTED_OPS
+from qtool.graph.op_types import CONSTANT_WEIGHT_OPS, QUANTIZABLE_OPS
 from qtool.graph.shapes import constant_infos
 from qtool.graph.types import float_tensors
 
-OBSERVED_OPS = WEIGHTED_OPS + ("Add", "AveragePool", "GlobalAveragePool", "Concat")
+OBSERVED_OPS = QUANTIZABLE_OPS
 
 
 def tensors_to_observe(model: onnx.ModelProto, op_types=OBSERVED_OPS) -> list[str]:
@@ -27,7 +27,7 @@ def tensors_to_observe(model: onnx.ModelProto, op_types=OBSERVED_OPS) -> list[st
         if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
             continue
         inputs = node.input
-        if node.op_type in ("Conv", "ConvTranspose"):
+        if node.op_type in CONSTANT_WEIGHT_OPS:
             inputs = node.input[:1]  # weights and bias are constants, handled by quantize
         elif node.op_type == "Gemm":
             inputs = node.input[:2]  # B may be an activation; the bias C is never quantized

@@ -76,3 +76,45 @@ class Topology:
             return None
         users = self.consumers.get(tensor, ())
         return users[0][0] if len(users) == 1 else None
+
+    def consumer_nodes(self, tensor: str) -> list[tuple[onnx.NodeProto, int]]:
+        """(node, input slot) of every main-graph read of the tensor, in graph order."""
+        return [(self.nodes[index], slot) for index, slot in self.consumers.get(tensor, ())]
+
+    def reads_through(self, tensor: str, through) -> tuple[list[tuple[int, int]], bool]:
+        """Every (node index, slot) reading `tensor`, looking forward through nodes whose op type
+        is in `through` (when they read it at their first input); and whether the tensor or one
+        of those nodes' outputs is a graph output. Reads are in depth-first order; a node reading
+        at several places is listed at each."""
+        reads: list[tuple[int, int]] = []
+        reaches_output = False
+        stack, seen = [tensor], set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            reaches_output |= name in self.graph_outputs
+            for index, slot in self.consumers.get(name, ()):
+                node = self.nodes[index]
+                if node.op_type in through and slot == 0:
+                    stack.extend(out for out in node.output if out)
+                else:
+                    reads.append((index, slot))
+        return reads, reaches_output
+
+    def origin(self, tensor: str, through) -> int | None:
+        """Index of the node `tensor` comes from, looking back through nodes whose op type is in
+        `through` (along their first input); None for a graph input, an initializer or a cycle.
+        A `through` node without inputs is itself the origin."""
+        seen = set()
+        while tensor not in seen:
+            seen.add(tensor)
+            index = self.producer.get(tensor)
+            if index is None:
+                return None
+            node = self.nodes[index]
+            if node.op_type not in through or not node.input:
+                return index
+            tensor = node.input[0]
+        return None

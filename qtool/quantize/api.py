@@ -12,6 +12,7 @@ import json
 import onnx
 
 from qtool.errors import QtoolError
+from qtool.graph.op_types import ALREADY_QUANTIZED_OPS
 from qtool.io.model import MIN_OPSET, ensure_opset, opset_version
 from qtool.quantize.bias import (
     DISABLED,
@@ -25,13 +26,10 @@ from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.placement import make_plan
 from qtool.quantize.summary import QuantizeSummary, WeightFallback
 
-_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
-                  "QLinearMatMul", "ConvInteger", "MatMulInteger")
-
 
 def refuse_quantized(model: onnx.ModelProto) -> None:
     """A model that already holds quantization ops would be quantized twice."""
-    found = sorted({node.op_type for node in model.graph.node if node.op_type in _QUANTIZED_OPS})
+    found = sorted({node.op_type for node in model.graph.node if node.op_type in ALREADY_QUANTIZED_OPS})
     if found:
         raise QtoolError(
             f"the model already contains {', '.join(found)} nodes, so it is already quantized; "

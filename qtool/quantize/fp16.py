@@ -50,7 +50,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.errors import QtoolError
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_node_value
-from qtool.graph.op_types import WEIGHTED_OPS
+from qtool.graph.op_types import DEQUANTIZE_LINEAR, QUANTIZE_LINEAR, SHAPE_OPS, WEIGHTED_OPS
 from qtool.graph.topology import Topology, node_label
 from qtool.graph.types import infer_shapes
 from qtool.io.model import ensure_opset, opset_version
@@ -78,8 +78,7 @@ ALWAYS_FP32_OPS = frozenset({
 # Scatters that accumulate (reduction add/mul/max/min) sum in float16 and have no float16
 # onnxruntime CPU kernel.
 _ACCUMULATING_SCATTERS = ("ScatterElements", "ScatterND")
-_SHAPE_OPS = ("Shape", "Size")
-_Q, _DQ = "QuantizeLinear", "DequantizeLinear"
+_Q, _DQ = QUANTIZE_LINEAR, DEQUANTIZE_LINEAR
 _FP16_TYPE_STR = "tensor(float16)"
 # The first opset whose DequantizeLinear outputs its scale's type (float16 straight into the op).
 FP16_QDQ_OPSET = 19
@@ -328,7 +327,7 @@ class _Converter:
     def _decide_modes(self) -> None:
         self.half = {i for i in range(len(self.nodes)) if self._may_be_half(i)}
         constants = set(self.initializers) | set(self.constant_nodes)
-        shape_seeds = {node.output[0] for node in self.nodes if node.op_type in _SHAPE_OPS and node.output}
+        shape_seeds = {node.output[0] for node in self.nodes if node.op_type in SHAPE_OPS and node.output}
         # ConstantOfShape fills a data tensor: its value is not arithmetic on sizes.
         not_sizes = (_Q, _DQ, "ConstantOfShape")
         shape_derived = self._closure(shape_seeds, constants, skip=not_sizes)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qtool.errors import UsageError
-from qtool.graph.op_types import WEIGHTED_OPS
+from qtool.graph.op_types import QUANTIZABLE_OPS
 
-# Ops that get Q/DQ only so that TensorRT can fuse or run them in INT8 (placement extras).
-PLACEMENT_OPS = ("Add", "AveragePool", "GlobalAveragePool", "Concat")
-DEFAULT_OP_TYPES = WEIGHTED_OPS + PLACEMENT_OPS
+DEFAULT_OP_TYPES = QUANTIZABLE_OPS
 
 WEIGHT_MODES = ("fp32", "int8")
 HIGH_PRECISIONS = ("fp32", "fp16")

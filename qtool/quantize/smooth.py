@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from qtool.graph.attributes import attribute
+from qtool.graph.op_types import SHAPE_OPS
 from qtool.graph.topology import Topology, node_label
 from qtool.quantize.rescale import (
     STANDARD_DOMAINS,
@@ -50,8 +51,6 @@ UNSUPPORTED_WEIGHT = "unsupported_weight"
 CANNOT_ABSORB = "cannot_absorb"
 CHANNEL_MISMATCH = "channel_mismatch"
 NO_CHANNEL_ABSMAX = "no_channel_absmax"
-
-SHAPE_READERS = ("Shape", "Size")
 
 
 @dataclass
@@ -142,7 +141,7 @@ class _Finder:
         for index, slot in self.topo.consumers.get(tensor, ()):
             node = self.topo.nodes[index]
             label = node_label(node)
-            if node.op_type in SHAPE_READERS and node.domain in STANDARD_DOMAINS:
+            if node.op_type in SHAPE_OPS and node.domain in STANDARD_DOMAINS:
                 continue  # reads only the shape, which smoothing keeps
             weighted = (node.op_type in ("MatMul", "Gemm") and node.domain in STANDARD_DOMAINS
                         and slot == 0 and len(node.input) > 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from qtool.calib.calibfile import Calibration, check_model_match, read_calibration
 from qtool.errors import QtoolError
+from qtool.graph.op_types import QDQ_OPS
 from qtool.io.model import load_model, model_sha256
 from qtool.report.results import CompareView, read_compare
 from qtool.report.sensitivity_result import SensitivityView, read_sensitivity
@@ -84,7 +85,7 @@ def gather(calibration_path: str | os.PathLike, model: str | os.PathLike | None 
     if model is not None:
         path = Path(model)
         loaded = load_model(path)
-        quantized = any(node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        quantized = any(node.op_type in QDQ_OPS
                         for node in loaded.graph.node)
         data.model = _check_model(calibration, path, loaded, quantized, notes)
         data.layers = analyse_layers(loaded, calibration.amax)

@@ -33,11 +33,12 @@ import onnx
 
 from qtool.graph.attributes import attribute
 from qtool.graph.constants import constant_values
+from qtool.graph.op_types import QDQ_OPS, WEIGHTED_OPS
 from qtool.graph.topology import node_label
 from qtool.graph.weights import weight_axis
 from qtool.io.model import MIN_OPSET, ensure_opset
 from qtool.quantize.check import QdqGraph
-from qtool.quantize.options import WEIGHTED_OPS, QuantizeOptions
+from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.placement import make_plan
 from qtool.quantize.scales import weight_scales
 
@@ -45,7 +46,6 @@ TINY_SCALE_RATIO = 1e-3
 ALL_ZERO = "all-zero"
 TINY_SCALE = "tiny-scale"
 ROUNDS_TO_ZERO = "rounds-to-zero"
-_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def _layer(node: onnx.NodeProto, weight_name: str, weight: np.ndarray, scales: n
 
 def analyse_layers(model: onnx.ModelProto, amax: dict[str, float] | None = None) -> LayerAnalysis:
     """Weight scales of every quantized weighted layer; Q/DQ models are read, FP32 models planned."""
-    if any(node.op_type in _QDQ_OPS for node in model.graph.node):
+    if any(node.op_type in QDQ_OPS for node in model.graph.node):
         return _from_qdq(model)
     return _from_plan(model, amax or {})
 
@@ -223,7 +223,7 @@ def _dq_weight(g: QdqGraph, dq: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray,
     if stored is not None:
         ndim = np.ndim(stored)
     else:
-        quantize = g.producer.get(dq.input[0])
+        quantize = g.producer_of(dq.input[0])
         if not g.is_quantize(quantize) or g.value(quantize.input[0]) is None:
             return None
         weight = np.asarray(g.value(quantize.input[0]), dtype=np.float32)
@@ -262,17 +262,17 @@ def _from_qdq(model: onnx.ModelProto) -> LayerAnalysis:
                 continue  # an activation input
             values, scales, axis = weight
             output_axis = axis
-            if output_axis is None and g.producer.get(name) is dq:
+            if output_axis is None and g.producer_of(name) is dq:
                 output_axis = weight_axis(node, slot, values.shape).axis
             weight_name = dq.input[0]
-            quantize = g.producer.get(dq.input[0])
+            quantize = g.producer_of(dq.input[0])
             if g.is_quantize(quantize):
                 weight_name = quantize.input[0]
             layers.append(_layer(node, weight_name, values, scales, axis, output_axis))
         if not found:
             kept.append(KeptLayer(node_label(node), node.op_type, "no Q/DQ on its inputs"))
     dq_outputs = {node.output[0] for node in g.dequantize_nodes if node.output}
-    quantized_nodes = sum(1 for node in g.nodes if node.op_type not in _QDQ_OPS
+    quantized_nodes = sum(1 for node in g.nodes if node.op_type not in QDQ_OPS
                           and any(name in dq_outputs for name in node.input))
     activations = {q.input[0] for q in g.quantize_nodes
                    if q.input and q.input[0] not in g.constant_derived}

@@ -9,13 +9,14 @@ calibrated amax among the Concat's inputs and its output.
 
 from __future__ import annotations
 
+from qtool.graph.op_types import SCALE_SHARING_OPS
 from qtool.quantize import plan as reasons
 from qtool.quantize.placement.context import PlacementContext
 from qtool.quantize.plan import Plan
 
 
 def plan_concats(ctx: PlacementContext, plan: Plan) -> None:
-    for index in reversed(ctx.candidates(plan, ("Concat",))):
+    for index in reversed(ctx.candidates(plan, SCALE_SHARING_OPS)):
         _plan_concat(ctx, plan, index)
 
 

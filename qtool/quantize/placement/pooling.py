@@ -13,19 +13,15 @@ float instead, unless a quantized weighted op reads the tensor too (its Q exists
 
 from __future__ import annotations
 
+from qtool.graph.op_types import AVERAGE_POOL_OPS, CAST_OPS, WEIGHTED_OPS
 from qtool.graph.topology import node_label
 from qtool.quantize import plan as reasons
-from qtool.quantize.options import WEIGHTED_OPS
 from qtool.quantize.placement.context import PlacementContext
 from qtool.quantize.plan import Plan
 
-AVERAGE_POOLS = ("AveragePool", "GlobalAveragePool")
-# Nodes between a weighted op and its readers that change nothing for the Q's fusion.
-_CASTS = ("Identity", "Cast")
-
 
 def plan_average_pools(ctx: PlacementContext, plan: Plan) -> None:
-    for index in ctx.candidates(plan, AVERAGE_POOLS):
+    for index in ctx.candidates(plan, AVERAGE_POOL_OPS):
         name = ctx.node(index).input[0]
         problem = ctx.activation_problem(name)
         if problem is not None:
@@ -45,7 +41,7 @@ def _unfusable_input_q(ctx: PlacementContext, plan: Plan, tensor: str) -> str | 
     """The float readers of `tensor`, when it is a weighted op's output (through casts) that
     nodes other than average pools read in float and no quantized weighted op reads; else None."""
     source, producer = tensor, ctx.topo.producer_node(tensor)
-    while producer is not None and producer.op_type in _CASTS and producer.input:
+    while producer is not None and producer.op_type in CAST_OPS and producer.input:
         source = producer.input[0]
         producer = ctx.topo.producer_node(source)
     if producer is None or producer.op_type not in WEIGHTED_OPS:
@@ -58,12 +54,12 @@ def _unfusable_input_q(ctx: PlacementContext, plan: Plan, tensor: str) -> str | 
             float_uses.append("the graph output" if name in ctx.topo.graph_outputs else "a subgraph")
         for index, _ in ctx.topo.consumers.get(name, ()):
             node = ctx.node(index)
-            if node.op_type in _CASTS:
+            if node.op_type in CAST_OPS:
                 pending.extend(node.output[:1])
             else:
                 readers.append(index)
     if any(plan.quantized.get(index) in WEIGHTED_OPS for index in readers):
         return None
     float_uses += [f"{ctx.node(index).op_type} '{node_label(ctx.node(index))}'" for index in readers
-                   if ctx.node(index).op_type not in AVERAGE_POOLS]
+                   if ctx.node(index).op_type not in AVERAGE_POOL_OPS]
     return ", ".join(float_uses) if float_uses else None

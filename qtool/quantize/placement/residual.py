@@ -11,16 +11,14 @@ pair would only cost time.
 
 from __future__ import annotations
 
+from qtool.graph.op_types import FOLDED_INTO_CONV_OPS, RESIDUAL_ADD_OPS, RESIDUAL_FUSING_OPS
 from qtool.quantize import plan as reasons
 from qtool.quantize.placement.context import PlacementContext
 from qtool.quantize.plan import Plan
 
-# Ops TensorRT folds into the preceding conv before fusing the Add.
-_FOLDED_INTO_CONV = ("BatchNormalization",)
-
 
 def plan_residual_adds(ctx: PlacementContext, plan: Plan) -> None:
-    for index in ctx.candidates(plan, ("Add",)):
+    for index in ctx.candidates(plan, RESIDUAL_ADD_OPS):
         _plan_add(ctx, plan, index)
 
 
@@ -34,10 +32,10 @@ def fusing_conv(ctx: PlacementContext, plan: Plan, tensor: str, add_index: int) 
         if producer is None:
             return None
         node = ctx.node(producer)
-        if node.op_type in _FOLDED_INTO_CONV and node.domain in ("", "ai.onnx"):
+        if node.op_type in FOLDED_INTO_CONV_OPS and node.domain in ("", "ai.onnx"):
             consumer, tensor = producer, node.input[0]
             continue
-        if node.op_type == "Conv" and plan.quantized.get(producer) == "Conv":
+        if node.op_type in RESIDUAL_FUSING_OPS and plan.quantized.get(producer) == node.op_type:
             return producer
         return None
 

@@ -9,15 +9,11 @@ itself from the input and weight scales.
 
 from __future__ import annotations
 
+from qtool.graph.op_types import CONSTANT_WEIGHT_OPS, WEIGHTED_DATA_INPUTS, WEIGHTED_OPS
 from qtool.graph.weights import WeightAxis, weight_axis
 from qtool.quantize import plan as reasons
-from qtool.quantize.options import WEIGHTED_OPS
 from qtool.quantize.placement.context import PlacementContext
 from qtool.quantize.plan import Plan
-
-# Data inputs (the rest, a bias, stays float); ops whose weight must be a constant.
-_DATA_SLOTS = 2
-_CONSTANT_WEIGHT_OPS = ("Conv", "ConvTranspose")
 
 
 def plan_weighted_ops(ctx: PlacementContext, plan: Plan) -> None:
@@ -27,12 +23,12 @@ def plan_weighted_ops(ctx: PlacementContext, plan: Plan) -> None:
 
 def _plan_node(ctx: PlacementContext, plan: Plan, index: int) -> None:
     node = ctx.node(index)
-    inputs = list(node.input[:_DATA_SLOTS])
-    if len(inputs) < _DATA_SLOTS or not all(inputs):
+    inputs = list(node.input[:WEIGHTED_DATA_INPUTS])
+    if len(inputs) < WEIGHTED_DATA_INPUTS or not all(inputs):
         ctx.skip(plan, index, reasons.UNSUPPORTED_WEIGHT, "missing data input")
         return
     is_constant = [name in ctx.constants for name in inputs]
-    if node.op_type in _CONSTANT_WEIGHT_OPS:
+    if node.op_type in CONSTANT_WEIGHT_OPS:
         if not is_constant[1]:
             ctx.skip(plan, index, reasons.UNSUPPORTED_WEIGHT,
                      f"weight {inputs[1]!r} is computed at run time, not a constant")

@@ -1,7 +1,7 @@
 """`qtool build` without --shapes: the calibration file's input signature, --batch, the batch-1
 default with its one warning, and the error for a dynamic non-batch dimension of unknown size;
 and the typing of a model that already holds FP16 on TensorRT 10. TensorRT's calls are checked
-with the recording stand-in of test_trt_adapter (no engine is built on CPU)."""
+with the recording stand-in of tests/helpers/fake_tensorrt.py (no engine is built on CPU)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from qtool.calib.calibfile import from_dict, read_calibration, to_dict
 from qtool.calib.signature import SeenShapes, merge_inputs, recorded_batch_axes, seen_ranges
 from qtool.errors import QtoolError
 from qtool.io.model import InputSpec
+from tests.helpers.fake_tensorrt import FakeTensorRT
+from tests.helpers.models import qdq_conv_model
 from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.backends.test_tensorrt_adapter import FakeTensorRT, qdq_conv_model
 
 F32 = np.dtype("float32")
 

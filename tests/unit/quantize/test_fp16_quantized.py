@@ -8,8 +8,8 @@ from onnx import TensorProto
 
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
+from tests.helpers.models import RESIDUAL_AMAX, residual_classifier
 from tests.helpers.onnx_graphs import check_and_run
-from tests.unit.quantize.test_api import RESIDUAL_AMAX, residual_classifier
 
 pytest.importorskip("qtool.quantize.fp16", reason="FP16 conversion not available yet")
 

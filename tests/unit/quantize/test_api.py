@@ -1,4 +1,5 @@
-"""onnxruntime output of quantized models vs numpy fake-quant references of the same graphs."""
+"""onnxruntime output of quantized models vs numpy fake-quant references of the same graphs, INT8
+weight storage, and an amax too large for float32 refused by name."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import onnx
 import pytest
 from onnx import helper
 
+from qtool.errors import QtoolError
 from qtool.io.model import save_model
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
@@ -22,6 +24,7 @@ from tests.helpers.onnx_graphs import (
     ref_weight_scales,
     value,
 )
+from tests.tiny_models import conv_relu_gemm
 
 
 def residual_reference(x, p, amax):
@@ -138,3 +141,9 @@ def test_int8_stored_weights_equal_quantize_linear(seed):
     (_, q_ort) = check_and_run(fp32, {"x": np.zeros((1, 7), np.float32)})
     stored = next(t for t in int8.graph.initializer if t.name == "w_quantized")
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(stored), q_ort)
+
+
+def test_an_amax_beyond_float32_is_refused_by_name():
+    model = conv_relu_gemm()
+    with pytest.raises(QtoolError, match=r"amax of 'x' is 1e\+300: its scale would overflow"):
+        quantize_model(model, {"x": 1e300, "relu": 1.0, "flat": 1.0})

@@ -1,4 +1,5 @@
-"""--high-precision fp16: the unquantized rest of the model in FP16, FP32 inputs and outputs."""
+"""quantize_model with --high-precision fp16: the unquantized rest of the model in FP16, FP32
+inputs and outputs (the conversion itself, convert_to_fp16, is tested in test_fp16.py)."""
 
 from __future__ import annotations
 

@@ -112,8 +112,8 @@ def is_long_mark(comment: str | None) -> bool:
 def explained(source_lines: list[str], comments: dict[int, str],
               node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     top = min([node.lineno] + [decorator.lineno for decorator in node.decorator_list])
-    if is_long_mark(comments.get(top - 1)):
-        return True
+    if is_long_mark(comments.get(top - 1)) or is_long_mark(comments.get(node.lineno - 1)):
+        return True  # above the decorators, or between them and the def
     line = header_end(source_lines, node) + 1
     while line <= len(source_lines) and not source_lines[line - 1].strip():
         line += 1
@@ -200,6 +200,10 @@ def test_a_long_comment_right_above_or_at_the_top_of_the_body_explains_a_functio
         "def above():\n" + body +
         "\n"
         "@staticmethod\n"
+        "# long: between the decorator and the def\n"
+        "def below_the_decorator():\n" + body +
+        "\n"
+        "@staticmethod\n"
         "def on_the_first_line(\n"
         "    a,\n"
         "    b,\n"
@@ -219,9 +223,10 @@ def test_a_long_comment_right_above_or_at_the_top_of_the_body_explains_a_functio
     path = tmp_path / "sample.py"
     path.write_text(source)
     found = {function.name: function for function in functions(path, root=tmp_path)}
-    assert set(found) == {"above", "on_the_first_line", "unexplained", "Holder.method",
-                          "Holder.method.inner"}
-    assert found["above"].explained and found["on_the_first_line"].explained
+    assert set(found) == {"above", "below_the_decorator", "on_the_first_line", "unexplained",
+                          "Holder.method", "Holder.method.inner"}
+    assert found["above"].explained and found["below_the_decorator"].explained
+    assert found["on_the_first_line"].explained
     assert not found["unexplained"].explained
     assert found["Holder.method.inner"].lines == 71
     assert found["Holder.method"].lines == 73

@@ -16,12 +16,8 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.unit.backends.test_tensorrt_adapter import (
-    INSPECTOR_10,
-    FakeTensorRT,
-    float_conv_model,
-    qdq_conv_model,
-)
+from tests.helpers.fake_tensorrt import INSPECTOR_10, FakeTensorRT
+from tests.helpers.models import float_conv_model, qdq_conv_model
 
 REPO = Path(__file__).resolve().parents[2]
 HINT = "pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 driver) on a machine with an NVIDIA driver"

@@ -5,7 +5,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from qtool.calib.calibfile import read_calibration
+from qtool.calib.calibfile import from_dict, read_calibration
+from qtool.calib.signature import seen_ranges
 from tests.tiny_models import conv_relu_gemm, relu6_conv, relu6_then, save, two_input_matmul
 
 
@@ -414,3 +415,40 @@ def test_trt_cache_header_names_the_installed_tensorrt_or_says_which_it_names(
     result = qtool("calibrate", conv_model, "--data", npy_dir, "--method", "max", "--trt-cache", cache,
                    "--trt-version", "8.6.1")
     assert "WARNING" not in result.err and cache.read_text().startswith("TRT-8601-EntropyCalibration2\n")
+
+
+HEADER = "TRT-100300-EntropyCalibration2"  # the first line of a TensorRT calibration cache
+
+
+def test_unknown_names_are_summarised_in_one_line(tmp_path, qtool):
+    save(conv_relu_gemm(), tmp_path / "net.onnx")
+    lines = [HEADER, "x: 3f800000"] + [f"ghost{i}: 3f800000" for i in range(5000)]
+    lines.append("nul\\x00: 3f800000".replace("\\x00", "\x01"))
+    (tmp_path / "c.cache").write_text("\n".join(lines) + "\n")
+    result = qtool("calibrate", tmp_path / "net.onnx", "--from-trt-cache", tmp_path / "c.cache",
+                   "-o", tmp_path / "c.json")
+    assert result.code == 0, result.err
+    assert result.err.count("\n") == 1
+    assert result.err.startswith("WARNING: 5001 cache tensor(s) are not in the model and were "
+                                 "ignored: 'ghost0', 'ghost1', 'ghost2', 'ghost3', 'ghost4' and "
+                                 "4996 more")
+
+
+def test_calibration_records_the_signature_and_old_files_still_read(tmp_path, qtool):
+    model = save(conv_relu_gemm(), tmp_path / "net.onnx")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index, batch in enumerate((4, 2, 3)):
+        np.save(folder / f"b{index}.npy", np.ones((batch, 2, 6, 6), np.float32))
+    result = qtool("calibrate", model, "--data", folder, "--method", "max", "--batch-size", "2")
+    assert result.code == 0, result.err
+    path = tmp_path / "net.calib.json"
+    calibration = read_calibration(path)
+    assert seen_ranges(calibration.inputs) == {"x": ((1, 2, 6, 6), (2, 2, 6, 6))}
+    data = json.loads(path.read_text())
+    assert data["model"]["inputs"][0]["seen"] == {"min": [1, 2, 6, 6], "max": [2, 2, 6, 6]}
+    del data["model"]["inputs"][0]["seen"]  # a file written before the signature was recorded
+    assert seen_ranges(from_dict(data).inputs) == {}
+    data["model"]["inputs"][0]["seen"] = {"min": [3, 2], "max": [2, 2]}
+    with pytest.raises(Exception, match="'seen' min and max must have one size per axis"):
+        from_dict(data)

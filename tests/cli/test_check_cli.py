@@ -6,7 +6,7 @@ import json
 
 import onnx
 
-from tests.unit.quantize.check.qdq_models import clean_model
+from tests.helpers.qdq_graphs import clean_model
 
 
 def _save(model, path):

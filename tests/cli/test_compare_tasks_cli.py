@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 
 from qtool.backends.onnxruntime import OnnxRunner
-from tests.cli import test_pipeline_cli
+from tests.helpers.demo import write_config
+from tests.helpers.sequences import CANDIDATE, REFERENCE
 from tests.tiny_models import pass_through, save
-from tests.unit.analysis.test_sequences import CANDIDATE, REFERENCE
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "metrics"
-demo_copy = test_pipeline_cli.demo_copy  # the fixture: the demo model and data in tmp_path
-write_config = test_pipeline_cli.write_config
 
 
 def models(tmp_path, shape, outputs=("y",)):

@@ -1,12 +1,13 @@
 import importlib.util
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from tests.helpers.demo import write_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -16,42 +17,6 @@ else:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
-@pytest.fixture
-def demo_copy(tmp_path):
-    """The demo model and data in a temporary folder, and a config in a subfolder beside them,
-    so every path in the config is relative to the config file, not to the working directory."""
-    assets = tmp_path / "assets"
-    (assets / "data").mkdir(parents=True)
-    shutil.copy(DEMO / "digits_cnn.onnx", assets)
-    for name in ("calib.npz", "test.npz", "test_labels.npy"):
-        shutil.copy(DEMO / "data" / name, assets / "data")
-    (tmp_path / "configs").mkdir()
-    return tmp_path
-
-
-def write_config(root: Path, extra_compare: str = "", extra: str = "") -> Path:
-    config = root / "configs" / "ci.toml"
-    config.write_text(f"""
-[pipeline]
-model = "../assets/digits_cnn.onnx"
-output_dir = "../out"
-
-[calibrate]
-data = "../assets/data/calib.npz"
-method = "percentile"
-
-[compare]
-data = "../assets/data/test.npz"
-labels = "../assets/data/test_labels.npy"
-batch_size = 100
-max_top1_drop = 1.0
-min_agreement = 98.0
-{extra_compare}
-{extra}
-""")
-    return config
 
 
 def test_repository_demo_config_end_to_end(qtool, tmp_path):

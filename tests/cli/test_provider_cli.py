@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from qtool.calib.calibfile import read_calibration
-from tests.cli.test_pipeline_cli import demo_copy, write_config  # noqa: F401 (fixture)
+from tests.helpers.demo import write_config
 from tests.tiny_models import conv_relu_gemm, save
 
 pytestmark = pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
@@ -60,7 +60,7 @@ def test_compare_and_sensitivity_with_a_missing_provider(qtool, model_and_data, 
     assert report["samples"] == 6 and report["outputs"]["y"]["max_abs_error"] == 0.0
 
 
-def test_pipeline_provider_flag_and_config_key(qtool, demo_copy):  # noqa: F811
+def test_pipeline_provider_flag_and_config_key(qtool, demo_copy):
     config = write_config(demo_copy)
     result = qtool("pipeline", config, "--provider", "cuda")
     assert result.code == 1

@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from qtool.calib.calibfile import Calibration
 from qtool.errors import QtoolError
-from tests.cli.test_quantize_cli import AMAX, write_calib
+from tests.helpers.calibration import AMAX, write_calib
 from tests.tiny_models import conv_relu_gemm, save
 
 MEANS = {"x": (1, np.array([1.5, -0.5])), "flat": (1, np.array([0.5, 1.0, 2.0, 0.25]))}

@@ -4,21 +4,11 @@ import numpy as np
 import onnx
 import pytest
 
-from qtool.calib.calibfile import Calibration, TensorCalibration, write_calibration
 from qtool.io.model import model_sha256
+from tests.helpers.calibration import AMAX, write_calib
+from tests.helpers.models import weight_heavy
 from tests.helpers.onnx_graphs import check_and_run, qdq_pairs, ref_scale
 from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.quantize.test_api import weight_heavy
-
-
-def write_calib(path, model_path, amax, method="max"):
-    calib = Calibration(model_sha256=model_sha256(model_path), method=method,
-                        tensors={name: TensorCalibration(amax=value) for name, value in amax.items()})
-    write_calibration(calib, path)
-    return path
-
-
-AMAX = {"x": 2.0, "relu": 3.0, "flat": 1.5}
 
 
 @pytest.fixture

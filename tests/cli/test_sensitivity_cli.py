@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tests.unit.analysis.test_sensitivity import planted_model
+from tests.helpers.models import planted_model
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import onnx
 import pytest
 
 from tests.helpers.onnx_graphs import check_and_run
-from tests.unit.quantize.test_equalize import conv_chain
-from tests.unit.quantize.test_smooth import layernorm_qkv
+from tests.helpers.rescale import conv_chain, layernorm_qkv
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_model.py"
 

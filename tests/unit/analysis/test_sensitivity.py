@@ -18,34 +18,7 @@ from qtool.errors import QtoolError
 from qtool.quantize.api import quantize_model
 from qtool.quantize.exclude import NameMatcher, read_exclude_file
 from qtool.quantize.options import QuantizeOptions
-
-
-def planted_model() -> onnx.ModelProto:
-    """x -> conv1 -> relu1 -> conv2 -> relu2 -> conv3 -> y, with one channel of relu1 near 500
-    (a huge bias) that conv2 barely uses: the calibrated amax of conv2's input is ~500, so its
-    INT8 scale (~4) crushes the other channels (values ~1) to zero. conv2 is the fragile layer."""
-    rng = np.random.default_rng(0)
-    w1 = rng.normal(scale=0.5, size=(4, 3, 3, 3)).astype(np.float32)
-    b1 = np.array([500, 0.5, 0.5, 0.5], np.float32)
-    w2 = rng.normal(scale=0.5, size=(4, 4, 3, 3)).astype(np.float32)
-    w2[:, 0] *= 1e-3
-    w3 = rng.normal(size=(2, 4, 1, 1)).astype(np.float32)
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             ((w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
-        helper.make_node("Conv", ["r2", "w3"], ["y"], name="conv3"),
-    ]
-    graph = helper.make_graph(
-        nodes, "planted", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+from tests.helpers.models import planted_model
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,7 @@ from qtool.analysis.sequences import (
     looks_like_sequence,
 )
 from qtool.errors import QtoolError, UsageError
-
-# Hand-made [2 samples, 4 positions, 3 classes]; every value exact in binary.
-# reference argmax [1, 1, 0, 2] -> CTC (blank 0) [1, 2]; [2, 0, 2, 1] -> [2, 2, 1]
-REFERENCE = np.array([
-    [[0.125, 0.75, 0.125], [0.25, 0.5, 0.25], [0.75, 0.125, 0.125], [0.0, 0.25, 0.75]],
-    [[0.25, 0.0, 0.75], [0.5, 0.125, 0.375], [0.125, 0.125, 0.75], [0.25, 0.5, 0.25]],
-], dtype=np.float32)
-# candidate argmax [1, 0, 0, 2] -> [1, 2] (same); [2, 2, 2, 1] -> [2, 1] (one deletion)
-CANDIDATE = np.array([
-    [[0.25, 0.5, 0.25], [0.5, 0.25, 0.25], [0.5, 0.25, 0.25], [0.25, 0.25, 0.5]],
-    [[0.25, 0.25, 0.5], [0.25, 0.25, 0.5], [0.25, 0.25, 0.5], [0.25, 0.5, 0.25]],
-], dtype=np.float32)
+from tests.helpers.sequences import CANDIDATE, REFERENCE
 
 
 def test_hand_made_sequence_metrics():

@@ -1,7 +1,7 @@
 """`qtool build` without --shapes: the calibration file's input signature, --batch, the batch-1
 default with its one warning, and the error for a dynamic non-batch dimension of unknown size;
 and the typing of a model that already holds FP16 on TensorRT 10. TensorRT's calls are checked
-with the recording stand-in of test_trt_adapter (no engine is built on CPU)."""
+with the recording stand-in of tests/helpers/fake_tensorrt.py (no engine is built on CPU)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from onnx import TensorProto
 
 from qtool.backends.tensorrt.build import BuildOptions, build_engine, calibration_beside, holds_fp16
 from qtool.backends.tensorrt.shapes import ShapeRange, default_profile
-from qtool.calib.calibfile import from_dict, read_calibration, to_dict
+from qtool.calib.calibfile import to_dict
 from qtool.calib.signature import SeenShapes, merge_inputs, recorded_batch_axes, seen_ranges
 from qtool.errors import QtoolError
 from qtool.io.model import InputSpec
-from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.backends.test_tensorrt_adapter import FakeTensorRT, qdq_conv_model
+from tests.helpers.fake_tensorrt import FakeTensorRT
+from tests.helpers.models import qdq_conv_model
+from tests.tiny_models import save
 
 F32 = np.dtype("float32")
 
@@ -117,26 +118,6 @@ def test_merged_shards_span_every_shards_range():
          {"name": "y", "shape": ["N"]}]
     assert merge_inputs([a, b]) == [{"name": "x", "shape": ["N", 3], "seen": {"min": [1, 3], "max": [4, 3]}},
                                     {"name": "y", "shape": ["N"]}]
-
-
-def test_calibration_records_the_signature_and_old_files_still_read(tmp_path, qtool):
-    model = save(conv_relu_gemm(), tmp_path / "net.onnx")
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for index, batch in enumerate((4, 2, 3)):
-        np.save(folder / f"b{index}.npy", np.ones((batch, 2, 6, 6), np.float32))
-    result = qtool("calibrate", model, "--data", folder, "--method", "max", "--batch-size", "2")
-    assert result.code == 0, result.err
-    path = tmp_path / "net.calib.json"
-    calibration = read_calibration(path)
-    assert seen_ranges(calibration.inputs) == {"x": ((1, 2, 6, 6), (2, 2, 6, 6))}
-    data = json.loads(path.read_text())
-    assert data["model"]["inputs"][0]["seen"] == {"min": [1, 2, 6, 6], "max": [2, 2, 6, 6]}
-    del data["model"]["inputs"][0]["seen"]  # a file written before the signature was recorded
-    assert seen_ranges(from_dict(data).inputs) == {}
-    data["model"]["inputs"][0]["seen"] = {"min": [3, 2], "max": [2, 2]}
-    with pytest.raises(Exception, match="'seen' min and max must have one size per axis"):
-        from_dict(data)
 
 
 def _write_calibration(path, seen):

@@ -11,12 +11,10 @@ Budget: fixed and derandomised in CI; QTOOL_FUZZ_LONG=1 (`make fuzz`) runs many 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
 import onnxruntime as ort
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -24,13 +22,7 @@ from qtool.graph.observe import tensors_to_observe
 from qtool.quantize.api import quantize_model
 from qtool.quantize.check import check_model
 from qtool.quantize.options import QuantizeOptions
-
-LONG = os.environ.get("QTOOL_FUZZ_LONG") == "1"
-
-
-def fuzz(ci: int, long: int):
-    return settings(max_examples=long if LONG else ci, deadline=None, database=None,
-                    derandomize=not LONG, suppress_health_check=list(HealthCheck))
+from tests.helpers.fuzzing import fuzz_settings
 
 
 class RandomGraph:
@@ -192,7 +184,7 @@ options = st.builds(
 )
 
 
-@fuzz(ci=60, long=3000)
+@fuzz_settings(ci=60, long=3000)
 @given(seed=st.integers(0, 2**63 - 1), opts=options, batch=st.integers(1, 4),
        amax_mode=st.sampled_from(["measured", "random"]))
 def test_fuzz_random_graphs_quantize_to_valid_runnable_models(seed, opts, batch, amax_mode):

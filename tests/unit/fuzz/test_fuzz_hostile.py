@@ -30,8 +30,8 @@ from qtool.io.images import decode
 from qtool.io.model import InputSpec, load_model
 from qtool.io.outputs import guard_outputs
 from qtool.thresholds import compute_amax
+from tests.helpers.fuzzing import Tally, fuzz_settings, mutated
 from tests.tiny_models import conv_relu_gemm, save
-from tests.unit.fuzz.test_fuzz_loading import Tally, fuzz_settings, mutated, scratch  # noqa: F401
 
 LONG_CASES = 1250
 
@@ -56,7 +56,7 @@ def image_seeds() -> list[bytes]:
     return seeds
 
 
-def test_fuzz_images_of_any_kind(scratch):  # noqa: F811
+def test_fuzz_images_of_any_kind(scratch):
     tally = Tally("images")
     path = scratch / "a.jpg"
 
@@ -70,7 +70,7 @@ def test_fuzz_images_of_any_kind(scratch):  # noqa: F811
     print(tally.report())
 
 
-def test_fuzz_data_archives_asking_for_huge_arrays(scratch):  # noqa: F811
+def test_fuzz_data_archives_asking_for_huge_arrays(scratch):
     tally = Tally("npz headers")
     spec = InputSpec("x", np.dtype(np.float32), ("N", 2, 3))
     path = scratch / "d.npz"
@@ -102,7 +102,7 @@ def test_fuzz_data_archives_asking_for_huge_arrays(scratch):  # noqa: F811
     print(tally.report())
 
 
-def test_fuzz_sparse_initializers(scratch):  # noqa: F811
+def test_fuzz_sparse_initializers(scratch):
     tally = Tally("sparse initializers")
     path = scratch / "s.onnx"
 
@@ -126,7 +126,7 @@ def test_fuzz_sparse_initializers(scratch):  # noqa: F811
     print(tally.report())
 
 
-def test_fuzz_calibration_archives_with_extra_members(scratch, tmp_path_factory):  # noqa: F811
+def test_fuzz_calibration_archives_with_extra_members(scratch, tmp_path_factory):
     from qtool.cli.main import main
 
     tally = Tally("calibration members")
@@ -167,7 +167,7 @@ def test_fuzz_calibration_archives_with_extra_members(scratch, tmp_path_factory)
     print(tally.report())
 
 
-def test_fuzz_trt_cache_names(scratch):  # noqa: F811
+def test_fuzz_trt_cache_names(scratch):
     tally = Tally("cache names")
     path = scratch / "n.cache"
     chars = st.sampled_from(list("ab: \t\n\r\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029é"))
@@ -194,7 +194,7 @@ def test_fuzz_trt_cache_names(scratch):  # noqa: F811
     print(tally.report())
 
 
-def test_fuzz_deep_nesting(scratch):  # noqa: F811
+def test_fuzz_deep_nesting(scratch):
     tally = Tally("nesting")
 
     @fuzz_settings(ci=60, long=LONG_CASES)

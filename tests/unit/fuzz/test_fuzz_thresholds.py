@@ -9,11 +9,10 @@ Budget: fixed and derandomised in CI; QTOOL_FUZZ_LONG=1 (`make fuzz`) runs many 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -22,14 +21,7 @@ from qtool.calib.histogram import AbsHistogram
 from qtool.errors import QtoolError
 from qtool.quantize.scales import MIN_SCALE, QMAX, quantize_int8, scale_from_amax
 from qtool.thresholds import METHODS, compute_amax
-
-LONG = os.environ.get("QTOOL_FUZZ_LONG") == "1"
-
-
-def fuzz(ci: int, long: int):
-    return settings(max_examples=long if LONG else ci, deadline=None, database=None,
-                    derandomize=not LONG, suppress_health_check=list(HealthCheck))
-
+from tests.helpers.fuzzing import fuzz_settings
 
 SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40, -1e-45, 3.0e38, -1.0], np.float32)
 
@@ -73,7 +65,7 @@ def finite(batches_) -> np.ndarray:
 
 # -- histograms ------------------------------------------------------------------------------
 
-@fuzz(ci=150, long=5000)
+@fuzz_settings(ci=150, long=5000)
 @given(batches=batches, bins=st.integers(1, 64), factor=st.integers(1, 4))
 def test_fuzz_histogram_counts_are_exact(batches, bins, factor):
     h = whole(batches, bins, bins * factor)
@@ -96,7 +88,7 @@ def test_fuzz_histogram_counts_are_exact(batches, bins, factor):
         assert h.hist.tolist() == expected.tolist()
 
 
-@fuzz(ci=120, long=4000)
+@fuzz_settings(ci=120, long=4000)
 @given(batches=batches, shards=st.integers(1, 4), bins=st.integers(1, 48),
        factor=st.integers(1, 3), order=st.randoms(use_true_random=False))
 def test_fuzz_shards_merge_to_one_run_in_any_order(batches, shards, bins, factor, order):
@@ -120,7 +112,7 @@ def test_fuzz_shards_merge_to_one_run_in_any_order(batches, shards, bins, factor
     assert state(merged) == state(one)
 
 
-@fuzz(ci=120, long=4000)
+@fuzz_settings(ci=120, long=4000)
 @given(batches=batches, bins=st.integers(1, 64), factor=st.integers(1, 4))
 def test_fuzz_histogram_file_round_trip_is_exact(batches, bins, factor):
     h = whole(batches, bins, bins * factor)
@@ -133,7 +125,7 @@ def test_fuzz_histogram_file_round_trip_is_exact(batches, bins, factor):
 
 # -- thresholds on real histograms ----------------------------------------------------------
 
-@fuzz(ci=60, long=3000)
+@fuzz_settings(ci=60, long=3000)
 @given(batches=batches, bins=st.integers(128, 300))
 def test_fuzz_every_method_stays_within_the_data(batches, bins):
     h = whole(batches, bins, None)
@@ -150,7 +142,7 @@ def test_fuzz_every_method_stays_within_the_data(batches, bins):
         assert compute_amax(method, h.hist, h.edges, abs_max=h.abs_max) <= top
 
 
-@fuzz(ci=100, long=3000)
+@fuzz_settings(ci=100, long=3000)
 @given(batches=batches, p=st.floats(0.001, 100.0), q=st.floats(0.001, 100.0))
 def test_fuzz_percentile_and_coverage_are_monotone(batches, p, q):
     h = whole(batches, 256, None)
@@ -165,7 +157,7 @@ def test_fuzz_percentile_and_coverage_are_monotone(batches, p, q):
 
 # -- scales and INT8 rounding -----------------------------------------------------------------
 
-@fuzz(ci=100, long=10000)
+@fuzz_settings(ci=100, long=10000)
 @given(amax=st.one_of(st.floats(0, 3.4e38), st.sampled_from([0.0, 1e-45, 1e-38, 2.0**-24])),
        x=hnp.arrays(np.float32, st.integers(1, 50), elements=st.floats(-1.0, 1.0, width=32)))
 def test_fuzz_scales_are_positive_and_round_trip_within_half_a_step(amax, x):
@@ -181,7 +173,7 @@ def test_fuzz_scales_are_positive_and_round_trip_within_half_a_step(amax, x):
     assert np.all(error <= 0.5 * float(scale) * (1 + 1e-6) + np.abs(values[inside]) * 2**-23)
 
 
-@fuzz(ci=100, long=5000)
+@fuzz_settings(ci=100, long=5000)
 @given(amax=st.one_of(st.floats(127 * 3.4028235e38, 1.7e308), st.just(math.inf), st.just(math.nan),
                       st.floats(-1e30, -1e-30)))
 def test_fuzz_amax_without_a_float32_scale_is_refused(amax):

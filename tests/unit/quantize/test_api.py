@@ -1,4 +1,5 @@
-"""onnxruntime output of quantized models vs numpy fake-quant references of the same graphs."""
+"""onnxruntime output of quantized models vs numpy fake-quant references of the same graphs, INT8
+weight storage, and an amax too large for float32 refused by name."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import onnx
 import pytest
 from onnx import helper
 
+from qtool.errors import QtoolError
 from qtool.io.model import save_model
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
+from tests.helpers.models import RESIDUAL_AMAX, residual_classifier, weight_heavy
 from tests.helpers.onnx_graphs import (
     attention_block,
     build,
@@ -21,34 +24,7 @@ from tests.helpers.onnx_graphs import (
     ref_weight_scales,
     value,
 )
-
-
-def residual_classifier(seed=3):
-    """x -> conv1(pad 1) -> relu (r) -> conv2(pad 1) -> Add(., r) -> relu -> GAP -> Flatten -> Gemm."""
-    rng = np.random.default_rng(seed)
-    params = {
-        "w1": rng.normal(size=(4, 3, 3, 3)).astype(np.float32) * 0.5,
-        "b1": rng.normal(size=4).astype(np.float32) * 0.1,
-        "w2": rng.normal(size=(4, 4, 3, 3)).astype(np.float32) * 0.3,
-        "fc": rng.normal(size=(5, 4)).astype(np.float32),
-        "fc_b": rng.normal(size=5).astype(np.float32),
-    }
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r"], name="relu1"),
-        helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("Add", ["c2", "r"], ["s"], name="add"),
-        helper.make_node("Relu", ["s"], ["rs"], name="relu2"),
-        helper.make_node("GlobalAveragePool", ["rs"], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc", "fc_b"], ["y"], name="fc", transB=1),
-    ]
-    model = build(nodes, [value("x", [2, 3, 6, 6])], [value("y", [2, 5])],
-                  [init(k, v) for k, v in params.items()])
-    return model, params
-
-
-RESIDUAL_AMAX = {"x": 2.0, "r": 3.0, "rs": 4.0, "flat": 2.5}
+from tests.tiny_models import conv_relu_gemm
 
 
 def residual_reference(x, p, amax):
@@ -137,17 +113,6 @@ def test_saturation_clamps_to_int8_range():
     np.testing.assert_allclose(got, [[127 * scale, -128 * scale, 64 * scale, -65 * scale]], rtol=1e-6)
 
 
-def weight_heavy(seed=0):
-    rng = np.random.default_rng(seed)
-    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
-             helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2", transB=1)]
-    inits = [init("w1", rng.normal(size=(256, 256)).astype(np.float32)),
-             init("b1", rng.normal(size=256).astype(np.float32)),
-             init("w2", rng.normal(size=(128, 256)).astype(np.float32))]
-    return build(nodes, [value("x", [1, 256])], [value("y", [1, 128])], inits)
-
-
 def test_int8_weight_file_is_about_four_times_smaller(tmp_path):
     model = weight_heavy()
     amax = {"x": 1.0, "r": 4.0}
@@ -176,3 +141,9 @@ def test_int8_stored_weights_equal_quantize_linear(seed):
     (_, q_ort) = check_and_run(fp32, {"x": np.zeros((1, 7), np.float32)})
     stored = next(t for t in int8.graph.initializer if t.name == "w_quantized")
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(stored), q_ort)
+
+
+def test_an_amax_beyond_float32_is_refused_by_name():
+    model = conv_relu_gemm()
+    with pytest.raises(QtoolError, match=r"amax of 'x' is 1e\+300: its scale would overflow"):
+        quantize_model(model, {"x": 1e300, "relu": 1.0, "flat": 1.0})

@@ -17,7 +17,14 @@ from qtool.quantize.equalize import (
     equalize_model,
 )
 from tests.helpers.onnx_graphs import build, init, value
-from tests.helpers.rescale import assert_same_outputs, batches, inits, skeleton
+from tests.helpers.rescale import (
+    assert_same_outputs,
+    batches,
+    conv_chain,
+    inits,
+    skeleton,
+    spread_weight,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Slow reference
@@ -70,43 +77,6 @@ def ref_equalize_convs(layers: list[dict], iterations=20, tolerance=1e-4, max_sc
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def spread_weight(rng, shape, out_decades=2.0, in_decades=2.0):
-    """Weights whose output and input channels have magnitudes spread over decades."""
-    out_scale = 10.0 ** rng.uniform(-out_decades / 2, out_decades / 2, size=shape[0])
-    in_scale = 10.0 ** rng.uniform(-in_decades / 2, in_decades / 2, size=shape[1])
-    w = rng.normal(size=shape) * out_scale.reshape((-1,) + (1,) * (len(shape) - 1))
-    return (w * in_scale.reshape((1, -1) + (1,) * (len(shape) - 2))).astype(np.float32)
-
-
-def conv_chain(specs, activations, channels_in=3, size=6, seed=0):
-    """x -> Conv_0 -> act_0 -> Conv_1 -> ... -> y. specs: [(out_channels, group, bias)]."""
-    rng = np.random.default_rng(seed)
-    nodes, initializers, layers = [], [], []
-    current, channels = "x", channels_in
-    for i, (out, group, bias) in enumerate(specs):
-        w = spread_weight(rng, (out, channels // group, 3, 3))
-        b = rng.normal(size=out).astype(np.float32) if bias else None
-        inputs = [current, f"w{i}"] + ([f"b{i}"] if bias else [])
-        initializers += [init(f"w{i}", w)] + ([init(f"b{i}", b)] if bias else [])
-        nxt = "y" if i == len(specs) - 1 else f"c{i}"
-        nodes.append(helper.make_node("Conv", inputs, [nxt], name=f"conv{i}", group=group,
-                                      pads=[1, 1, 1, 1]))
-        if i < len(specs) - 1 and activations[i]:
-            op = activations[i]
-            kwargs = {"alpha": 0.1} if op == "LeakyRelu" else {}
-            act_inputs = [nxt] + (["slope"] if op == "PRelu" else [])
-            if op == "PRelu":
-                initializers.append(init("slope", rng.uniform(0.05, 0.3, (out, 1, 1))
-                                         .astype(np.float32)))
-            nodes.append(helper.make_node(op, act_inputs, [f"a{i}"], name=f"act{i}", **kwargs))
-            nxt = f"a{i}"
-        layers.append({"w": w, "b": b, "group": group})
-        current, channels = nxt, out
-    model = build(nodes, [value("x", [2, channels_in, size, size])],
-                  [value("y", [2, channels, size, size])], initializers)
-    return model, layers
 
 
 # ---------------------------------------------------------------------------------------------

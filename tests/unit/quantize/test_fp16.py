@@ -480,7 +480,7 @@ def test_weights_reach_their_quantizer_in_float32_through_a_transpose():
 
 
 def test_check_findings_survive_the_conversion_below_opset_19():
-    from tests.unit.quantize.check.qdq_models import clean_model
+    from tests.helpers.qdq_graphs import clean_model
 
     model = clean_model(relu_before_q=False)
     half = converted(model)

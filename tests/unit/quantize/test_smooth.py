@@ -21,9 +21,7 @@ from qtool.quantize.smooth import (
     smoothing_scales,
 )
 from tests.helpers.onnx_graphs import build, init, value
-from tests.helpers.rescale import assert_same_outputs, batches, inits, skeleton
-
-K = 16
+from tests.helpers.rescale import K, assert_same_outputs, batches, inits, layernorm_qkv, skeleton
 
 # ---------------------------------------------------------------------------------------------
 # Slow reference
@@ -54,40 +52,6 @@ def ref_absmax(batches):
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def outlier_gamma(rng):
-    """A LayerNorm scale with three outlier channels (x30), as in transformer activations."""
-    gamma = rng.uniform(0.5, 1.5, K)
-    gamma[[2, 7, 11]] *= 30.0
-    return gamma.astype(np.float32)
-
-
-def layernorm_qkv(seed=0, decomposed=False):
-    """x[2, 5, K] -> LayerNorm(gamma, beta) "h" -> three MatMul projections -> Add -> y."""
-    rng = np.random.default_rng(seed)
-    gamma, beta = outlier_gamma(rng), rng.normal(size=K).astype(np.float32)
-    wq, wk, wv = (rng.normal(size=(K, 8)).astype(np.float32) for _ in range(3))
-    if decomposed:  # the affine tail of a LayerNorm exported before opset 17
-        norm = [helper.make_node("ReduceMean", ["x"], ["mu"], name="mean", axes=[-1]),
-                helper.make_node("Sub", ["x", "mu"], ["xc"], name="center"),
-                helper.make_node("Mul", ["xc", "gamma"], ["g"], name="scale"),
-                helper.make_node("Add", ["beta", "g"], ["h"], name="shift")]
-        opset = 13
-    else:
-        norm = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h"],
-                                 name="ln", axis=-1)]
-        opset = 17
-    nodes = norm + [
-        helper.make_node("MatMul", ["h", "wq"], ["q"], name="q_proj"),
-        helper.make_node("MatMul", ["h", "wk"], ["k"], name="k_proj"),
-        helper.make_node("MatMul", ["h", "wv"], ["v"], name="v_proj"),
-        helper.make_node("Add", ["q", "k"], ["qk"], name="add_qk"),
-        helper.make_node("Add", ["qk", "v"], ["y"], name="add_v"),
-    ]
-    return build(nodes, [value("x", [2, 5, K])], [value("y", [2, 5, 8])],
-                 [init("gamma", gamma), init("beta", beta), init("wq", wq), init("wk", wk),
-                  init("wv", wv)], opset=opset)
 
 
 def gemm_gemm(seed=0, trans_first=1, trans_second=0, bias_shape=(K,)):

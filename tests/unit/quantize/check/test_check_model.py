@@ -10,7 +10,7 @@ import pytest
 
 from qtool.errors import UsageError
 from qtool.quantize.check import check_model
-from tests.unit.quantize.check.qdq_models import clean_model, found
+from tests.helpers.qdq_graphs import clean_model, found
 
 
 def test_clean_model_has_no_findings():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qtool.quantize.check import check_model
-from tests.unit.quantize.check.qdq_models import clean_model, found, simple
+from tests.helpers.qdq_graphs import clean_model, found, simple
 
 
 def test_quantized_conv_output_before_relu():
@@ -144,7 +144,7 @@ def test_concat_with_an_unquantized_input():
 def _tiny_models():
     from tests import tiny_models
     from tests.helpers import onnx_graphs
-    from tests.unit.quantize import test_placement as placed
+    from tests.helpers import placement_models as placed
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(8, 8)).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 
 from qtool.graph.op_types import CAST_OPS, PASS_THROUGH_OPS
 from qtool.quantize.check import QdqGraph
-from tests.unit.quantize.check.qdq_models import clean_model, simple
+from tests.helpers.qdq_graphs import clean_model, simple
 
 
 def test_producers_readers_and_qdq_nodes():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qtool.quantize.check import check_model
-from tests.unit.quantize.check.qdq_models import F, clean_model, found, simple
+from tests.helpers.qdq_graphs import F, clean_model, found, simple
 
 
 def test_nonzero_zero_point_is_an_error_on_q_and_dq():

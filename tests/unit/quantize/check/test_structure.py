@@ -7,7 +7,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from qtool.quantize.check import check_model
-from tests.unit.quantize.check.qdq_models import Builder, F, clean_model, found, simple
+from tests.helpers.qdq_graphs import Builder, F, clean_model, found, simple
 
 
 def test_model_without_qdq_is_a_warning():

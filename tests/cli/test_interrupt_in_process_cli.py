@@ -1,5 +1,5 @@
 """Interruptions and early exits inside the process: background threads end, sources are closed,
-outputs are complete or absent (the subprocess tests are tests/cli/test_interrupt.py)."""
+outputs are complete or absent (the subprocess tests are tests/cli/test_interrupt_signals_cli.py)."""
 
 from __future__ import annotations
 

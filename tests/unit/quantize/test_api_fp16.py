@@ -1,4 +1,5 @@
-"""--high-precision fp16: the unquantized rest of the model in FP16, FP32 inputs and outputs."""
+"""quantize_model with --high-precision fp16: the unquantized rest of the model in FP16, FP32
+inputs and outputs (the conversion itself, convert_to_fp16, is tested in test_fp16.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from onnx import TensorProto
 
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
+from tests.helpers.models import RESIDUAL_AMAX, residual_classifier
 from tests.helpers.onnx_graphs import check_and_run
-from tests.unit.quantize.test_api import RESIDUAL_AMAX, residual_classifier
 
 pytest.importorskip("qtool.quantize.fp16", reason="FP16 conversion not available yet")
 

@@ -1,6 +1,7 @@
-"""Hand-built Q/DQ models for the check tests: a builder whose Q/DQ pairs are named
-`<tag>_q`/`<tag>_dq`, a residual conv net placed by TensorRT's rules whose arguments plant single
-defects, and the (code, node) pairs a model's findings name."""
+"""Q/DQ graphs written node by node, as TensorRT's placement rules expect them: `Builder` names
+every pair `<tag>_q`/`<tag>_dq`, and `clean_model` is a residual conv net with no defect unless
+an argument plants one (tests of `qtool check` and of passes that must keep its verdict); `found`
+lists the (code, node) pairs of a model's findings."""
 
 from __future__ import annotations
 

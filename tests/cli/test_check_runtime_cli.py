@@ -91,6 +91,6 @@ def test_onnxruntime_logs_nothing_before_qtools_error_line(tmp_path):
         [sys.executable, "-m", "qtool", "calibrate", str(tmp_path / "cat.onnx"), "--data",
          str(tmp_path / "x.npy"), "-o", str(tmp_path / "c.json")],
         capture_output=True, text=True, timeout=120, check=False,
-        cwd=Path(__file__).resolve().parents[3])
+        cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 
 import onnx
 
-from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
+from qtool.backends.imports import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_information
 from qtool.backends.tensorrt.logger import shared_logger

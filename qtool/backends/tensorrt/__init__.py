@@ -5,11 +5,10 @@
     build.py     plan_build / build_engine
     inspect.py   engine-inspector JSON -> per-layer precisions (pure)
     cuda.py      device memory and streams via cuda-python or pycuda
-
-Importing tensorrt and the CUDA bindings is qtool.backends.imports' job (below this package).
     runtime.py   TensorRTRunner (a context manager: run(feeds) -> outputs)
     run.py       run_engine: an engine over a data set -> outputs.npz
     outputs.py   merging batches and writing .npz atomically
 
-No module here imports tensorrt or a CUDA binding at import time.
+No module here imports tensorrt or a CUDA binding at import time; qtool.backends.imports, below
+this package, does it when asked.
 """

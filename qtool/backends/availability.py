@@ -107,7 +107,7 @@ def onnxruntime_component() -> Component:
         import onnxruntime as ort
     except Exception as exc:
         return Component("onnxruntime", False, detail=first_line(exc))
-    from qtool.backends.providers import Providers
+    from qtool.backends.onnxruntime.providers import Providers
 
     providers = list(ort.get_available_providers())
     auto = Providers("auto", providers).describe()

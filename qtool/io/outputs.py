@@ -1,11 +1,12 @@
 """The output guard: every path a command will write is checked before any work starts.
 
-    guard_outputs([output, histograms], models=[model], calibrations=[calib],
+    guard_outputs([output, histograms], models=[model], calibrations=calibration_files(calib),
                   inputs=[config, data, loader_script])
 
 An output may not be an input of the run, nor lie inside an input folder:
   models        the model file and its external-data files
-  calibrations  the calibration file and its histogram .npz
+  calibrations  the calibration file and its histogram .npz (the caller names them, with
+                qtool.calib.files.calibration_files: this module knows no calibration format)
   inputs        any other file or folder read (configs, scripts, labels, data); a folder
                 covers everything in it
 An output that exists must be a regular file: it is replaced by a rename, which would turn a
@@ -47,9 +48,8 @@ def guard_outputs(outputs: Iterable[PathLike | None], *, models: Iterable[PathLi
             if existing:  # only a file that exists can be a model's external data
                 sources.extend((data, f"the external data of the input {model}")
                                for data in _external_data(Path(model)))
-    for calib in calibrations:
-        if calib is not None:
-            sources.extend((path, f"the input {path}") for path in _calibration_files(Path(calib)))
+    sources.extend((Path(path), f"the input {path}") for path in calibrations
+                   if path is not None)
     sources.extend((Path(path), f"the input {path}") for path in inputs
                    if path is not None and str(path) != "")
     resolved_sources = [(source, _resolve(source), what) for source, what in sources]
@@ -109,19 +109,6 @@ def _external_data(model: Path) -> list[Path]:
         return check_external_paths(proto, model.parent)
     except Exception:  # an unreadable model is refused, with its reason, when it is loaded
         return []
-
-
-def _calibration_files(calib: Path) -> list[Path]:
-    """The calibration file, the histogram file its name implies and the one it records."""
-    from qtool.calib.calibfile import histogram_path_for, read_calibration
-
-    files = [calib, histogram_path_for(calib)]
-    if calib.is_file():
-        with contextlib.suppress(QtoolError):
-            recorded = read_calibration(calib).histogram_path()
-            if recorded is not None:
-                files.append(recorded)
-    return files
 
 
 def _refuse_overlap(out: Path, resolved: Path, source: Path, target: Path, what: str) -> None:

@@ -25,11 +25,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qtool.errors import QtoolError, UsageError
+from qtool.io.atomic import reason
 from qtool.io.files import kind_of
 
 PathLike = str | os.PathLike
-# Names of temporary files beside an output: short, so a long output name still fits.
-TEMP_PREFIX = ".qtool-"
 
 
 def guard_outputs(outputs: Iterable[PathLike | None], *, models: Iterable[PathLike | None] = (),
@@ -166,8 +165,3 @@ def _name_max(folder: Path) -> int:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         return 255
-
-
-def reason(exc: OSError) -> str:
-    """An OSError as a few words: 'No space left on device', 'Read-only file system', ..."""
-    return exc.strerror or str(exc) or type(exc).__name__

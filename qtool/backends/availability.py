@@ -103,8 +103,10 @@ def gpu_component() -> Component:
 
 
 def onnxruntime_component() -> Component:
+    from qtool.backends.onnxruntime.installed import import_onnxruntime
+
     try:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
     except Exception as exc:
         return Component("onnxruntime", False, detail=first_line(exc))
     from qtool.backends.onnxruntime.providers import Providers

@@ -693,7 +693,8 @@ def check_runtime_load(model: onnx.ModelProto) -> Iterator[Finding]:
     """onnxruntime's own verdict, when it is installed: a model TensorRT's rules allow can still
     break ONNX's (an FP16 scale before opset 19, a DequantizeLinear of a float, ...). Graph
     optimizations are off, so what is checked is the model as written."""
-    from qtool.backends.onnxruntime.session import create_session, onnxruntime_installed
+    from qtool.backends.onnxruntime.installed import onnxruntime_installed
+    from qtool.backends.onnxruntime.session import create_session
 
     if not onnxruntime_installed():
         return

@@ -52,15 +52,6 @@ def has_unloaded_weights(model: onnx.ModelProto) -> bool:
                for tensor in external_data_helper._get_all_tensors(model))
 
 
-def onnxruntime_installed() -> bool:
-    """Whether onnxruntime imports here (checks that only add its verdict skip without it)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def create_session(model: onnx.ModelProto, providers: Providers | str | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
                    extra_nodes: list[onnx.NodeProto] = (),

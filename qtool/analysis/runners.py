@@ -27,7 +27,8 @@ def model_kind(path: str | os.PathLike) -> str:
 
 def open_runner(path: str | os.PathLike, providers=None):
     """A context manager with input_specs, output_names and run(feeds) -> dict. `providers`:
-    where onnxruntime runs an ONNX model (qtool.backends.onnxruntime.providers); an engine runs in TensorRT."""
+    where onnxruntime runs an ONNX model (qtool.backends.onnxruntime.providers); an engine runs
+    in TensorRT."""
     path = Path(path)
     kind = model_kind(path)
     if not path.is_file():

@@ -30,7 +30,6 @@ class Component:
         return asdict(self)
 
 
-
 def installed_tensorrt_version() -> str | None:
     """The version of the TensorRT that imports here ('10.16.1.11'), or None."""
     try:

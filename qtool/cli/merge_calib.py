@@ -30,7 +30,8 @@ def merge_calib(calibrations, output, method, percentile, as_json, verbose, quie
 
     setup_logging(verbose, quiet)
     limits.configure(None)
-    guard_outputs([output, histogram_path_for(output)], calibrations=calibration_files(*calibrations))
+    guard_outputs([output, histogram_path_for(output)],
+                  calibrations=calibration_files(*calibrations))
     shards = [read_calibration(path) for path in calibrations]
     params = {"percentile": percentile} if percentile is not None else None
     result = merge(shards, method, params)

@@ -76,7 +76,8 @@ def quantize(ctx, **params):
     if not params["calib"]:
         raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
     output = Path(params["output"] or default_output(model_path))
-    guard_outputs([output, f"{output}.data"], models=[model_path], calibrations=calibration_files(params["calib"]),
+    guard_outputs([output, f"{output}.data"], models=[model_path],
+                  calibrations=calibration_files(params["calib"]),
                   inputs=[params["exclude_file"], params["config_path"]])
 
     model = load_model(model_path)

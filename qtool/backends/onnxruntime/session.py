@@ -59,10 +59,10 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
     """An onnxruntime session for an in-memory model, plus `extra_outputs` as graph outputs
     and `extra_nodes` (reading only existing tensors) appended to its graph.
 
-    `providers`: a qtool.backends.onnxruntime.providers.Providers (or a --provider choice); default the CPU.
-    A session that cannot start on a GPU provider is an error when the provider was named, and
-    runs on the CPU after one warning under `auto` (onnxruntime's own fallback, which prints on
-    stdout, is off).
+    `providers`: a qtool.backends.onnxruntime.providers.Providers (or a --provider choice);
+    default the CPU. A session that cannot start on a GPU provider is an error when the provider
+    was named, and runs on the CPU after one warning under `auto` (onnxruntime's own fallback,
+    which prints on stdout, is off).
 
     The model is neither copied nor modified, whatever its size:
       - weights still on disk (load_model(..., load_weights=False)): the graph goes over in memory

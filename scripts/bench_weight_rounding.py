@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_accuracy import ASSETS, PREPROCESS, image_subset, logits, sqnr_db
 
+from qtool.backends.onnxruntime.session import create_session
 from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import channel_means
-from qtool.calib.runner import create_session
 from qtool.graph.constants import constant_node_value
 from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, save_model

@@ -33,16 +33,16 @@ from qtool.analysis.metrics import (
 )
 from qtool.analysis.runners import model_kind, open_runner
 from qtool.analysis.sequences import SequenceStats, looks_like_sequence
-from qtool.backends.providers import Providers
-from qtool.backends.providers import check_choice as check_provider
+from qtool.backends.onnxruntime.providers import Providers
+from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.calib.auto import TASKS  # auto scores the tasks compare measures
-from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
 from qtool.io.hashing import sha256_file
 from qtool.io.labels import read_labels
 from qtool.io.model import InputSpec, model_sha256
 from qtool.io.outputs import guard_outputs
+from qtool.io.prefetch import Prefetcher
 from qtool.versions import tool_versions
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
         outputs = {name: OutputStats(name) for name in names}
         sequence = None
         samples = batches = 0
-        for feeds in prefetch(source):
+        for feeds in Prefetcher(source):
             count = source.layout.length(feeds, f"batch {batches}")
             ref_out = ref.run(feeds)
             cand_out = cand.run(feeds)

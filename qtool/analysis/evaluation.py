@@ -28,9 +28,9 @@ import numpy as np
 
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
 from qtool.analysis.metrics import ClassificationStats, OutputStats, as_logits, json_number
-from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError
 from qtool.io.batch_axes import BatchLayout
+from qtool.io.prefetch import Prefetcher
 
 DEFAULT_BUDGET = 2 << 30  # bytes of inputs + reference outputs kept in memory
 
@@ -97,7 +97,7 @@ class ReferenceSet:
         counts: list[int] = []
         self.samples = 0
         used = 0
-        for feeds in prefetch(source):
+        for feeds in Prefetcher(source):
             count = layout.length(feeds, f"batch {len(batches)}")
             outputs = dict(reference_run(feeds))
             batch_labels = None

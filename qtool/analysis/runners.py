@@ -27,13 +27,14 @@ def model_kind(path: str | os.PathLike) -> str:
 
 def open_runner(path: str | os.PathLike, providers=None):
     """A context manager with input_specs, output_names and run(feeds) -> dict. `providers`:
-    where onnxruntime runs an ONNX model (qtool.backends.providers); an engine runs in TensorRT."""
+    where onnxruntime runs an ONNX model (qtool.backends.onnxruntime.providers); an engine runs
+    in TensorRT."""
     path = Path(path)
     kind = model_kind(path)
     if not path.is_file():
         raise QtoolError(f"{'model' if kind == 'onnx' else 'engine'} not found: {path}")
     if kind == "onnx":
-        from qtool.backends.onnxruntime import OnnxRunner
+        from qtool.backends.onnxruntime.runner import OnnxRunner
 
         return OnnxRunner(path, providers=providers)
     from qtool.backends.tensorrt.runtime import TensorRTRunner

@@ -29,9 +29,9 @@ from qtool.analysis.evaluation import Evaluation, ReferenceSet, rank_key
 from qtool.analysis.fallback import FallbackResult, Step, search_fallback
 from qtool.analysis.gates import Gates
 from qtool.analysis.single_layer import SingleLayerModels
-from qtool.backends.onnxruntime import OnnxRunner
-from qtool.backends.providers import Providers
-from qtool.backends.providers import check_choice as check_provider
+from qtool.backends.onnxruntime.providers import Providers
+from qtool.backends.onnxruntime.providers import check_choice as check_provider
+from qtool.backends.onnxruntime.runner import OnnxRunner
 from qtool.calib.calibfile import check_model_match, read_calibration
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.topology import node_label

@@ -10,11 +10,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass, field
 
+from qtool.backends.imports import import_tensorrt
 from qtool.errors import MissingDependency, first_line
 
-# trt = trt-cu13 (what NVIDIA's `tensorrt` package installs now); both pin one CUDA major
-TRT_INSTALL_HINT = ("pip install 'qtool[trt]' ('qtool[trt-cu12]' for a CUDA 12 driver) on a machine "
-                    "with an NVIDIA driver")
 REPORT_INSTALL_HINT = "pip install 'qtool[report]'"
 
 
@@ -30,27 +28,6 @@ class Component:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-
-def import_tensorrt():
-    """Return the tensorrt module or raise MissingDependency with what is missing.
-
-    `import tensorrt` fails with ImportError or OSError when its shared libraries are absent, and
-    a placeholder `tensorrt` distribution can import without the real bindings.
-    """
-    try:
-        trt = importlib.import_module("tensorrt")
-    except Exception as exc:  # ImportError, OSError from missing libnvinfer, RuntimeError
-        raise MissingDependency(
-            f"TensorRT is not available ({first_line(exc)}); {TRT_INSTALL_HINT}"
-        ) from None
-    if not hasattr(trt, "Builder") or not hasattr(trt, "Runtime"):
-        raise MissingDependency(
-            "the installed 'tensorrt' package has no TensorRT bindings (a placeholder?); "
-            + TRT_INSTALL_HINT
-        )
-    return trt
 
 
 def installed_tensorrt_version() -> str | None:
@@ -125,11 +102,13 @@ def gpu_component() -> Component:
 
 
 def onnxruntime_component() -> Component:
+    from qtool.backends.onnxruntime.installed import import_onnxruntime
+
     try:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
     except Exception as exc:
         return Component("onnxruntime", False, detail=first_line(exc))
-    from qtool.backends.providers import Providers
+    from qtool.backends.onnxruntime.providers import Providers
 
     providers = list(ort.get_available_providers())
     auto = Providers("auto", providers).describe()

@@ -18,8 +18,9 @@ from pathlib import Path
 import onnx
 
 from qtool import limits
-from qtool.backends.providers import Providers
-from qtool.backends.providers import check_choice as check_provider
+from qtool.backends.onnxruntime.providers import Providers
+from qtool.backends.onnxruntime.providers import check_choice as check_provider
+from qtool.backends.onnxruntime.session import has_unloaded_weights
 from qtool.calib.auto import (
     AUTO,
     CANDIDATE_METHODS,
@@ -34,7 +35,7 @@ from qtool.calib.calibfile import Calibration, TensorCalibration, channel_means
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
 from qtool.calib.pooled import PooledMax
-from qtool.calib.runner import collect_histograms, has_unloaded_weights, parse_shard
+from qtool.calib.runner import collect_histograms, parse_shard
 from qtool.calib.signature import SeenShapes, merge_inputs
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.bounded import bounded_ranges
@@ -75,7 +76,7 @@ class CalibrateOptions:
     bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
     task: str | None = None  # what auto scores: "classification", or None for output SQNR
     auto_budget: float = 1.0  # auto's probe runs, in multiples of the calibration samples
-    provider: str = "auto"  # onnxruntime's execution providers (qtool.backends.providers)
+    provider: str = "auto"  # onnxruntime's execution providers (qtool.backends.onnxruntime.providers)
 
     def method_params(self, method: str | None = None) -> dict:
         """The parameters of `method` (default: this calibration's own method)."""
@@ -306,7 +307,7 @@ def choose_auto(model_path, run, tap: SliceTap, options: CalibrateOptions, bound
     samples the tap kept (qtool.calib.auto). Too few samples to score on: mse,
     the most robust single method, for every tensor."""
     # imported here: the probe brings the whole quantizer, which collection alone never needs
-    from qtool.backends.onnxruntime import OnnxRunner
+    from qtool.backends.onnxruntime.runner import OnnxRunner
     from qtool.calib.probe import ThresholdProbe
 
     searched = {name: hist for name, hist in run.histograms.items() if name not in bounded}

@@ -52,6 +52,12 @@ import math
 import numpy as np
 
 from qtool.calib.binning import compiled_kernel, count_compiled, count_numpy, range_limit
+from qtool.calib.grid import bin_factor, bin_index, coarsen, grid_width
+from qtool.calib.histogram_arrays import (
+    MAX_COUNT,
+    histogram_from_arrays,
+    histogram_to_arrays,
+)
 from qtool.errors import QtoolError
 
 DEFAULT_BINS = 2048
@@ -60,48 +66,9 @@ DEFAULT_MAX_BINS_FACTOR = 64
 # Placeholder bin width for a histogram that never saw a non-zero value: an
 # all-zero tensor then gets amax = 2**-24 (about 6e-8) from the max method.
 EMPTY_BIN_WIDTH = 2.0**-24
-# Largest base bin count a histogram file may declare (8 bytes each are allocated on reading).
-MAX_FILE_BINS = 1 << 24
-# Most values one histogram may count: totals stay exact in float64 (the threshold searches) and
-# far from int64 overflow when shards are merged.
-MAX_COUNT = 1 << 53
-
 # Elements handled per step: the float/index buffers (under 1 MB) stay in the
 # L2 cache, which makes update() about 3x faster than whole-array operations.
 _CHUNK = 1 << 16
-_FORMAT_KEYS = (
-    "counts",
-    "bin_width",
-    "shift",
-    "bins",
-    "max_bins",
-    "abs_max",
-    "nan_count",
-    "inf_count",
-)
-
-
-def grid_width(amax: float, bins: int) -> float:
-    """The bin width for a first batch whose largest |x| is amax (> 0, finite).
-
-    amax / bins rounded up until floor(amax * (1 / width)) == bins - 1, so amax
-    lands in the last of `bins` left-closed bins. At least the smallest normal
-    float64, so that 1 / width is finite.
-    """
-    width = max(amax / bins, np.finfo(np.float64).tiny)
-    while bin_index(amax, width) >= bins:
-        width = math.nextafter(width, math.inf)
-    return width
-
-
-def bin_factor(width: float, shift: int = 0) -> float:
-    """(1 / width) * 2**-shift: the factor that turns |x| into its bin index (see module doc)."""
-    return math.ldexp(1.0 / width, -shift)
-
-
-def bin_index(value: float, width: float, shift: int = 0) -> int:
-    """The bin of one |x| on the grid of base width `width` merged by 2**shift."""
-    return math.floor(value * bin_factor(width, shift))
 
 
 def _work_dtype(dtype: np.dtype) -> type:
@@ -324,7 +291,7 @@ class AbsHistogram:
         while bin_index(self._abs_max, width, shift) + 1 > self._max_bins:
             shift += 1
         if shift > self._shift:
-            self._counts = _coarsen(self._counts, shift - self._shift)
+            self._counts = coarsen(self._counts, shift - self._shift)
             self._shift = shift
         needed = max(
             -(-self._bins >> shift),  # ceil(bins / 2**shift)
@@ -373,10 +340,10 @@ class AbsHistogram:
             return
         self._abs_max = max(self._abs_max, other._abs_max)
         if other._shift > self._shift:
-            self._counts = _coarsen(self._counts, other._shift - self._shift)
+            self._counts = coarsen(self._counts, other._shift - self._shift)
             self._shift = other._shift
         self._fit_range()
-        theirs = _coarsen(other._counts, self._shift - other._shift)
+        theirs = coarsen(other._counts, self._shift - other._shift)
         self._counts[: len(theirs)] += theirs
 
     def copy(self) -> AbsHistogram:
@@ -385,81 +352,17 @@ class AbsHistogram:
     # ----------------------------------------------------------- persistence
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain numpy arrays (for an .npz, no pickle) that from_arrays restores exactly."""
-        return {
-            "counts": self._counts.copy(),
-            "bin_width": np.float64(np.nan if self._width is None else self._width),
-            "shift": np.int64(self._shift),
-            "bins": np.int64(self._bins),
-            "max_bins": np.int64(self._max_bins),
-            "abs_max": np.float64(self._abs_max),
-            "nan_count": np.int64(self._nan_count),
-            "inf_count": np.int64(self._inf_count),
-        }
+        return histogram_to_arrays(self)
 
     @classmethod
     def from_arrays(cls, arrays) -> AbsHistogram:
         """Rebuild a collector from to_arrays() output; a QtoolError if it is inconsistent."""
-        missing = [key for key in _FORMAT_KEYS if key not in arrays]
-        if missing:
-            raise QtoolError(f"histogram data lacks {', '.join(missing)}")
+        return histogram_from_arrays(cls, arrays)
 
-        def scalar(key, kind):
-            value = np.asarray(arrays[key])
-            if value.shape != () or value.dtype.kind not in kind:
-                raise QtoolError(f"histogram field {key!r} must be a scalar, got a {value.dtype} "
-                                 f"array of shape {value.shape}")
-            return value.item()
-
-        bins, max_bins = scalar("bins", "iu"), scalar("max_bins", "iu")
-        shift = scalar("shift", "iu")
-        width = float(scalar("bin_width", "f"))
-        abs_max = float(scalar("abs_max", "f"))
-        nan_count, inf_count = scalar("nan_count", "iu"), scalar("inf_count", "iu")
-        counts = np.asarray(arrays["counts"])
-        if counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
-            raise QtoolError("histogram counts must be a 1-D array of non-negative integers")
-        if counts.sum(dtype=np.float64) > MAX_COUNT:
-            raise QtoolError("histogram counts add up to more than 2**53 values")
-        # A forged file must not ask for terabytes (the base bins are allocated) or overflow the
-        # bin width: sizes and shift are bounded before anything is built.
-        if not 1 <= bins <= MAX_FILE_BINS or not 0 <= shift <= 2100:
-            raise QtoolError(f"histogram sizes are out of range (bins {bins}, shift {shift})")
-        hist = cls(bins, max_bins)
-        if min(shift, nan_count, inf_count) < 0 or not (math.isfinite(abs_max) and abs_max >= 0):
-            raise QtoolError("histogram data has negative counts or an invalid abs_max")
-        if math.isnan(width):
-            if shift != 0 or abs_max != 0 or len(counts) != bins or counts[1:].any():
-                raise QtoolError("histogram without a grid must hold zeros only")
-        else:
-            if not (math.isfinite(width) and width > 0):
-                raise QtoolError(f"histogram bin width must be positive, got {width!r}")
-            hist._width = width
-            hist._shift = shift
-            hist._abs_max = abs_max
-            try:
-                coarse = hist.bin_width
-            except OverflowError:
-                coarse = math.inf
-            if not math.isfinite(coarse):
-                raise QtoolError(f"histogram bin width {width!r} x 2**{shift} is not finite")
-            expected = max(-(-bins >> shift), bin_index(abs_max, width, shift) + 1)
-            if len(counts) != expected or len(counts) > max_bins:
-                raise QtoolError(
-                    f"histogram has {len(counts)} bins where its range implies {expected}"
-                )
-        hist._counts = counts.astype(np.int64)
-        hist._count = int(counts.sum())
-        hist._nan_count, hist._inf_count = int(nan_count), int(inf_count)
-        return hist
-
-
-def _coarsen(counts: np.ndarray, by: int) -> np.ndarray:
-    """Sum groups of 2**by adjacent bins (bin k -> k >> by), exactly."""
-    if by == 0:
-        return counts.copy()
-    if by >= len(counts).bit_length():  # every bin collapses into bin 0
-        return np.array([counts.sum()], dtype=np.int64)
-    group = 1 << by
-    padded = np.zeros(-(-len(counts) // group) * group, dtype=np.int64)
-    padded[: len(counts)] = counts
-    return padded.reshape(-1, group).sum(axis=1)
+    def restore(self, width: float | None, shift: int, abs_max: float, counts: np.ndarray,
+                nan_count: int, inf_count: int) -> None:
+        """Take a state read back by histogram_from_arrays, which has checked it."""
+        self._width, self._shift, self._abs_max = width, shift, abs_max
+        self._counts = counts.astype(np.int64)
+        self._count = int(counts.sum())
+        self._nan_count, self._inf_count = int(nan_count), int(inf_count)

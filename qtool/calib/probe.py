@@ -26,8 +26,9 @@ class ThresholdProbe:
                  options: QuantizeOptions | None = None, channel_means=None, providers=None):
         """`model`: the FP32 model with its weights loaded; `amax`: one threshold per tensor the
         calibration observed (any method: only which tensors have one matters here);
-        `providers`: where onnxruntime runs (qtool.backends.providers; default the CPU)."""
-        from qtool.calib.runner import create_session
+        `providers`: where onnxruntime runs (qtool.backends.onnxruntime.providers; default
+        the CPU)."""
+        from qtool.backends.onnxruntime.session import create_session
 
         options = QuantizeOptions(**vars(options or QuantizeOptions()))
         options.weights = "int8"  # DQ-only weights: fewer nodes to run, the same numerics
@@ -56,7 +57,7 @@ class ThresholdProbe:
 
     def run(self, feeds: dict[str, np.ndarray], amax: dict[str, float]) -> list[np.ndarray]:
         """The model's outputs (in graph order) for one batch under the thresholds `amax`."""
-        from qtool.calib.runner import run_session
+        from qtool.backends.onnxruntime.session import run_session
 
         inputs = {name: feeds[name] for name in self._data_inputs}
         inputs.update(self.scales(amax))

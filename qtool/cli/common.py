@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from qtool.backends.providers import CHOICES as PROVIDER_CHOICES
+from qtool.backends.onnxruntime.providers import CHOICES as PROVIDER_CHOICES
 from qtool.config import load_config, section
 from qtool.errors import UsageError
 

@@ -25,11 +25,13 @@ def merge_calib(calibrations, output, method, percentile, as_json, verbose, quie
     from qtool import limits
     from qtool.calib.api import merge
     from qtool.calib.calibfile import histogram_path_for, read_calibration, write_calibration
+    from qtool.calib.files import calibration_files
     from qtool.io.outputs import guard_outputs
 
     setup_logging(verbose, quiet)
     limits.configure(None)
-    guard_outputs([output, histogram_path_for(output)], calibrations=calibrations)
+    guard_outputs([output, histogram_path_for(output)],
+                  calibrations=calibration_files(*calibrations))
     shards = [read_calibration(path) for path in calibrations]
     params = {"percentile": percentile} if percentile is not None else None
     result = merge(shards, method, params)

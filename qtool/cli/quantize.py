@@ -63,6 +63,7 @@ def quantize(ctx, **params):
     for the expected shift of weight rounding when the calibration has per-channel means.
     """
     from qtool.calib.calibfile import check_model_match, read_calibration
+    from qtool.calib.files import calibration_files
     from qtool.io.model import load_model, model_sha256, save_model
     from qtool.io.outputs import guard_outputs
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
@@ -75,7 +76,8 @@ def quantize(ctx, **params):
     if not params["calib"]:
         raise UsageError("missing --calib CALIB.json (write one with `qtool calibrate`)")
     output = Path(params["output"] or default_output(model_path))
-    guard_outputs([output, f"{output}.data"], models=[model_path], calibrations=[params["calib"]],
+    guard_outputs([output, f"{output}.data"], models=[model_path],
+                  calibrations=calibration_files(params["calib"]),
                   inputs=[params["exclude_file"], params["config_path"]])
 
     model = load_model(model_path)

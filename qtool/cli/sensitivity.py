@@ -77,6 +77,7 @@ def sensitivity(ctx, **params):
         default_exclude_path,
         measure_sensitivity,
     )
+    from qtool.calib.files import calibration_files
     from qtool.config import section
     from qtool.errors import GateFailed, UsageError
     from qtool.io.atomic import write_json
@@ -103,7 +104,7 @@ def sensitivity(ctx, **params):
     if target.any:
         exclude_path = params["write_exclude"] or default_exclude_path(params["model"])
     guard_outputs([params["output"], exclude_path], models=[params["model"]],
-                  calibrations=[params["calib"]],
+                  calibrations=calibration_files(params["calib"]),
                   inputs=[params["data"], params["loader_script"], params["labels"],
                           params["exclude_file"], params["config_path"]])
     options = SensitivityOptions(

@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qtool.errors import QtoolError
-from qtool.io.outputs import TEMP_PREFIX, reason
+
+# Names of temporary files beside an output: short, so a long output name still fits.
+TEMP_PREFIX = ".qtool-"
+
+
+def reason(exc: OSError) -> str:
+    """An OSError as a few words: 'No space left on device', 'Read-only file system', ..."""
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -1,11 +1,12 @@
 """The output guard: every path a command will write is checked before any work starts.
 
-    guard_outputs([output, histograms], models=[model], calibrations=[calib],
+    guard_outputs([output, histograms], models=[model], calibrations=calibration_files(calib),
                   inputs=[config, data, loader_script])
 
 An output may not be an input of the run, nor lie inside an input folder:
   models        the model file and its external-data files
-  calibrations  the calibration file and its histogram .npz
+  calibrations  the calibration file and its histogram .npz (the caller names them, with
+                qtool.calib.files.calibration_files: this module knows no calibration format)
   inputs        any other file or folder read (configs, scripts, labels, data); a folder
                 covers everything in it
 An output that exists must be a regular file: it is replaced by a rename, which would turn a
@@ -24,11 +25,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qtool.errors import QtoolError, UsageError
+from qtool.io.atomic import reason
 from qtool.io.files import kind_of
 
 PathLike = str | os.PathLike
-# Names of temporary files beside an output: short, so a long output name still fits.
-TEMP_PREFIX = ".qtool-"
 
 
 def guard_outputs(outputs: Iterable[PathLike | None], *, models: Iterable[PathLike | None] = (),
@@ -47,9 +47,8 @@ def guard_outputs(outputs: Iterable[PathLike | None], *, models: Iterable[PathLi
             if existing:  # only a file that exists can be a model's external data
                 sources.extend((data, f"the external data of the input {model}")
                                for data in _external_data(Path(model)))
-    for calib in calibrations:
-        if calib is not None:
-            sources.extend((path, f"the input {path}") for path in _calibration_files(Path(calib)))
+    sources.extend((Path(path), f"the input {path}") for path in calibrations
+                   if path is not None)
     sources.extend((Path(path), f"the input {path}") for path in inputs
                    if path is not None and str(path) != "")
     resolved_sources = [(source, _resolve(source), what) for source, what in sources]
@@ -111,19 +110,6 @@ def _external_data(model: Path) -> list[Path]:
         return []
 
 
-def _calibration_files(calib: Path) -> list[Path]:
-    """The calibration file, the histogram file its name implies and the one it records."""
-    from qtool.calib.calibfile import histogram_path_for, read_calibration
-
-    files = [calib, histogram_path_for(calib)]
-    if calib.is_file():
-        with contextlib.suppress(QtoolError):
-            recorded = read_calibration(calib).histogram_path()
-            if recorded is not None:
-                files.append(recorded)
-    return files
-
-
 def _refuse_overlap(out: Path, resolved: Path, source: Path, target: Path, what: str) -> None:
     """`resolved` and `target`: `out` and `source` with links resolved."""
     same = resolved == target
@@ -179,8 +165,3 @@ def _name_max(folder: Path) -> int:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         return 255
-
-
-def reason(exc: OSError) -> str:
-    """An OSError as a few words: 'No space left on device', 'Read-only file system', ..."""
-    return exc.strerror or str(exc) or type(exc).__name__

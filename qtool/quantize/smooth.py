@@ -302,7 +302,7 @@ def collect_channel_absmax(model: onnx.ModelProto, feeds: Iterable[Mapping[str, 
     Non-finite values are ignored. The model is not modified (the tensors are added as outputs
     of the session's copy of the graph only).
     """
-    from qtool.calib.runner import create_session
+    from qtool.backends.onnxruntime.session import create_session
 
     tensors = list(dict.fromkeys(tensors))
     if not tensors:

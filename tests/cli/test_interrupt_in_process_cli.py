@@ -13,9 +13,9 @@ import pytest
 from qtool.calib import calibfile
 from qtool.calib.calibfile import Calibration, TensorCalibration, write_calibration
 from qtool.calib.histogram import AbsHistogram
-from qtool.calib.runner import prefetch
 from qtool.cli.main import main
 from qtool.errors import Interrupted
+from qtool.io.prefetch import Prefetcher
 
 
 def prefetch_threads() -> list[threading.Thread]:
@@ -40,7 +40,7 @@ def test_prefetch_thread_ends_when_the_consumer_stops_at_a_full_queue():
         finally:
             closed.append(True)
 
-    stream = prefetch(source(), depth=1)
+    stream = Prefetcher(source(), depth=1)
     assert next(stream) == 0
     # The producer has queued 1 and now waits to queue 2 (or the end marker) into a full queue.
     time.sleep(0.3)
@@ -54,7 +54,7 @@ def test_prefetch_errors_reach_the_consumer_and_the_thread_ends():
         yield 1
         raise ValueError("broken batch")
 
-    stream = prefetch(source())
+    stream = Prefetcher(source())
     assert next(stream) == 1
     with pytest.raises(ValueError, match="broken batch"):
         next(stream)

@@ -14,7 +14,7 @@ DEMO = REPO / "demo"
 @pytest.fixture(scope="session")
 def tensorrt_gpu():
     """The tensorrt module, once TensorRT and CUDA are known to start."""
-    from qtool.backends.availability import import_tensorrt
+    from qtool.backends.imports import import_tensorrt
     from qtool.backends.tensorrt.cuda import load_cuda_binding
     from qtool.backends.tensorrt.logger import shared_logger
     from qtool.errors import MissingDependency

@@ -27,8 +27,6 @@ KNOWN_LONG_MODULES: set[str] = {
     "qtool/backends/tensorrt/build.py",  # 492 lines
     "qtool/calib/api.py",  # 458 lines
     "qtool/calib/calibfile.py",  # 426 lines
-    "qtool/calib/histogram.py",  # 465 lines
-    "qtool/calib/runner.py",  # 704 lines
     "qtool/io/data.py",  # 471 lines
     "qtool/pipeline/__init__.py",  # 690 lines
     "qtool/quantize/fp16.py",  # 668 lines
@@ -40,7 +38,6 @@ KNOWN_LONG_FUNCTIONS: set[tuple[str, str]] = {
     ("qtool/analysis/sensitivity.py", "measure_sensitivity"),  # 68 lines
     ("qtool/backends/tensorrt/build.py", "build_engine"),  # 93 lines
     ("qtool/calib/calibfile.py", "from_dict"),  # 77 lines
-    ("qtool/calib/runner.py", "collect_histograms"),  # 164 lines
     ("qtool/cli/calibrate.py", "calibrate"),  # 71 lines
     ("qtool/cli/compare.py", "compare"),  # 63 lines
     ("qtool/cli/quantize.py", "quantize"),  # 63 lines

@@ -9,5 +9,6 @@
     run.py       run_engine: an engine over a data set -> outputs.npz
     outputs.py   merging batches and writing .npz atomically
 
-No module here imports tensorrt or a CUDA binding at import time.
+No module here imports tensorrt or a CUDA binding at import time; qtool.backends.imports, below
+this package, does it when asked.
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from qtool.backends.availability import TRT_INSTALL_HINT
+from qtool.backends.imports import TRT_INSTALL_HINT
 from qtool.errors import MissingDependency
 
 MIN_MAJOR = 10

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 
 import onnx
 
-from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
+from qtool.backends.imports import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_information
 from qtool.backends.tensorrt.logger import shared_logger
@@ -44,6 +44,7 @@ from qtool.backends.tensorrt.shapes import (
     is_dynamic,
     parse_profiles,
 )
+from qtool.calib.files import calibration_files
 from qtool.errors import MissingDependency, QtoolError, UsageError, first_line
 from qtool.io.atomic import atomic_path, write_bytes, write_json
 from qtool.io.model import input_specs, load_model, model_sha256
@@ -178,7 +179,7 @@ def plan_build(model_path, output=None, options: BuildOptions | None = None) -> 
     output = Path(output) if output is not None else default_engine_path(model_path)
     cache = Path(options.timing_cache) if options.timing_cache else None
     guard_outputs([output, record_path(output), cache], models=[model_path],
-                  calibrations=[options.calib])
+                  calibrations=calibration_files(options.calib))
     return BuildPlan(model_path, output, profiles, qdq, cache, holds_fp16(model), profile_note,
                      warned)
 

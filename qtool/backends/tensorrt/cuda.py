@@ -13,12 +13,16 @@ why each failed, is kept for `qtool doctor` and the error.
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import numpy as np
 
-from qtool.backends.availability import TRT_INSTALL_HINT
+from qtool.backends.imports import (
+    CUDA_BINDINGS,
+    TRT_INSTALL_HINT,
+    import_cuda_binding,
+    native_handle_getter,
+)
 from qtool.errors import MissingDependency, QtoolError, first_line
 
 log = logging.getLogger("qtool")
@@ -222,31 +226,17 @@ def _cuda_version(number: int) -> str:
     return f"{number // 1000}.{(number % 1000) // 10}"
 
 
-# (module, label), in order of preference; the two cuda-python layouts are one package
-BINDINGS = (("cuda.bindings.runtime", "cuda-python (cuda.bindings.runtime)"),
-            ("cuda.cudart", "cuda-python (cuda.cudart)"),
-            ("pycuda.driver", "pycuda"))
-
-
-def _native_handle_getter():
-    try:
-        from cuda.bindings.utils import get_cuda_native_handle
-    except Exception:  # cuda-python before 12.9: int() is the way
-        return None
-    return get_cuda_native_handle
-
-
 def load_cuda_binding(init: bool = True):
     """The first CUDA binding that imports and (with `init`) starts CUDA: cuda-python, then its
     older layout, then pycuda. The binding's `tried` lists the ones passed over and why; when
     none works, MissingDependency says why for each."""
     tried: list[str] = []
     imported_cuda_python = False
-    for module_name, label in BINDINGS:
+    for module_name, label in CUDA_BINDINGS:
         if module_name == "cuda.cudart" and imported_cuda_python:
             continue  # the same library under its old name: it would fail the same way
         try:
-            module = importlib.import_module(module_name)
+            module = import_cuda_binding(module_name)
         except Exception as exc:  # ImportError, or OSError when its CUDA libraries are missing
             log.debug("CUDA binding %s unavailable: %s", module_name, first_line(exc))
             tried.append(f"{label}: {first_line(exc)}")
@@ -256,7 +246,7 @@ def load_cuda_binding(init: bool = True):
         else:
             imported_cuda_python = True
             binding = CudaPythonBinding(module, label, _package_version("cuda-bindings", "cuda-python"),
-                                        _native_handle_getter())
+                                        native_handle_getter())
         if init:
             try:
                 binding.init()

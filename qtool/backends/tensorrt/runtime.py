@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.backends.availability import TRT_INSTALL_HINT, import_tensorrt
+from qtool.backends.imports import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
 from qtool.backends.tensorrt.logger import shared_logger
 from qtool.errors import MissingDependency, QtoolError, first_line

@@ -14,11 +14,11 @@ def check_runtime_load(model: onnx.ModelProto) -> Iterator[Finding]:
     """A model TensorRT's rules allow can still break ONNX's (an FP16 scale before opset 19, a
     DequantizeLinear of a float, ...). Graph optimizations are off, so what is checked is the
     model as written."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    from qtool.backends.onnxruntime.installed import onnxruntime_installed
+    from qtool.backends.onnxruntime.session import create_session
+
+    if not onnxruntime_installed():
         return
-    from qtool.calib.runner import create_session
 
     try:
         create_session(model, optimize=False)

@@ -13,8 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from qtool.backends.providers import CPU_EP, CUDA_EP, TENSORRT_EP, Providers, resolve
-from qtool.calib.runner import collect_histograms, create_session
+from qtool.backends.onnxruntime.providers import CPU_EP, CUDA_EP, TENSORRT_EP, Providers, resolve
+from qtool.backends.onnxruntime.session import create_session
+from qtool.calib.runner import collect_histograms
 from qtool.errors import QtoolError, UsageError
 from tests.tiny_models import conv_relu_gemm
 

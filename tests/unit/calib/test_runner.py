@@ -7,9 +7,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from qtool.backends.onnxruntime.buffers import OutputBufferSets
+from qtool.backends.onnxruntime.session import augment_with_outputs, create_session
 from qtool.calib import runner
 from qtool.calib.histogram import AbsHistogram, grid_width
-from qtool.calib.runner import augment_with_outputs, collect_histograms
+from qtool.calib.runner import collect_histograms
+from qtool.calib.worker import ObserverWorker
 from qtool.errors import QtoolError
 from qtool.graph.observe import tensors_to_observe
 from tests.tiny_models import conv_relu_gemm, relu6_conv
@@ -45,16 +48,16 @@ def test_sessions_and_shapes_share_two_sets_of_output_memory():
     model = conv_relu_gemm()
     tensors = [name for name in tensors_to_observe(model) if name != "x"]  # computed ones
     assert len(tensors) > 1
-    lean = runner.create_session(model, extra_outputs=tensors[:1])
-    full = runner.create_session(model, extra_outputs=tensors)
-    buffers = runner._OutputBuffers()
+    lean = create_session(model, extra_outputs=tensors[:1])
+    full = create_session(model, extra_outputs=tensors)
+    buffers = OutputBufferSets()
     for session, outputs, feeds in [(s, t, f) for f in _batches([4, 2, 8, 4, 2])
                                     for s, t in ((lean, tensors[:1]), (full, tensors))]:
         values, token = buffers.run(session, outputs, feeds)
         for value, expected in zip(values, session.run(outputs, feeds)):
             np.testing.assert_array_equal(value, expected)
-        runner._OutputBuffers.release(token)
-    sets = [buffers.free.get_nowait() for _ in range(runner._OutputBuffers.SETS)]
+        OutputBufferSets.release(token)
+    sets = [buffers.free.get_nowait() for _ in range(OutputBufferSets.SETS)]
     assert buffers.free.empty()
     widest = dict(zip(tensors, full.run(tensors, _batches([8])[0])))
     # (runs alternate between the sets, so each set holds what its own runs needed)
@@ -219,13 +222,13 @@ def _built_at_once(function, *args) -> Future:
 def _record_runs(monkeypatch) -> list[tuple[bool, int]]:
     """(pooled, samples) of every session run, in order."""
     runs = []
-    real_run = runner._OutputBuffers.run
+    real_run = OutputBufferSets.run
 
     def recording(self, session, outputs, feeds):
         runs.append((any("clipped" in name for name in outputs), len(feeds["x"])))
         return real_run(self, session, outputs, feeds)
 
-    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    monkeypatch.setattr(OutputBufferSets, "run", recording)
     return runs
 
 
@@ -238,7 +241,7 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
     rng = np.random.default_rng(3)
     batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
     runs = _record_runs(monkeypatch)
-    monkeypatch.setattr(runner, "_in_background", _built_at_once)
+    monkeypatch.setattr(runner, "in_background", _built_at_once)
 
     def run(bound):
         runs.clear()
@@ -263,7 +266,7 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
 
 def test_pooled_runs_take_one_sample_and_lean_runs_the_budget(monkeypatch):
     monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
-    monkeypatch.setattr(runner, "_in_background", _built_at_once)
+    monkeypatch.setattr(runner, "in_background", _built_at_once)
     model = relu6_conv(np.ones((2, 2, 1, 1)), 4)
     rng = np.random.default_rng(5)
     batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
@@ -276,8 +279,8 @@ def test_pooled_runs_take_one_sample_and_lean_runs_the_budget(monkeypatch):
 
 
 def test_an_abandoned_worker_ends_without_being_waited_for(monkeypatch):
-    monkeypatch.setattr(runner._HistogramWorker, "POLL_SECONDS", 0.01)
-    worker = runner._HistogramWorker()
+    monkeypatch.setattr(ObserverWorker, "POLL_SECONDS", 0.01)
+    worker = ObserverWorker()
     counted = []
     worker.submit([(counted.append, 1)])
     worker.drain()
@@ -289,7 +292,7 @@ def test_an_abandoned_worker_ends_without_being_waited_for(monkeypatch):
 def test_a_failing_run_leaves_no_thread_behind(monkeypatch):
     """An error in the middle of the batches (here: a batch of the wrong rank) unwinds without
     joining the threads, and they all end shortly after."""
-    monkeypatch.setattr(runner._HistogramWorker, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(ObserverWorker, "POLL_SECONDS", 0.01)
     before = {thread.name for thread in threading.enumerate()}
     batches, _, run = _relu6_conv_run(monkeypatch, batches_count=4)
     batches.append({"x": np.zeros((2, 4, 4), np.float32)})  # batch 4: a means batch, run pooled
@@ -338,14 +341,14 @@ def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, b
     big = [{"x": np.concatenate([b["x"], b["x"][:2] * 3])} for b in batches]  # 5 samples each
     model = _relu6_conv_model()
     sizes = []
-    real_run = runner._OutputBuffers.run
+    real_run = OutputBufferSets.run
 
     def recording(self, session, outputs, feeds):
         values, token = real_run(self, session, outputs, feeds)
         sizes.append((len(feeds["x"]), sum(value.nbytes for value in values)))
         return values, token
 
-    monkeypatch.setattr(runner._OutputBuffers, "run", recording)
+    monkeypatch.setattr(OutputBufferSets, "run", recording)
 
     def run(data):
         sizes.clear()

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool import limits
 from qtool.calib.calibfile import read_calibration
+from qtool.calib.files import calibration_files
 from qtool.calib.trtcache import format_cache, read_cache
 from qtool.config import load_config
 from qtool.io.data import open_data
@@ -241,7 +242,7 @@ def test_fuzz_output_paths(tmp_path_factory):
     def case(paths):
         outputs = [root.joinpath(*path) for path in paths]
         tally.run(lambda: guard_outputs(outputs, models=[root / "net.onnx"],
-                                        calibrations=[root / "net.calib.json"],
+                                        calibrations=calibration_files(root / "net.calib.json"),
                                         inputs=[root / "data", root / "c.toml"]))
 
     case()

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
-from qtool.calib import runner
+from qtool.backends.onnxruntime import session as sessions
 from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.errors import QtoolError
 from qtool.graph.types import infer_shapes, tensor_elem_types
@@ -43,7 +43,7 @@ def chain_model(width=64, layers=3, seed=0) -> onnx.ModelProto:
 
 
 def reference(model: onnx.ModelProto, feeds, outputs):
-    session = ort.InferenceSession(runner.augment_with_outputs(model, outputs).SerializeToString(),
+    session = ort.InferenceSession(sessions.augment_with_outputs(model, outputs).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     return session.run(outputs, feeds)
 
@@ -55,7 +55,7 @@ OBSERVED = ["m0", "r1", "m2"]
 def test_session_in_memory_adds_outputs_without_touching_the_model():
     model = chain_model()
     before = model.SerializeToString()
-    session = runner.create_session(model, extra_outputs=OBSERVED)
+    session = sessions.create_session(model, extra_outputs=OBSERVED)
     for got, want in zip(session.run(OBSERVED, FEEDS), reference(model, FEEDS, OBSERVED)):
         np.testing.assert_array_equal(got, want)
     assert model.SerializeToString() == before
@@ -65,17 +65,17 @@ def test_session_in_memory_adds_outputs_without_touching_the_model():
 def test_session_above_the_protobuf_limit_goes_through_a_private_folder(monkeypatch, tmp_path):
     model = chain_model()
     before = model.SerializeToString()
-    monkeypatch.setattr(runner, "PROTOBUF_LIMIT", (64 << 20) + 1000)  # 3 x 16 KiB is "too large"
+    monkeypatch.setattr(sessions, "PROTOBUF_LIMIT", (64 << 20) + 1000)  # 3 x 16 KiB is "too large"
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     written = []
-    real = runner.save_external
+    real = sessions.save_external
 
     def spy(*args, **kwargs):
         written.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "save_external", spy)
-    session = runner.create_session(model, extra_outputs=OBSERVED)
+    monkeypatch.setattr(sessions, "save_external", spy)
+    session = sessions.create_session(model, extra_outputs=OBSERVED)
     assert len(written) == 1 and written[0].parent.parent == tmp_path
     for got, want in zip(session.run(OBSERVED, FEEDS), reference(model, FEEDS, OBSERVED)):
         np.testing.assert_array_equal(got, want)
@@ -88,10 +88,10 @@ def test_session_reads_unloaded_weights_from_the_model_folder(tmp_path):
     onnx.save_model(chain_model(), str(tmp_path / "m.onnx"), save_as_external_data=True,
                     location="m.data", size_threshold=0)  # onnx empties the tensors it saves
     graph_only = load_model(tmp_path / "m.onnx", load_weights=False)
-    assert runner.has_unloaded_weights(graph_only)
+    assert sessions.has_unloaded_weights(graph_only)
     with pytest.raises(TypeError, match="pass external_dir"):
-        runner.create_session(graph_only)
-    session = runner.create_session(graph_only, extra_outputs=OBSERVED, external_dir=tmp_path)
+        sessions.create_session(graph_only)
+    session = sessions.create_session(graph_only, extra_outputs=OBSERVED, external_dir=tmp_path)
     for got, want in zip(session.run(OBSERVED, FEEDS), reference(model, FEEDS, OBSERVED)):
         np.testing.assert_array_equal(got, want)
 
@@ -258,10 +258,10 @@ def test_session_appends_extra_nodes_in_memory_and_through_the_private_folder(
     model = chain_model()
     before = model.SerializeToString()
     if too_large:
-        monkeypatch.setattr(runner, "PROTOBUF_LIMIT", (64 << 20) + 1000)
+        monkeypatch.setattr(sessions, "PROTOBUF_LIMIT", (64 << 20) + 1000)
         monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     node = helper.make_node("ReduceMax", ["r1"], ["r1_max"], keepdims=0)
-    session = runner.create_session(model, extra_outputs=["r1", "r1_max"], extra_nodes=[node])
+    session = sessions.create_session(model, extra_outputs=["r1", "r1_max"], extra_nodes=[node])
     r1, r1_max = session.run(["r1", "r1_max"], FEEDS)
     np.testing.assert_array_equal(r1, reference(model, FEEDS, ["r1"])[0])
     assert r1_max == r1.max()

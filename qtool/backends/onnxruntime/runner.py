@@ -1,8 +1,9 @@
 """Run an ONNX model on numpy feeds with onnxruntime (CPU, or a GPU provider), with the same face as
 TensorRTRunner: a context manager with `input_specs`, `output_names` and `run(feeds) -> dict`.
 
-Sessions come from qtool.calib.runner, so every onnxruntime session in qtool is made one way
-(in memory, or through a private temporary folder for models above the protobuf limit).
+Sessions come from qtool.backends.onnxruntime.session, so every onnxruntime session in qtool is
+made one way (in memory, or through a private temporary folder for models above the protobuf
+limit).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qtool.backends.providers import Providers
-from qtool.calib.runner import create_file_session, create_session, run_session
+from qtool.backends.onnxruntime.providers import Providers
+from qtool.backends.onnxruntime.session import create_file_session, create_session, run_session
 from qtool.io.model import InputSpec, input_specs, load_model
 
 
@@ -26,7 +27,8 @@ class OnnxRunner:
                  intra_op_threads: int = 0, extra_inputs: tuple[str, ...] = (),
                  providers: Providers | str | None = None):
         """`extra_inputs`: graph inputs fed through run(extra=...), not from the data;
-        `providers`: where onnxruntime runs (qtool.backends.providers; default the CPU)."""
+        `providers`: where onnxruntime runs (qtool.backends.onnxruntime.providers; default
+        the CPU)."""
         in_memory = isinstance(model, onnx.ModelProto)
         # A file is checked and read for its inputs and outputs, then dropped: onnxruntime reads
         # the file itself, so no second copy of the weights stays in memory.

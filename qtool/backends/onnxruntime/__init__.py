@@ -1,0 +1,19 @@
+"""onnxruntime, for all of qtool: the one package that imports it.
+
+    installed.py   whether onnxruntime is installed (doctor, the Q/DQ check)
+    providers.py   --provider choices -> execution providers, with the CPU fallback
+    session.py     create_session / create_file_session / run_session: every session, one way
+    buffers.py     OutputBufferSets: reused output memory for runs that take many tensors out
+    runner.py      OnnxRunner: one model's session with TensorRTRunner's face
+
+Nothing is imported here: the CLI imports the providers' choices at start-up, which must not
+load onnx and numpy. OnnxRunner is still reachable as qtool.backends.onnxruntime.OnnxRunner.
+"""
+
+
+def __getattr__(name: str):
+    if name in ("OnnxRunner", "is_onnx_file"):
+        from qtool.backends.onnxruntime import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, helper
+from onnx import helper
 
 from qtool.backends.providers import Providers
 from qtool.backends.providers import resolve as resolve_providers
@@ -38,7 +38,7 @@ from qtool.errors import QtoolError, first_line
 from qtool.graph.constants import runtime_inputs
 from qtool.graph.types import tensor_elem_types
 from qtool.io.external import save_external, stored_nbytes
-from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
+from qtool.io.model import PROTOBUF_LIMIT, has_unloaded_weights, weights_nbytes
 
 _DONE = object()
 # With pooling in the graph, a batch costs EfficientNet-Lite0 about 1.35x plain inference (the
@@ -99,12 +99,6 @@ def output_infos(model: onnx.ModelProto, tensors: list[str],
         types[node.output[0]] = types.get(node.input[0], onnx.TensorProto.FLOAT)
     return [helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
             for name in tensors if name not in existing]
-
-
-def has_unloaded_weights(model: onnx.ModelProto) -> bool:
-    """True for a model loaded with load_weights=False whose tensors still point at files."""
-    return any(tensor.data_location == onnx.TensorProto.EXTERNAL
-               for tensor in external_data_helper._get_all_tensors(model))
 
 
 def create_session(model: onnx.ModelProto, providers: Providers | str | None = None,

@@ -11,7 +11,7 @@ from qtool.errors import QtoolError
 from qtool.graph.shapes import KEEP_DATA_ELEMENTS, inference_skeleton, tensor_infos
 from qtool.graph.topology import Topology, node_label
 from qtool.graph.weights import WeightAxis, weight_axis
-from qtool.quantize.exclude import NameMatcher, read_exclude_file
+from qtool.placement.exclude import NameMatcher, read_exclude_file
 from tests.helpers.onnx_graphs import build, init, value
 
 

@@ -13,11 +13,11 @@ float instead, unless a quantized weighted op reads the tensor too (its Q exists
 
 from __future__ import annotations
 
+from qtool.graph.op_types import WEIGHTED_OPS
 from qtool.graph.topology import node_label
-from qtool.quantize import plan as reasons
-from qtool.quantize.options import WEIGHTED_OPS
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 AVERAGE_POOLS = ("AveragePool", "GlobalAveragePool")
 # Nodes between a weighted op and its readers that change nothing for the Q's fusion.

@@ -9,11 +9,11 @@ itself from the input and weight scales.
 
 from __future__ import annotations
 
+from qtool.graph.op_types import WEIGHTED_OPS
 from qtool.graph.weights import WeightAxis, weight_axis
-from qtool.quantize import plan as reasons
-from qtool.quantize.options import WEIGHTED_OPS
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 # Data inputs (the rest, a bias, stays float); ops whose weight must be a constant.
 _DATA_SLOTS = 2

@@ -11,9 +11,9 @@ pair would only cost time.
 
 from __future__ import annotations
 
-from qtool.quantize import plan as reasons
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 # Ops TensorRT folds into the preceding conv before fusing the Add.
 _FOLDED_INTO_CONV = ("BatchNormalization",)

@@ -8,7 +8,6 @@ qtool.calib.auto_choice); qtool.calib.merge re-picks thresholds or merges shards
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from qtool.calib.auto_choice import choose_auto
 from qtool.calib.calibfile import Calibration
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
-from qtool.calib.routes import calibration_plan, observation_routes, tensors_to_calibrate
+from qtool.calib.routes import calibration_plan, observation_routes, observed_tensors
 from qtool.calib.runner import collect_histograms, parse_shard
 from qtool.calib.signature import SeenShapes
 from qtool.calib.thresholding import build_calibration
@@ -34,8 +33,6 @@ from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.quantize.options import QuantizeOptions
 from qtool.thresholds import METHODS
-
-log = logging.getLogger("qtool")
 
 
 @dataclass
@@ -120,7 +117,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     if on_start is not None:
         on_start(source.num_samples)
     providers = Providers(options.provider)
-    tensors = tensors_to_calibrate(facts, calibration_plan(facts))
+    tensors = observed_tensors(facts, calibration_plan(facts))
     bounded = bounded_ranges(facts) if options.bounded_max else {}
     routes = observation_routes(facts, tensors, bounded, channel_axes(facts))
     tap = SliceTap(SLICE_MAX_SAMPLES, source.layout) if options.method == AUTO else None

@@ -32,16 +32,18 @@ def calibration_plan(facts: ModelFacts, candidates: list[str] | None = None) -> 
         return None
 
 
-def tensors_to_calibrate(model: ModelFacts | onnx.ModelProto,
-                         plan: Plan | None = None) -> list[str]:
-    """The activation tensors the default Q/DQ placement quantizes: those of `plan` (default:
-    calibration_plan), in graph order. Histogramming the other candidates (Adds that will not
-    fuse, inputs of unquantized Concats) cost 2.7-3.7x the needed work on PP-OCR models. Every
-    candidate when there is no plan.
-    """
+def tensors_to_calibrate(model: ModelFacts | onnx.ModelProto) -> list[str]:
+    """The activation tensors the default Q/DQ placement quantizes, in graph order (see
+    observed_tensors). Histogramming the other candidates (Adds that will not fuse, inputs of
+    unquantized Concats) cost 2.7-3.7x the needed work on PP-OCR models."""
     facts = as_facts(model)
+    return observed_tensors(facts, calibration_plan(facts))
+
+
+def observed_tensors(facts: ModelFacts, plan: Plan | None) -> list[str]:
+    """The candidates (tensors_to_observe) that `plan` quantizes, in graph order; every
+    candidate when there is no plan or it quantizes none."""
     candidates = tensors_to_observe(facts)
-    plan = plan or calibration_plan(facts, candidates)
     if plan is None:
         return candidates
     needed = [name for name in candidates if name in plan.activations]

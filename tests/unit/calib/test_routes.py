@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from qtool.calib.api import CalibrateOptions, calibrate
-from qtool.calib.routes import calibration_plan, tensors_to_calibrate
+from qtool.calib.routes import calibration_plan, observed_tensors, tensors_to_calibrate
 from qtool.graph.facts import ModelFacts
 from qtool.graph.observe import tensors_to_observe
 from qtool.placement import PlacementOptions, make_plan
@@ -42,11 +42,11 @@ def test_calibrate_observes_the_plans_tensors(tmp_path, name):
     assert list(result.calibration.tensors) == planned
 
 
-def test_tensors_to_calibrate_takes_a_plan_made_before():
+def test_observed_tensors_are_the_plans():
     facts = ModelFacts.of(conv_relu_gemm())
     plan = calibration_plan(facts)
-    assert tensors_to_calibrate(facts, plan) == tensors_to_calibrate(facts)
-    assert set(tensors_to_calibrate(facts, plan)) == set(plan.activations)
+    assert observed_tensors(facts, plan) == tensors_to_calibrate(facts.model)
+    assert set(observed_tensors(facts, plan)) == set(plan.activations)
 
 
 def test_no_plan_observes_every_candidate():
@@ -54,3 +54,4 @@ def test_no_plan_observes_every_candidate():
     unloaded = ModelFacts(**{**vars(facts), "unloaded_weights": True})
     assert calibration_plan(unloaded) is None
     assert tensors_to_calibrate(unloaded) == tensors_to_observe(facts)
+    assert observed_tensors(facts, None) == tensors_to_observe(facts)

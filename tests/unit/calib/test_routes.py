@@ -11,8 +11,13 @@ from qtool.calib.routes import calibration_plan, observed_tensors, tensors_to_ca
 from qtool.graph.facts import ModelFacts
 from qtool.graph.observe import tensors_to_observe
 from qtool.placement import PlacementOptions, make_plan
-from tests.tiny_models import conv_relu_gemm, relu6_conv, save, two_input_matmul
-from tests.unit.graph.test_facts import _with_constant_node
+from tests.tiny_models import (
+    constant_reshape_gemm,
+    conv_relu_gemm,
+    relu6_conv,
+    save,
+    two_input_matmul,
+)
 
 INPUTS = {
     "conv_relu_gemm": (conv_relu_gemm, {"x": (2, 6, 6)}),
@@ -50,7 +55,7 @@ def test_observed_tensors_are_the_plans():
 
 
 def test_no_plan_observes_every_candidate():
-    facts = ModelFacts.of(_with_constant_node())
+    facts = ModelFacts.of(constant_reshape_gemm())
     unloaded = ModelFacts(**{**vars(facts), "unloaded_weights": True})
     assert calibration_plan(unloaded) is None
     assert tensors_to_calibrate(unloaded) == tensors_to_observe(facts)

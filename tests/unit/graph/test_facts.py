@@ -8,7 +8,7 @@ import traceback
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.graph.constants import constant_names, runtime_inputs
@@ -17,31 +17,16 @@ from qtool.graph.observe import channel_axes, tensors_to_observe
 from qtool.graph.shapes import constant_infos, tensor_infos
 from qtool.graph.types import float_tensors, tensor_elem_types
 from qtool.io.model import has_unloaded_weights, opset_version
-from tests.tiny_models import conv_relu_gemm, relu6_conv, save, two_input_matmul
-
-
-def _with_constant_node() -> onnx.ModelProto:
-    """A Reshape whose target is a Constant node, an int64 side output, and an old-IR style
-    initializer listed as a graph input."""
-    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
-    nodes = [
-        helper.make_node("Constant", [], ["shape"],
-                         value=numpy_helper.from_array(np.array([1, 4], np.int64))),
-        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w"], ["y"], transB=1),
-        helper.make_node("Shape", ["y"], ["dims"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("dims", TensorProto.INT64, None)], [w])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
+from tests.tiny_models import (
+    constant_reshape_gemm,
+    conv_relu_gemm,
+    relu6_conv,
+    save,
+    two_input_matmul,
+)
 
 MODELS = {"conv_relu_gemm": conv_relu_gemm, "two_input_matmul": two_input_matmul,
-          "constant_node": _with_constant_node,
+          "constant_node": constant_reshape_gemm,
           "relu6_conv": lambda: relu6_conv(np.ones((3, 2, 1, 1), np.float32), 4)}
 
 
@@ -63,7 +48,7 @@ def test_facts_answer_what_the_helpers_answer(build):
 
 
 def test_facts_of_a_constant_node_model():
-    facts = ModelFacts.of(_with_constant_node())
+    facts = ModelFacts.of(constant_reshape_gemm())
     assert facts.infos["flat"].shape == (1, 4)  # the Constant's value was read by inference
     assert facts.elem_types["dims"] == TensorProto.INT64
     assert "dims" not in facts.float_tensors

@@ -150,3 +150,23 @@ def sequence_head(weight: np.ndarray, softmax: bool = True) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T", classes])],
         [numpy_helper.from_array(weight.astype(np.float32), "w")],
     )
+
+
+def constant_reshape_gemm() -> onnx.ModelProto:
+    """x[2,2] -> Reshape(Constant [1, 4]) -> Gemm(w[3,4]) -> y, and Shape(y) -> dims (int64); the
+    initializer w is also listed as a graph input, as old IR versions do."""
+    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
+    nodes = [
+        helper.make_node("Constant", [], ["shape"],
+                         value=numpy_helper.from_array(np.array([1, 4], np.int64))),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w"], ["y"], transB=1),
+        helper.make_node("Shape", ["y"], ["dims"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("dims", TensorProto.INT64, None)], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

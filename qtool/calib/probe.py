@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qtool.graph.facts import ModelFacts
 from qtool.quantize.api import quantize_model
 from qtool.quantize.options import QuantizeOptions
 from qtool.quantize.scales import scale_from_amax
@@ -23,17 +24,20 @@ class ThresholdProbe:
     """Runs the quantized model for any activation amax per tensor (see the module doc)."""
 
     def __init__(self, model: onnx.ModelProto, amax: dict[str, float],
-                 options: QuantizeOptions | None = None, channel_means=None, providers=None):
+                 options: QuantizeOptions | None = None, channel_means=None, providers=None,
+                 facts: ModelFacts | None = None):
         """`model`: the FP32 model with its weights loaded; `amax`: one threshold per tensor the
         calibration observed (any method: only which tensors have one matters here);
         `providers`: where onnxruntime runs (qtool.backends.onnxruntime.providers; default
-        the CPU)."""
+        the CPU);
+        `facts`: the model's facts (qtool.graph.facts), when the caller has them."""
         from qtool.backends.onnxruntime.session import create_session
 
         options = QuantizeOptions(**vars(options or QuantizeOptions()))
         options.weights = "int8"  # DQ-only weights: fewer nodes to run, the same numerics
         options.high_precision = "fp32"
-        quantized, summary = quantize_model(model, amax, options, channel_means=channel_means)
+        quantized, summary = quantize_model(model, amax, options, channel_means=channel_means,
+                                            facts=facts)
         _fold_weight_dequantization(quantized)
         self.scale_inputs = _expose_activation_scales(quantized)
         self.tensors = sorted(self.scale_inputs)

@@ -71,9 +71,10 @@ def calibrate(ctx, **params):
 
     Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
     """
-    from qtool.calib.api import CalibrateOptions, warn_poor_thresholds
+    from qtool.calib.api import CalibrateOptions
     from qtool.calib.api import calibrate as run_calibration
     from qtool.calib.calibfile import histogram_path_for, write_calibration
+    from qtool.calib.thresholding import warn_poor_thresholds
     from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "calibrate")

@@ -66,8 +66,8 @@ def quantize(ctx, **params):
     from qtool.calib.files import calibration_files
     from qtool.io.model import load_model, model_sha256, save_model
     from qtool.io.outputs import guard_outputs
+    from qtool.placement.exclude import read_exclude_file
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
-    from qtool.quantize.exclude import read_exclude_file
     from qtool.quantize.options import QuantizeOptions
 
     params, _ = apply_config(ctx, params, params["config_path"], "quantize")
@@ -126,7 +126,7 @@ def _warn_poor_thresholds(calibration) -> None:
     """The calibrate step's warning about costly thresholds, again where they are used (the
     histograms are small: bins per tensor); a calibration without readable histograms has
     nothing to check."""
-    from qtool.calib.api import warn_poor_thresholds
+    from qtool.calib.thresholding import warn_poor_thresholds
 
     stored = calibration.histogram_path()
     if stored is None or not stored.is_file():

@@ -83,7 +83,7 @@ def sensitivity(ctx, **params):
     from qtool.io.atomic import write_json
     from qtool.io.outputs import guard_outputs
     from qtool.pipeline import quantize_options
-    from qtool.quantize.exclude import read_exclude_file
+    from qtool.placement.exclude import read_exclude_file
 
     params, config = apply_config(ctx, params, params["config_path"], "sensitivity")
     setup_logging(params["verbose"], params["quiet"])
@@ -145,7 +145,7 @@ def sensitivity(ctx, **params):
 
 
 def _matches(pattern: str, name: str) -> bool:
-    from qtool.quantize.exclude import NameMatcher
+    from qtool.placement.exclude import NameMatcher
 
     return NameMatcher([pattern]).match(name) is not None
 

@@ -5,7 +5,7 @@ output of a bounded activation has none: its values end at a hard bound (6 for R
 sigmoid), where saturated values pile up, and a threshold below the bound folds that pile into the
 values beneath it. On EfficientNet-Lite0 (ReLU6 throughout), entropy thresholds on these tensors
 cost 4.6 dB of output SNR compared with their observed max. Calibration therefore gives such
-tensors their observed max as amax (qtool.calib.api; `--no-bounded-max` turns it off).
+tensors their observed max as amax (qtool.calib.thresholding; `--no-bounded-max` turns it off).
 
 Bounded: Clip with constant min and max, Sigmoid, HardSigmoid, Tanh, Softmax; and the outputs of
 ops that only move, select or average such values (Reshape, Transpose, MaxPool, AveragePool, ...),
@@ -19,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from qtool.graph.constants import constant_node_value
+from qtool.graph.facts import ModelFacts
 
 # Fixed output ranges of activations (Clip's comes from its min and max).
 BOUNDED_ACTIVATIONS = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0),
@@ -30,8 +31,11 @@ RANGE_KEEPING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Tran
                  "SpaceToDepth")
 
 
-def bounded_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
-    """tensor -> (low, high) for the float tensors of the main graph a bounded activation limits."""
+def bounded_ranges(model: ModelFacts | onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """tensor -> (low, high) for the float tensors of the main graph a bounded activation limits.
+    Reads the graph and its scalar constants only: given bare, the model needs no facts."""
+    if isinstance(model, ModelFacts):
+        model = model.model
     scalars = _small_constants(model)
     ranges: dict[str, tuple[float, float]] = {}
     for node in model.graph.node:

@@ -10,20 +10,19 @@ from __future__ import annotations
 import onnx
 
 from qtool.graph.attributes import attribute
-from qtool.graph.constants import constant_names
+from qtool.graph.facts import ModelFacts, as_facts
 from qtool.graph.op_types import CONSTANT_WEIGHT_OPS, QUANTIZABLE_OPS
-from qtool.graph.shapes import constant_infos
-from qtool.graph.types import float_tensors
 
 OBSERVED_OPS = QUANTIZABLE_OPS
 
 
-def tensors_to_observe(model: onnx.ModelProto, op_types=OBSERVED_OPS) -> list[str]:
+def tensors_to_observe(model: ModelFacts | onnx.ModelProto, op_types=OBSERVED_OPS) -> list[str]:
     """Names of the float activation tensors feeding the given op types, in graph order."""
-    constants = constant_names(model)
-    floats = float_tensors(model)
+    facts = as_facts(model)
+    constants = facts.constants
+    floats = facts.float_tensors
     seen: dict[str, None] = {}
-    for node in model.graph.node:
+    for node in facts.topology.nodes:
         if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
             continue
         inputs = node.input
@@ -37,18 +36,19 @@ def tensors_to_observe(model: onnx.ModelProto, op_types=OBSERVED_OPS) -> list[st
     return list(seen)
 
 
-def channel_axes(model: onnx.ModelProto) -> dict[str, int]:
+def channel_axes(model: ModelFacts | onnx.ModelProto) -> dict[str, int]:
     """Activation tensors whose per-channel means bias correction can use, with the channel axis.
 
     The input-channel axis of each weighted op with a constant weight: Conv input 1; Gemm input
     A 1, or 0 with transA; MatMul with a constant 2-D right operand -1 (the last axis). A
     tensor feeding several such ops keeps the first axis found (quantize checks it matches).
     """
-    constants = constant_names(model)
-    floats = float_tensors(model)
-    ranks = {name: len(info.shape) for name, info in constant_infos(model).items()}
+    facts = as_facts(model)
+    constants = facts.constants
+    floats = facts.float_tensors
+    ranks = {name: len(info.shape) for name, info in facts.constant_infos.items()}
     axes: dict[str, int] = {}
-    for node in model.graph.node:
+    for node in facts.topology.nodes:
         if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         data, weight = node.input[0], node.input[1]

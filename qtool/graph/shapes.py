@@ -82,12 +82,17 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
         inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
     except Exception:
         inferred = skeleton
-    graph = inferred.graph
+    return infos_of(inferred.graph, constant_infos(model))
+
+
+def infos_of(graph: onnx.GraphProto, constants: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    """The types and shapes `graph` (a model's, after shape inference) declares, then those of
+    its `constants` (constant_infos), which take precedence."""
     infos: dict[str, TensorInfo] = {}
     for value in list(graph.value_info) + list(graph.input) + list(graph.output):
         if value.type.HasField("tensor_type"):
             infos[value.name] = TensorInfo(value.type.tensor_type.elem_type, _shape_of(value))
-    infos.update(constant_infos(model))
+    infos.update(constants)
     return infos
 
 

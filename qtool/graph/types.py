@@ -5,6 +5,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
+from qtool.graph.shapes import inference_skeleton
+
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 
 
@@ -15,8 +17,6 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     initializers carry no data. Inference on the full model would serialise every weight twice
     over (and cannot at all above 2 GB), for nothing: it reads only small integer constants.
     """
-    from qtool.graph.shapes import inference_skeleton  # it imports this module
-
     for attempt in (lambda: inference_skeleton(model), lambda: model):
         try:
             return onnx.shape_inference.infer_shapes(attempt(), strict_mode=False)
@@ -27,7 +27,11 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """name -> TensorProto element type for every tensor whose type is known."""
-    inferred = infer_shapes(model)
+    return elem_types_of(infer_shapes(model))
+
+
+def elem_types_of(inferred: onnx.ModelProto) -> dict[str, int]:
+    """The element types a model after shape inference (infer_shapes) declares or stores."""
     graph = inferred.graph
     types: dict[str, int] = {}
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -43,6 +47,11 @@ def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+def floats_of(types: dict[str, int]) -> set[str]:
+    """The tensors among `types` known to hold floating-point values."""
+    return {name for name, elem in types.items() if elem in FLOAT_TYPES}
+
+
 def float_tensors(model: onnx.ModelProto) -> set[str]:
     """Tensors known to hold floating-point values (unknown types are left out: never guess)."""
-    return {name for name, elem in tensor_elem_types(model).items() if elem in FLOAT_TYPES}
+    return floats_of(tensor_elem_types(model))

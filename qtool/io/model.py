@@ -102,6 +102,12 @@ def load_model(path: str | os.PathLike, load_weights: bool = True) -> onnx.Model
     return model
 
 
+def has_unloaded_weights(model: onnx.ModelProto) -> bool:
+    """True for a model loaded with load_weights=False whose tensors still point at files."""
+    return any(tensor.data_location == onnx.TensorProto.EXTERNAL
+               for tensor in external_data_helper._get_all_tensors(model))
+
+
 def model_sha256(path: str | os.PathLike) -> str:
     """sha256 of the model file; with external data, of the file and its data files in order."""
     path = Path(path)

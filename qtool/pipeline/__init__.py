@@ -123,7 +123,7 @@ def check_tables(config: dict, path) -> None:
 
 def quantize_options(table: dict, base_dir: Path | None = None) -> QuantizeOptions:
     """QuantizeOptions from a [quantize] table (exclude_file patterns included)."""
-    from qtool.quantize.exclude import read_exclude_file
+    from qtool.placement.exclude import read_exclude_file
 
     unknown = set(table) - set(TABLE_KEYS["quantize"])
     if unknown:
@@ -394,14 +394,11 @@ class _Runner:
     # -- steps ---------------------------------------------------------------------------------
 
     def calibrate(self, record: StepRecord) -> None:
-        from qtool.calib.api import (
-            CalibrateOptions,
-            calibrate,
-            rethreshold,
-            warn_poor_thresholds,
-        )
+        from qtool.calib.api import CalibrateOptions, calibrate
         from qtool.calib.auto import AUTO
         from qtool.calib.calibfile import read_calibration, write_calibration
+        from qtool.calib.merge import rethreshold
+        from qtool.calib.thresholding import warn_poor_thresholds
         from qtool.io.data import open_data
         from qtool.io.model import input_specs, load_model
 

@@ -12,8 +12,11 @@ import json
 import onnx
 
 from qtool.errors import QtoolError
+from qtool.graph.facts import ModelFacts
 from qtool.graph.op_types import ALREADY_QUANTIZED_OPS
 from qtool.io.model import MIN_OPSET, ensure_opset, opset_version
+from qtool.placement import PlacementOptions, make_plan
+from qtool.placement.plan import Plan
 from qtool.quantize.bias import (
     DISABLED,
     NO_CHANNEL_MEANS,
@@ -23,7 +26,6 @@ from qtool.quantize.bias import (
 )
 from qtool.quantize.insert import insert_qdq
 from qtool.quantize.options import QuantizeOptions
-from qtool.quantize.placement import make_plan
 from qtool.quantize.summary import QuantizeSummary, WeightFallback
 
 
@@ -37,9 +39,19 @@ def refuse_quantized(model: onnx.ModelProto) -> None:
         )
 
 
+def placement_options(options: QuantizeOptions) -> PlacementOptions:
+    """The quantize options that decide where Q/DQ goes."""
+    return PlacementOptions(
+        op_types=tuple(options.op_types), exclude=tuple(options.exclude),
+        exclude_op_types=tuple(options.exclude_op_types),
+        per_tensor_weights=options.per_tensor_weights,
+        conv_transpose_per_tensor=options.conv_transpose_per_tensor)
+
+
 def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
                    options: QuantizeOptions | None = None,
                    in_place: bool = False, channel_means: ChannelMeans | None = None,
+                   *, facts: ModelFacts | None = None, plan: Plan | None = None,
                    ) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """Insert Q/DQ following TensorRT's placement rules; returns (new model, summary).
 
@@ -49,6 +61,11 @@ def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
     `channel_means` maps activation tensor names to (channel axis, float64 mean per channel) from
     calibration; with `options.bias_correction` the biases of weight-quantized nodes absorb the
     expected shift of weight rounding (see qtool.quantize.bias). None leaves biases untouched.
+
+    `facts`: the model's facts (qtool.graph.facts), when the caller has them already; `plan`:
+    the placement made from them with these `amax` and options (qtool.placement.make_plan). Both
+    are found here when not given, and both are found again when the model needs an opset
+    upgrade first (the upgrade rewrites the graph they describe).
     """
     options = (options or QuantizeOptions()).validate()
     refuse_quantized(model)
@@ -58,9 +75,12 @@ def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
         work = onnx.ModelProto()
         work.CopyFrom(model)
     opset_in = opset_version(work)
-    work = ensure_opset(work, MIN_OPSET)
-
-    plan, ctx = make_plan(work, amax, options)
+    upgraded = ensure_opset(work, MIN_OPSET)
+    if upgraded is not work:
+        facts = plan = None  # the upgrade rewrote the graph they describe
+    work = upgraded
+    if plan is None:
+        plan = make_plan(facts or ModelFacts.of(work), amax, placement_options(options))
     if not options.bias_correction:
         bias = BiasCorrection(status=DISABLED)
     elif channel_means is None:
@@ -74,10 +94,15 @@ def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
 
         work = convert_to_fp16(work, keep_io_types=True)
 
+    return work, _summary(plan, stats, bias, options, opset_in, opset_version(work))
+
+
+def _summary(plan: Plan, stats, bias: BiasCorrection, options: QuantizeOptions, opset_in: int,
+             opset_out: int) -> QuantizeSummary:
     quantized: dict[str, int] = {}
     for op_type in plan.quantized.values():
         quantized[op_type] = quantized.get(op_type, 0) + 1
-    summary = QuantizeSummary(
+    return QuantizeSummary(
         quantized=quantized,
         skipped=[plan.skipped[index] for index in sorted(plan.skipped)],
         activation_pairs=stats.activation_pairs,
@@ -86,13 +111,12 @@ def quantize_model(model: onnx.ModelProto, amax: dict[str, float],
         weight_fallbacks=[WeightFallback(spec.tensor, spec.fallback)
                           for spec in plan.weights.values() if spec.axis is None and spec.fallback],
         shared_scale_groups=plan.scale_groups(),
-        unmatched_excludes=ctx.matcher.unmatched(),
+        unmatched_excludes=plan.unmatched_excludes,
         opset_in=opset_in,
-        opset_out=opset_version(work),
+        opset_out=opset_out,
         options=options.to_dict(),
         bias_correction=bias,
     )
-    return work, summary
 
 
 def record_provenance(model: onnx.ModelProto, source_sha256: str | None = None,

@@ -49,8 +49,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph.attributes import attribute
 from qtool.graph.topology import Topology, node_label
+from qtool.placement.plan import Plan, Skip
 from qtool.quantize.insert import NameAllocator
-from qtool.quantize.plan import Plan, Skip
 from qtool.quantize.rescale import (
     STANDARD_DOMAINS,
     Skipped,

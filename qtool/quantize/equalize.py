@@ -40,7 +40,7 @@ import onnx
 
 from qtool.graph.attributes import attribute
 from qtool.graph.topology import Topology, node_label
-from qtool.quantize.plan import Skip
+from qtool.placement.plan import Skip
 from qtool.quantize.rescale import (
     STANDARD_DOMAINS,
     Constants,

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from qtool.graph.constants import constant_node_value
 from qtool.graph.topology import Topology
-from qtool.quantize.plan import Plan
+from qtool.placement.plan import Plan
 from qtool.quantize.scales import quantize_int8, scale_from_amax, weight_scales
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from qtool.placement.plan import Skip
 from qtool.quantize.bias import APPLIED, NO_CHANNEL_MEANS, BiasCorrection
-from qtool.quantize.plan import Skip
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from qtool.calib.api import amax_from_histograms, params_for
 from qtool.calib.auto import AUTO
 from qtool.calib.calibfile import Calibration
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.thresholding import amax_from_histograms, params_for
 from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db
 
 # Methods every tensor is compared under, in the order they are shown.

@@ -37,9 +37,8 @@ from qtool.graph.op_types import QDQ_OPS, WEIGHTED_OPS
 from qtool.graph.topology import node_label
 from qtool.graph.weights import weight_axis
 from qtool.io.model import MIN_OPSET, ensure_opset
+from qtool.placement import make_plan
 from qtool.quantize.check import QdqGraph
-from qtool.quantize.options import QuantizeOptions
-from qtool.quantize.placement import make_plan
 from qtool.quantize.scales import weight_scales
 
 TINY_SCALE_RATIO = 1e-3
@@ -184,11 +183,11 @@ def analyse_layers(model: onnx.ModelProto, amax: dict[str, float] | None = None)
 
 def _from_plan(model: onnx.ModelProto, amax: dict[str, float]) -> LayerAnalysis:
     work = ensure_opset(model, MIN_OPSET)
-    plan, ctx = make_plan(work, amax, QuantizeOptions())
+    plan = make_plan(work, amax)  # the default options' placement
     values = constant_values(work)
     layers = []
     for index in sorted(plan.quantized):
-        node = ctx.node(index)
+        node = work.graph.node[index]
         if node.op_type not in WEIGHTED_OPS:
             continue
         for slot, name in enumerate(node.input[:2]):

@@ -200,7 +200,7 @@ def _demo():
 @pytest.mark.parametrize("build", [conv_relu_gemm, two_input_matmul, _demo])
 def test_calibration_covers_everything_quantize_places(tmp_path, build):
     """Only the tensors the default placement quantizes are observed, and none is missing."""
-    from qtool.calib.api import tensors_to_calibrate
+    from qtool.calib.routes import tensors_to_calibrate
     from qtool.graph.observe import tensors_to_observe
     from qtool.quantize.api import quantize_model
 

@@ -206,8 +206,8 @@ def test_a_new_threshold_method_reuses_the_histograms(qtool, demo_copy):
     amax as calibrating from scratch with that method, without running the data again."""
     import re
 
-    from qtool.calib.api import amax_from_histograms
     from qtool.calib.calibfile import read_calibration
+    from qtool.calib.thresholding import amax_from_histograms
 
     config = write_config(demo_copy)  # method = "percentile"
     assert qtool("pipeline", config).code == 0

@@ -25,7 +25,6 @@ LONG_MARK = "# long:"
 KNOWN_LONG_MODULES: set[str] = {
     "qtool/analysis/compare.py",  # 406 lines
     "qtool/backends/tensorrt/build.py",  # 492 lines
-    "qtool/calib/api.py",  # 458 lines
     "qtool/calib/calibfile.py",  # 426 lines
     "qtool/io/data.py",  # 471 lines
     "qtool/pipeline/__init__.py",  # 690 lines

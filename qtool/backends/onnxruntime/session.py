@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, helper
+from onnx import helper
 
 from qtool.backends.onnxruntime.providers import Providers
 from qtool.backends.onnxruntime.providers import resolve as resolve_providers
 from qtool.errors import QtoolError, first_line
 from qtool.graph.types import tensor_elem_types
 from qtool.io.external import save_external
-from qtool.io.model import PROTOBUF_LIMIT, weights_nbytes
+from qtool.io.model import PROTOBUF_LIMIT, has_unloaded_weights, weights_nbytes
 
 
 def augment_with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
@@ -44,12 +44,6 @@ def output_infos(model: onnx.ModelProto, tensors: list[str],
         types[node.output[0]] = types.get(node.input[0], onnx.TensorProto.FLOAT)
     return [helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
             for name in tensors if name not in existing]
-
-
-def has_unloaded_weights(model: onnx.ModelProto) -> bool:
-    """True for a model loaded with load_weights=False whose tensors still point at files."""
-    return any(tensor.data_location == onnx.TensorProto.EXTERNAL
-               for tensor in external_data_helper._get_all_tensors(model))
 
 
 def create_session(model: onnx.ModelProto, providers: Providers | str | None = None,

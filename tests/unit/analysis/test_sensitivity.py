@@ -15,8 +15,8 @@ from qtool.analysis.single_layer import SingleLayerModels, fake_quantized_weight
 from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import write_calibration
 from qtool.errors import QtoolError
+from qtool.placement.exclude import NameMatcher, read_exclude_file
 from qtool.quantize.api import quantize_model
-from qtool.quantize.exclude import NameMatcher, read_exclude_file
 from qtool.quantize.options import QuantizeOptions
 from tests.helpers.models import planted_model
 

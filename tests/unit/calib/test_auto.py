@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.calib.api import CalibrateOptions, calibrate, merge, rethreshold
+from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.auto import (
     Score,
     SliceTap,
@@ -18,6 +18,7 @@ from qtool.calib.auto import (
 )
 from qtool.calib.calibfile import read_calibration
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.merge import merge, rethreshold
 from qtool.calib.probe import ThresholdProbe
 from qtool.errors import QtoolError
 from qtool.quantize.options import QuantizeOptions

@@ -23,7 +23,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.calib.api import amax_from_histograms
 from qtool.calib.calibfile import (
     Calibration,
     TensorCalibration,
@@ -32,6 +31,7 @@ from qtool.calib.calibfile import (
     write_calibration,
 )
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.thresholding import amax_from_histograms
 from qtool.calib.trtcache import format_cache, read_cache
 from qtool.errors import QtoolError
 from qtool.graph.observe import tensors_to_observe

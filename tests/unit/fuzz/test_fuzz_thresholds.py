@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qtool.calib.api import amax_from_histograms
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.thresholding import amax_from_histograms
 from qtool.errors import QtoolError
 from qtool.quantize.scales import MIN_SCALE, QMAX, quantize_int8, scale_from_amax
 from qtool.thresholds import METHODS, compute_amax

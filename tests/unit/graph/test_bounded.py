@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.calib.api import build_calibration
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.thresholding import build_calibration
 from qtool.graph.bounded import bounded_ranges
 
 
@@ -76,8 +76,8 @@ def test_bounded_tensors_take_their_max_and_say_so():
 
 
 def test_tensors_observed_by_their_max_alone_keep_max_and_non_finite_count():
-    from qtool.calib.api import merge
     from qtool.calib.histogram import EMPTY_BIN_WIDTH
+    from qtool.calib.merge import merge
     from qtool.calib.pooled import PooledMax
 
     def build(maxima):
@@ -96,7 +96,7 @@ def test_tensors_observed_by_their_max_alone_keep_max_and_non_finite_count():
 
 
 def test_only_float32_tensors_of_known_rank_3_or_more_are_pooled():
-    from qtool.calib.api import observation_routes
+    from qtool.calib.routes import observation_routes
 
     def routes(elem_type, shape):
         dtype = np.float16 if elem_type == TensorProto.FLOAT16 else np.float32

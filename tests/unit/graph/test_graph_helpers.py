@@ -1,4 +1,4 @@
-"""Graph helpers used by quantization: topology, weight axes, skeleton shape inference, excludes."""
+"""Graph helpers used by quantization: topology, weight axes, skeleton shape inference."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from qtool.errors import QtoolError
 from qtool.graph.shapes import KEEP_DATA_ELEMENTS, inference_skeleton, tensor_infos
 from qtool.graph.topology import Topology, node_label
 from qtool.graph.weights import WeightAxis, weight_axis
-from qtool.quantize.exclude import NameMatcher, read_exclude_file
 from tests.helpers.onnx_graphs import build, init, value
 
 
@@ -85,27 +83,6 @@ def test_skeleton_drops_large_float_data_but_keeps_types_and_shapes():
     assert infos["h"].elem_type == TensorProto.FLOAT and infos["h"].shape == (64, 64)
     assert infos["s"].shape == (64, 64) and infos["y"].shape == (64, 64)
     assert infos["c"].shape == (64, 64) and infos["shape"].elem_type == TensorProto.INT64
-
-
-def test_name_matcher_plain_names_regexes_and_invalid_patterns():
-    matcher = NameMatcher(["/blocks.0/conv[1]", "head/.*", "bad[regex", "never"])
-    assert matcher.match("/blocks.0/conv[1]") == "/blocks.0/conv[1]"  # equality, though also a regex
-    assert matcher.match("head/fc") == "head/.*"
-    assert matcher.match("the_head/fc") is None  # full match only
-    assert matcher.match("bad[regex") == "bad[regex"
-    assert matcher.match("other") is None
-    assert matcher.unmatched() == ["never"]
-
-
-def test_read_exclude_file(tmp_path):
-    path = tmp_path / "exclude.txt"
-    path.write_text("# layers to keep in FP32\n\n/stem/conv\n  head/.*   # sensitive\nconv#3\n")
-    assert read_exclude_file(path) == ["/stem/conv", "head/.*", "conv#3"]
-    with pytest.raises(QtoolError, match="exclude file not found"):
-        read_exclude_file(tmp_path / "missing.txt")
-    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(QtoolError, match="not UTF-8"):
-        read_exclude_file(tmp_path / "binary.txt")
 
 
 def test_types_fall_back_to_the_skeleton_when_the_model_cannot_be_serialised(monkeypatch):

@@ -147,3 +147,38 @@ def test_an_amax_beyond_float32_is_refused_by_name():
     model = conv_relu_gemm()
     with pytest.raises(QtoolError, match=r"amax of 'x' is 1e\+300: its scale would overflow"):
         quantize_model(model, {"x": 1e300, "relu": 1.0, "flat": 1.0})
+
+
+def test_facts_and_plan_made_before_give_the_same_model():
+    from qtool.graph.facts import ModelFacts
+    from qtool.placement import make_plan
+    from qtool.quantize.api import placement_options
+
+    model, _ = residual_classifier()
+    amax = {"x": 2.0, "r": 3.0, "flat": 1.5}
+    options = QuantizeOptions(exclude=("conv2", "nothing"))
+    expected, summary = quantize_model(model, amax, options)
+    facts = ModelFacts.of(model)
+    plan = make_plan(facts, amax, placement_options(options))
+    given, given_summary = quantize_model(model, amax, options, facts=facts, plan=plan)
+    assert given.SerializeToString() == expected.SerializeToString()
+    assert given_summary == summary
+    only_facts, _ = quantize_model(model, amax, options, facts=facts)
+    assert only_facts.SerializeToString() == expected.SerializeToString()
+
+
+def test_facts_of_a_model_upgraded_first_are_found_again():
+    from qtool.graph.facts import ModelFacts
+    from qtool.placement import make_plan
+
+    model, _ = residual_classifier()
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    old.opset_import[0].version = 11  # every op of the graph reads the same in opset 11
+    amax = {"x": 2.0, "r": 3.0, "flat": 1.5}
+    expected, _ = quantize_model(old, amax)
+    stale = ModelFacts.of(old)
+    given, summary = quantize_model(old, amax, facts=stale, plan=make_plan(stale, {}))
+    assert summary.opset_in == 11 and summary.opset_out >= 13
+    assert summary.quantized
+    assert given.SerializeToString() == expected.SerializeToString()

@@ -12,11 +12,11 @@ from onnx import helper, numpy_helper
 
 from qtool.backends.onnxruntime import OnnxRunner
 from qtool.io.model import MIN_OPSET, ensure_opset
-from qtool.quantize.api import quantize_model
+from qtool.placement import make_plan
+from qtool.quantize.api import placement_options, quantize_model
 from qtool.quantize.bias import conv_shift, matmul_shift, weight_error
 from qtool.quantize.insert import insert_qdq
 from qtool.quantize.options import QuantizeOptions
-from qtool.quantize.placement import make_plan
 from tests.helpers.onnx_graphs import build, check_and_run, init, value
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def means_for(rng, length, axis, offset=2.0):
 def pre_change(model, amax, options=None) -> onnx.ModelProto:
     """What quantize_model produced before bias correction existed: plan + insertion."""
     work = ensure_opset(copy.deepcopy(model), MIN_OPSET)
-    plan, _ = make_plan(work, amax, (options or QuantizeOptions()).validate())
+    plan = make_plan(work, amax, placement_options((options or QuantizeOptions()).validate()))
     insert_qdq(work, plan, (options or QuantizeOptions()).weights)
     return work
 

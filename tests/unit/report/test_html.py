@@ -19,8 +19,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from qtool.calib.api import CalibrateOptions, calibrate, tensors_to_calibrate
+from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import read_calibration, write_calibration
+from qtool.calib.routes import tensors_to_calibrate
 from qtool.errors import MissingDependency, QtoolError
 from qtool.io.model import load_model, save_model
 from qtool.quantize.api import quantize_model, record_provenance

@@ -9,13 +9,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from qtool.errors import QtoolError
-from qtool.graph.constants import constant_names
-from qtool.graph.shapes import TensorInfo, tensor_infos
-from qtool.graph.topology import Topology, node_label
-from qtool.quantize import plan as reasons
-from qtool.quantize.exclude import NameMatcher
-from qtool.quantize.options import QuantizeOptions
-from qtool.quantize.plan import Plan, Skip
+from qtool.graph.facts import ModelFacts
+from qtool.graph.shapes import TensorInfo
+from qtool.graph.topology import node_label
+from qtool.placement import plan as reasons
+from qtool.placement.exclude import NameMatcher
+from qtool.placement.options import PlacementOptions
+from qtool.placement.plan import Plan, Skip
 
 _FLOATS = {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 
@@ -24,31 +24,20 @@ def _type_name(elem_type: int) -> str:
     return helper.tensor_dtype_to_string(elem_type).replace("TensorProto.", "").lower()
 
 
-def _dense_constant_names(model: onnx.ModelProto) -> set[str]:
-    """Constants whose values can be read as a dense array (not sparse_value, not strings)."""
-    names = {init.name for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and any(
-                attr.name in ("value", "value_float", "value_floats") for attr in node.attribute):
-            names.add(node.output[0])
-    return names
-
-
 @dataclass
 class PlacementContext:
-    model: onnx.ModelProto
+    """The model's facts, the calibrated amax and the options, as the rules read them."""
+
+    facts: ModelFacts
     amax: dict[str, float]
-    options: QuantizeOptions
-    topo: Topology = field(init=False)
-    infos: dict[str, TensorInfo] = field(init=False)
-    constants: set[str] = field(init=False)
+    options: PlacementOptions
     matcher: NameMatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.topo = Topology.of(self.model.graph)
-        self.infos = tensor_infos(self.model)
-        self.constants = constant_names(self.model)
-        self.dense_constants = _dense_constant_names(self.model)
+        self.topo = self.facts.topology
+        self.infos = self.facts.infos
+        self.constants = self.facts.constants
+        self.dense_constants = self.facts.dense_constants
         self.matcher = NameMatcher(self.options.exclude)
         self.active_ops = self.options.active_op_types()
 

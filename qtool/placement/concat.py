@@ -10,9 +10,9 @@ calibrated amax among the Concat's inputs and its output.
 from __future__ import annotations
 
 from qtool.graph.op_types import SCALE_SHARING_OPS
-from qtool.quantize import plan as reasons
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 
 def plan_concats(ctx: PlacementContext, plan: Plan) -> None:

@@ -52,6 +52,7 @@ class Plan:
     rewires: dict[tuple[int, int], str] = field(default_factory=dict)  # (node, slot) -> tensor
     quantized: dict[int, str] = field(default_factory=dict)  # node index -> op type
     skipped: dict[int, Skip] = field(default_factory=dict)
+    unmatched_excludes: list[str] = field(default_factory=list)  # exclude patterns nothing matched
     _groups: dict[str, str] = field(default_factory=dict)  # union-find parent for shared scales
 
     def quantize_activation(self, node: int, slot: int, tensor: str, amax: float) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from qtool.graph.op_types import CONSTANT_WEIGHT_OPS, WEIGHTED_DATA_INPUTS, WEIGHTED_OPS
 from qtool.graph.weights import WeightAxis, weight_axis
-from qtool.quantize import plan as reasons
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 
 def plan_weighted_ops(ctx: PlacementContext, plan: Plan) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from qtool.graph.op_types import AVERAGE_POOL_OPS, CAST_OPS, WEIGHTED_OPS
 from qtool.graph.topology import node_label
-from qtool.quantize import plan as reasons
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 
 def plan_average_pools(ctx: PlacementContext, plan: Plan) -> None:

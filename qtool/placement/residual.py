@@ -12,9 +12,9 @@ pair would only cost time.
 from __future__ import annotations
 
 from qtool.graph.op_types import FOLDED_INTO_CONV_OPS, RESIDUAL_ADD_OPS, RESIDUAL_FUSING_OPS
-from qtool.quantize import plan as reasons
-from qtool.quantize.placement.context import PlacementContext
-from qtool.quantize.plan import Plan
+from qtool.placement import plan as reasons
+from qtool.placement.context import PlacementContext
+from qtool.placement.plan import Plan
 
 
 def plan_residual_adds(ctx: PlacementContext, plan: Plan) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qtool.analysis.compare_options import COMPARE_TASKS
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
 from qtool.analysis.metric_script import MetricScript
 from qtool.analysis.metrics import (
@@ -35,7 +36,6 @@ from qtool.analysis.runners import model_kind, open_runner
 from qtool.analysis.sequences import SequenceStats, looks_like_sequence
 from qtool.backends.providers import Providers
 from qtool.backends.providers import check_choice as check_provider
-from qtool.calib.auto import TASKS  # auto scores the tasks compare measures
 from qtool.calib.runner import prefetch
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
@@ -47,7 +47,6 @@ from qtool.versions import tool_versions
 
 log = logging.getLogger(__name__)
 
-COMPARE_TASKS = (*TASKS, "sequence")
 
 
 @dataclass

@@ -88,8 +88,8 @@ def find_reuse(path, model_sha256: str, keys: CalibrationKeys,
     if path.is_file():
         with contextlib.suppress(QtoolError):
             existing = read_calibration(path)
-    if existing is None or existing.model_sha256 != model_sha256:
-        return Reuse()
+    if existing is None or existing.model_sha256 != model_sha256 or existing.shard != options.shard:
+        return Reuse()  # the keys leave the shard out: a shard never stands for the whole
     if existing.config.get("cache_key") == keys.key:
         return Reuse(calibration=existing)
     if existing.config.get("histogram_key") == keys.histogram_key:

@@ -119,7 +119,12 @@ def _calibrate_or_reuse(model: str, params: dict, options, output: Path) -> None
              params["as_json"],
              f"reused {output}: model, data and options unchanged (cache key {keys.key[:12]})")
         return
-    result = reuse.rethresholded or _collect(model, params, options)
+    if reuse.rethresholded is not None:
+        keys.record(reuse.rethresholded.calibration)
+        _finish(params, output, reuse.rethresholded,
+                done="picked thresholds again (histograms reused, no inference) for")
+        return
+    result = _collect(model, params, options)
     keys.record(result.calibration)
     _finish(params, output, result)
 
@@ -141,7 +146,7 @@ def _format_trt_cache(params: dict, calibration) -> str:
     return format_cache(calibration.amax, _cache_version(params["trt_version"]))
 
 
-def _finish(params: dict, output: Path, result) -> None:
+def _finish(params: dict, output: Path, result, done: str = "calibrated") -> None:
     """Warnings, then the calibration file (and the TensorRT cache), then the summary."""
     from qtool.calib.api import warn_poor_thresholds
     from qtool.calib.calibfile import write_calibration
@@ -165,7 +170,7 @@ def _finish(params: dict, output: Path, result) -> None:
         "trt_cache": params["trt_cache"], "auto": calibration.auto,
     }
     emit(summary, params["as_json"],
-         f"calibrated {summary['tensors']} tensors on {summary['samples']} samples "
+         f"{done} {summary['tensors']} tensors on {summary['samples']} samples "
          f"({summary['batches']} batches) in {result.seconds:.2f}s, method {calibration.method}"
          f"{_auto_text(calibration.auto)}\n"
          f"wrote {output}" + (f" and {params['trt_cache']}" if params["trt_cache"] else ""))

@@ -40,7 +40,7 @@ class BuildStep:
         component = tensorrt_component(start_builder=True)
         if component.available:
             return None
-        if context.config.table("build").get("required", False):
+        if context.config.values("build")["required"]:
             record = StepRecord(self.name, "failed", detail=component.detail,
                                 error=MissingDependency(f"[build] required = true but "
                                                         f"{component.detail}"))

@@ -25,8 +25,7 @@ class CalibrateStep:
         context.result.info["method"] = options.method
         record.data.update(output=str(context.calib_path), cache_key=keys.key)
         reuse = Reuse()
-        if context.config.table("pipeline").get("reuse_calibration", True) \
-                and not context.force_calibrate:
+        if context.config.values("pipeline")["reuse_calibration"] and not context.force_calibrate:
             reuse = find_reuse(context.calib_path, sha256, keys, options)
         if reuse.calibration is not None:
             context.amax = reuse.calibration.amax

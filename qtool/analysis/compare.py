@@ -48,7 +48,6 @@ from qtool.versions import tool_versions
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class CompareOptions:
     num_samples: int | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from qtool import limits
+from qtool.backends.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.providers import check_choice as check_provider
 from qtool.calib.auto import AUTO, TASKS
 from qtool.calib.histogram import DEFAULT_BINS
@@ -57,7 +58,7 @@ class CalibrateOptions:
     bounded_max: bool = _default("bounded_max")  # bounded activations keep their max (graph/bounded.py)
     task: str | None = _default("task")  # what auto scores: "classification", or None for output SQNR
     auto_budget: float = _default("auto_budget")  # auto's probe runs, in multiples of the samples
-    provider: str = "auto"  # onnxruntime's execution providers (qtool.backends.providers)
+    provider: str = AUTO_PROVIDER  # onnxruntime's execution providers (qtool.backends.providers)
 
     def method_params(self, method: str | None = None) -> dict:
         """The parameters of `method` (default: this calibration's own method)."""

@@ -121,12 +121,15 @@ def quantize_options(values: dict, base_dir: Path | None = None) -> QuantizeOpti
     excludes = [str(item) for item in as_list(fields["exclude"])]
     exclude_file = fields.pop("exclude_file", None)
     if exclude_file:
-        path = Path(exclude_file)
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
+        path = exclude_file  # a flag's value as given: messages name it as the user wrote it
+        if base_dir is not None:
+            path = Path(exclude_file)
+            path = path if path.is_absolute() else base_dir / path
         excludes += read_exclude_file(path)
     fields.update(op_types=split_op_types(fields["op_types"]), exclude=tuple(excludes),
-                  exclude_op_types=split_op_types(fields["exclude_op_types"]))
+                  exclude_op_types=split_op_types(fields["exclude_op_types"]),
+                  per_tensor_weights=bool(fields["per_tensor_weights"]),
+                  conv_transpose_per_tensor=bool(fields["conv_transpose_per_tensor"]))
     return QuantizeOptions(**fields).validate()
 
 

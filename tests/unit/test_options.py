@@ -224,3 +224,16 @@ def test_command_config_errors(qtool, tmp_path):
     assert result.code == 2
     assert result.err.strip() == \
         f"error: [calibrate] bins in {config}: 'many' is not a valid integer."
+
+
+def test_the_declarations_import_no_click():
+    import subprocess
+    import sys
+
+    modules = ["qtool.options", "qtool.calib.options", "qtool.quantize.options",
+               "qtool.quantize.check_options", "qtool.analysis.compare_options",
+               "qtool.backends.tensorrt.build_options", "qtool.pipeline.options"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('click' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qtool.analysis.compare_options import COMPARE_TASKS
 from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
 from qtool.analysis.metric_script import MetricScript
 from qtool.analysis.metrics import (
@@ -35,7 +36,6 @@ from qtool.analysis.runners import model_kind, open_runner
 from qtool.analysis.sequences import SequenceStats, looks_like_sequence
 from qtool.backends.onnxruntime.providers import Providers
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
-from qtool.calib.auto import TASKS  # auto scores the tasks compare measures
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
 from qtool.io.hashing import sha256_file
@@ -46,8 +46,6 @@ from qtool.io.prefetch import Prefetcher
 from qtool.versions import tool_versions
 
 log = logging.getLogger(__name__)
-
-COMPARE_TASKS = (*TASKS, "sequence")
 
 
 @dataclass

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from qtool import limits
 from qtool.backends.onnxruntime.providers import Providers
-from qtool.backends.onnxruntime.providers import check_choice as check_provider
-from qtool.calib.auto import AUTO, SLICE_MAX_SAMPLES, TASKS, SliceTap
+from qtool.calib.auto import AUTO, SLICE_MAX_SAMPLES, SliceTap
 from qtool.calib.auto_choice import choose_auto
 from qtool.calib.calibfile import Calibration
 from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.options import CalibrateOptions
 from qtool.calib.routes import calibration_plan, observation_routes, observed_tensors
 from qtool.calib.runner import collect_histograms, parse_shard
 from qtool.calib.signature import SeenShapes
@@ -32,60 +31,6 @@ from qtool.graph.observe import channel_axes
 from qtool.io.data import open_data
 from qtool.io.model import input_specs, load_model, model_sha256
 from qtool.quantize.options import QuantizeOptions
-from qtool.thresholds import METHODS
-
-
-@dataclass
-class CalibrateOptions:
-    method: str = "auto"  # measured best on the real-model matrix (BENCHMARKS.md)
-    bins: int = 2048
-    percentile: float = 99.99
-    coverage: float | None = None
-    num_samples: int | None = None
-    batch_size: int | None = None
-    shard: str | None = None
-    preprocess: dict = field(default_factory=dict)
-    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
-    loader_script: str | None = None
-    bounded_max: bool = True  # outputs of bounded activations keep their max (graph/bounded.py)
-    task: str | None = None  # what auto scores: "classification", or None for output SQNR
-    auto_budget: float = 1.0  # auto's probe runs, in multiples of the calibration samples
-    provider: str = "auto"  # onnxruntime's execution providers (qtool.backends.onnxruntime.providers)
-
-    def method_params(self, method: str | None = None) -> dict:
-        """The parameters of `method` (default: this calibration's own method)."""
-        method = method or self.method
-        if method in ("percentile", AUTO):
-            return {"percentile": self.percentile}
-        if method == "coverage" and self.coverage is not None:
-            return {"coverage": self.coverage}
-        return {}
-
-    def validate(self) -> None:
-        if self.method not in (*METHODS, AUTO):
-            raise UsageError(f"unknown method {self.method!r}; choose one of "
-                             f"{', '.join((*METHODS, AUTO))}")
-        if self.task is not None and self.task not in TASKS:
-            raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if not self.auto_budget > 0:
-            raise UsageError(f"--auto-budget must be positive, got {self.auto_budget}")
-        if self.bins < 128:
-            raise UsageError(f"--bins must be at least 128 (got {self.bins})")
-        cap = limits.current().bins
-        if self.bins > cap:
-            raise UsageError(f"--bins {self.bins} is above the cap of {cap} (each tensor's "
-                             f"histogram may grow to 64 times --bins); "
-                             f"{limits.how_to_raise('bins')}")
-        if not 0 < self.percentile <= 100:
-            raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
-        if self.coverage is not None and not 0 < self.coverage <= 1:
-            raise UsageError(f"coverage must be in (0, 1], got {self.coverage}")
-        for name in ("num_samples", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
-        parse_shard(self.shard)
-        check_provider(self.provider)
 
 
 @dataclass

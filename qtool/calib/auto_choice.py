@@ -24,7 +24,7 @@ from qtool.io.model import load_model
 from qtool.quantize.options import QuantizeOptions
 
 if TYPE_CHECKING:
-    from qtool.calib.api import CalibrateOptions
+    from qtool.calib.options import CalibrateOptions
 
 log = logging.getLogger("qtool")
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from qtool.calib.auto import AUTO, TASKS
+from qtool.calib.options import CALIBRATE
 from qtool.cli.common import (
     apply_config,
     config_option,
-    data_options,
     emit,
     json_option,
     log,
@@ -19,10 +18,10 @@ from qtool.cli.common import (
     setup_logging,
     verbosity_options,
 )
+from qtool.cli.options import click_options
 from qtool.cli.progress import SampleProgress
 from qtool.config import section
 from qtool.errors import QtoolError, UsageError
-from qtool.thresholds import METHODS
 
 
 def default_output(model: str) -> Path:
@@ -33,24 +32,7 @@ def default_output(model: str) -> Path:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
-@data_options
-@click.option("--method", type=click.Choice([*METHODS, AUTO]), default=AUTO, show_default=True,
-              help="Threshold method. auto: score every method's thresholds, then single "
-                   "tensors' choices, against the FP32 outputs on held-aside samples.")
-@click.option("--task", type=click.Choice(list(TASKS)), default=None,
-              help="What --method auto scores: classification (top-1 agreement first); "
-                   "default: the mean SQNR of the outputs.")
-@click.option("--auto-budget", type=float, default=1.0, show_default=True,
-              help="Quantized runs --method auto may spend, in multiples of the calibration "
-                   "samples (more tries more single-tensor choices).")
-@click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins.")
-@click.option("--percentile", type=float, default=99.99, show_default=True,
-              help="Percentile for --method percentile.")
-@click.option("--coverage", type=float, default=None, help="Covered mass for --method coverage.")
-@click.option("--bounded-max/--no-bounded-max", "bounded_max", default=True, show_default=True,
-              help="Outputs of bounded activations (ReLU6 and other Clips, Sigmoid, Tanh, "
-                   "Softmax) take their observed max instead of the method's threshold.")
-@click.option("--shard", default=None, metavar="K/N", help="Calibrate every N-th batch from K.")
+@click_options(CALIBRATE)
 @provider_option
 @click.option("--trt-cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT (implicit INT8) calibration cache.")
@@ -62,6 +44,10 @@ def default_output(model: str) -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Calibration file (default: MODEL.calib.json beside the model when that folder "
                    "is yours, else in the current folder).")
+@click.option("--reuse", is_flag=True,
+              help="Keep the output calibration when it was made (with --reuse) from the same "
+                   "model, data and options; when only the threshold options changed, pick "
+                   "thresholds again from its histograms.")
 @config_option
 @json_option
 @verbosity_options
@@ -71,10 +57,8 @@ def calibrate(ctx, **params):
 
     Writes MODEL.calib.json (amax per tensor) and MODEL.calib.npz (histograms).
     """
-    from qtool.calib.api import CalibrateOptions
-    from qtool.calib.api import calibrate as run_calibration
-    from qtool.calib.calibfile import histogram_path_for, write_calibration
-    from qtool.calib.thresholding import warn_poor_thresholds
+    from qtool.calib.calibfile import histogram_path_for
+    from qtool.calib.options import calibrate_options
     from qtool.io.outputs import guard_outputs
 
     params, config = apply_config(ctx, params, params["config_path"], "calibrate")
@@ -94,33 +78,85 @@ def calibrate(ctx, **params):
     if params["from_trt_cache"]:
         return _from_trt_cache(model, params, output)
 
-    options = CalibrateOptions(
-        method=params["method"], task=params["task"], auto_budget=params["auto_budget"],
-        bins=params["bins"], percentile=params["percentile"],
-        coverage=params["coverage"], num_samples=params["num_samples"],
-        batch_size=params["batch_size"], shard=params["shard"], bounded_max=params["bounded_max"],
-        preprocess=section(config, "preprocess"),
-        inputs=section(config, "inputs"), loader_script=params["loader_script"],
-        provider=params["provider"],
-    )
+    options = calibrate_options(params, preprocess=section(config, "preprocess"),
+                                inputs=section(config, "inputs"), provider=params["provider"])
     require_data(params)
     _log_counting_path()
+    if params["reuse"]:
+        _calibrate_or_reuse(model, params, options, output)
+    else:
+        _finish(params, output, _collect(model, params, options))
+
+
+def _collect(model: str, params: dict, options):
+    """Calibrate: the histograms and thresholds (nothing written yet)."""
+    from qtool.calib.api import calibrate as run_calibration
+
     progress = SampleProgress("calibrating", enabled=not params["quiet"])
     try:
-        result = run_calibration(model, params["data"], options,
-                                 on_batch=progress.advance, on_start=progress.begin)
+        return run_calibration(model, params["data"], options,
+                               on_batch=progress.advance, on_start=progress.begin)
     finally:
         progress.finish()
+
+
+def _calibrate_or_reuse(model: str, params: dict, options, output: Path) -> None:
+    """--reuse: the output calibration as it is when its keys match (qtool.calib.reuse), its
+    histograms thresholded again when only the threshold options changed, else calibrate; the
+    file written records the keys for the next run."""
+    from qtool.calib.reuse import calibration_keys, find_reuse
+    from qtool.io.model import model_sha256
+
+    sha256 = model_sha256(model)
+    keys = calibration_keys(model, sha256, params["data"], options)
+    reuse = find_reuse(output, sha256, keys, options)
+    if reuse.calibration is not None:
+        calibration = reuse.calibration
+        _write_trt_cache(params, calibration)
+        emit({"output": str(output), "reused": True, "cache_key": keys.key,
+              "method": calibration.method, "tensors": len(calibration.tensors),
+              "samples": calibration.num_samples, "trt_cache": params["trt_cache"]},
+             params["as_json"],
+             f"reused {output}: model, data and options unchanged (cache key {keys.key[:12]})")
+        return
+    if reuse.rethresholded is not None:
+        keys.record(reuse.rethresholded.calibration)
+        _finish(params, output, reuse.rethresholded,
+                done="picked thresholds again (histograms reused, no inference) for")
+        return
+    result = _collect(model, params, options)
+    keys.record(result.calibration)
+    _finish(params, output, result)
+
+
+def _write_trt_cache(params: dict, calibration) -> None:
+    """--trt-cache: the thresholds as a TensorRT calibration cache."""
+    if not params["trt_cache"]:
+        return
+    from qtool.io.atomic import write_text
+
+    write_text(params["trt_cache"], _format_trt_cache(params, calibration))
+
+
+def _format_trt_cache(params: dict, calibration) -> str:
+    from qtool.calib.trtcache import check_name, format_cache
+
+    for name in calibration.amax:  # before the header's version is chosen (and warned about)
+        check_name(name, "TensorRT cache")
+    return format_cache(calibration.amax, _cache_version(params["trt_version"]))
+
+
+def _finish(params: dict, output: Path, result, done: str = "calibrated") -> None:
+    """Warnings, then the calibration file (and the TensorRT cache), then the summary."""
+    from qtool.calib.calibfile import write_calibration
+    from qtool.calib.thresholding import warn_poor_thresholds
+
     calibration = result.calibration
     _warn_non_finite(calibration)
     warn_poor_thresholds(calibration, result.histograms)
     cache_text = None
     if params["trt_cache"]:  # formatted first: a name the cache cannot hold fails before any write
-        from qtool.calib.trtcache import check_name, format_cache
-
-        for name in calibration.amax:  # before the header's version is chosen (and warned about)
-            check_name(name, "TensorRT cache")
-        cache_text = format_cache(calibration.amax, _cache_version(params["trt_version"]))
+        cache_text = _format_trt_cache(params, calibration)
     write_calibration(calibration, output, result.histograms, result.means)
     if cache_text is not None:
         from qtool.io.atomic import write_text
@@ -134,7 +170,7 @@ def calibrate(ctx, **params):
         "trt_cache": params["trt_cache"], "auto": calibration.auto,
     }
     emit(summary, params["as_json"],
-         f"calibrated {summary['tensors']} tensors on {summary['samples']} samples "
+         f"{done} {summary['tensors']} tensors on {summary['samples']} samples "
          f"({summary['batches']} batches) in {result.seconds:.2f}s, method {calibration.method}"
          f"{_auto_text(calibration.auto)}\n"
          f"wrote {output}" + (f" and {params['trt_cache']}" if params["trt_cache"] else ""))

@@ -12,6 +12,8 @@ from qtool.cli.common import (
     setup_logging,
     verbosity_options,
 )
+from qtool.cli.options import click_options
+from qtool.quantize.check_options import CHECK
 
 
 def _codes_epilog() -> str:
@@ -25,9 +27,7 @@ def _codes_epilog() -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
                epilog=_codes_epilog())
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--strict", is_flag=True, default=False, help="Warnings fail the check too (exit 1).")
-@click.option("--ignore", "ignore", multiple=True, metavar="CODE",
-              help="Leave out findings with this code (repeatable).")
+@click_options(CHECK)
 @config_option
 @json_option
 @verbosity_options

@@ -10,8 +10,10 @@ import sys
 import click
 
 from qtool.backends.onnxruntime.providers import CHOICES as PROVIDER_CHOICES
+from qtool.cli.options import click_options
 from qtool.config import load_config, section
 from qtool.errors import UsageError
+from qtool.options import data_options as declared_data_options
 
 log = logging.getLogger("qtool")
 
@@ -35,20 +37,7 @@ def config_option(func):
 
 def data_options(func):
     """--data, --data-loader-script, --num-samples, --batch-size: every command that reads data."""
-    func = click.option("--batch-size", type=int, default=None,
-                        help="Join and cut the samples into batches of this size (default: one "
-                             "batch per file or loader item, files cut into batches of 8).")(func)
-    func = click.option("--num-samples", type=int, default=None,
-                        help="Use at most this many samples.")(func)
-    func = click.option("--data-loader-script", "loader_script", type=click.Path(dir_okay=False),
-                        default=None,
-                        help="Python file whose load_data() yields feed dicts (runs your code).")(func)
-    func = click.option("--data", "data", type=click.Path(), default=None,
-                        help=".npy/.npz file or folder, or a folder of images ([preprocess] in "
-                             "--config).")(func)
-    return func
-
-
+    return click_options(declared_data_options())(func)
 
 
 def provider_option(func):

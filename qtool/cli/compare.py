@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
+from qtool.analysis.compare_options import COMPARE, compare_options
 from qtool.cli.common import (
     apply_config,
     config_option,
-    data_options,
     emit,
     json_option,
     provider_option,
@@ -16,49 +16,13 @@ from qtool.cli.common import (
     setup_logging,
     verbosity_options,
 )
-
-
-def gate_options(func):
-    func = click.option("--max-metric", "max_metric", multiple=True, metavar="NAME=VALUE",
-                        help="Gate: a named metric (of --metric-script or the sequence "
-                             "comparison) at most VALUE. Repeatable.")(func)
-    func = click.option("--min-metric", "min_metric", multiple=True, metavar="NAME=VALUE",
-                        help="Gate: a named metric (of --metric-script or the sequence "
-                             "comparison) at least VALUE. Repeatable.")(func)
-    func = click.option("--max-flips-above-margin", default=None, metavar="N:M",
-                        help="Gate: at most N top-1 disagreements (classifier samples or "
-                             "sequence positions) where the reference's top-1 led by more "
-                             "than M.")(func)
-    func = click.option("--min-agreement", type=float, default=None, metavar="PERCENT",
-                        help="Gate: top-1 agreement of the two models, in percent.")(func)
-    func = click.option("--max-top1-drop", type=float, default=None, metavar="POINTS",
-                        help="Gate: top-1 accuracy drop in percentage points (needs --labels).")(func)
-    func = click.option("--min-cosine", type=float, default=None,
-                        help="Gate: cosine similarity of every output.")(func)
-    func = click.option("--min-sqnr", type=float, default=None, metavar="DB",
-                        help="Gate: SQNR in dB of every output.")(func)
-    return func
+from qtool.cli.options import click_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
-@data_options
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Class labels (.npy, one int a line, or '<file> <int>' lines): top-1/top-5.")
-@click.option("--task", type=click.Choice(["classification", "sequence"]), default=None,
-              help="classification: top-1 agreement (implied by --labels); sequence: "
-                   "per-position agreement of [batch, positions, classes] scores (implied by "
-                   "--ctc-blank; detected for softmax outputs of that shape).")
-@click.option("--logits", "logits", default=None, metavar="OUTPUT",
-              help="The classifier or sequence output to score (default: the first that fits).")
-@click.option("--ctc-blank", type=click.IntRange(min=0), default=None, metavar="K",
-              help="Sequences: decode both models greedily (CTC, blank class K) and report the "
-                   "same-sequence rate and token error rate.")
-@click.option("--metric-script", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Python file with update(reference, candidate[, inputs]) and result() -> "
-                   "{name: number}: your own metric (runs your code).")
-@gate_options
+@click_options(COMPARE)
 @provider_option
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
               help="Also write the result as JSON to this file.")
@@ -82,8 +46,7 @@ def compare(ctx, **params):
     when one is not met. Defaults come from the [compare] table of
     --config, image preprocessing from its [preprocess] table.
     """
-    from qtool.analysis.compare import CompareOptions, compare_models
-    from qtool.analysis.gates import Gates, parse_flips_bound, parse_metric_bound
+    from qtool.analysis.compare import compare_models
     from qtool.cli.progress import SampleProgress
     from qtool.config import section
     from qtool.errors import GateFailed
@@ -96,22 +59,9 @@ def compare(ctx, **params):
     guard_outputs([params["output"]], models=[params["reference"], params["candidate"]],
                   inputs=[params["data"], params["loader_script"], params["labels"],
                           params["metric_script"], params["config_path"]])
-    flips = params["max_flips_above_margin"]
-    options = CompareOptions(
-        num_samples=params["num_samples"], batch_size=params["batch_size"],
-        preprocess=section(config, "preprocess"),
-        inputs=section(config, "inputs"), loader_script=params["loader_script"],
-        labels=params["labels"], task=params["task"], logits=params["logits"],
-        ctc_blank=params["ctc_blank"], metric_script=params["metric_script"],
-        gates=Gates(params["min_sqnr"], params["min_cosine"], params["max_top1_drop"],
-                    params["min_agreement"],
-                    max_flips_above_margin=None if flips is None else parse_flips_bound(flips),
-                    min_metric=tuple(parse_metric_bound(text, "--min-metric")
-                                     for text in params["min_metric"]),
-                    max_metric=tuple(parse_metric_bound(text, "--max-metric")
-                                     for text in params["max_metric"])),
-        provider=params["provider"],
-    )
+    options = compare_options(params, preprocess=section(config, "preprocess"),
+                              inputs=section(config, "inputs"), provider=params["provider"],
+                              where=lambda name: COMPARE[name].long_flag)
     progress = SampleProgress("comparing", enabled=not params["quiet"])
     try:
         result = compare_models(params["reference"], params["candidate"], params["data"], options,

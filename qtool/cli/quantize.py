@@ -15,8 +15,9 @@ from qtool.cli.common import (
     setup_logging,
     verbosity_options,
 )
+from qtool.cli.options import click_options
 from qtool.errors import QtoolError, UsageError
-from qtool.quantize.options import DEFAULT_OP_TYPES, split_op_types
+from qtool.quantize.options import DEFAULT_OP_TYPES, QUANTIZE, quantize_options, split_op_types
 
 
 def default_output(model: str) -> Path:
@@ -32,25 +33,7 @@ def default_output(model: str) -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Quantized model (default: MODEL.int8.onnx beside the model when that folder is "
                    "yours, else in the current folder).")
-@click.option("--op-types", "op_types", multiple=True, metavar="OPS",
-              help=f"Comma-separated op types to quantize (default: {','.join(DEFAULT_OP_TYPES)}).")
-@click.option("--exclude", multiple=True, metavar="NAME",
-              help="Leave this node in high precision: a name or a regex (full match). Repeatable.")
-@click.option("--exclude-op-type", "exclude_op_type", multiple=True, metavar="OP",
-              help="Leave every node of this op type in high precision. Repeatable.")
-@click.option("--exclude-file", type=click.Path(dir_okay=False), default=None,
-              help="File of node names/regexes to exclude, one per line, '#' comments.")
-@click.option("--per-tensor-weights", is_flag=True, help="One scale per weight, not per channel.")
-@click.option("--weights", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="fp32: FP32 weights + Q + DQ; int8: INT8 weights + DQ (about 4x smaller).")
-@click.option("--conv-transpose-per-tensor", is_flag=True,
-              help="Per-tensor scales for ConvTranspose weights only.")
-@click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
-              show_default=True, help="Precision of the layers left unquantized.")
-@click.option("--bias-correction/--no-bias-correction", "bias_correction", default=True,
-              show_default=True,
-              help="Fold the mean output shift of weight rounding into the biases (needs the "
-                   "channel means `qtool calibrate` records).")
+@click_options(QUANTIZE)
 @config_option
 @json_option
 @verbosity_options
@@ -66,9 +49,7 @@ def quantize(ctx, **params):
     from qtool.calib.files import calibration_files
     from qtool.io.model import load_model, model_sha256, save_model
     from qtool.io.outputs import guard_outputs
-    from qtool.placement.exclude import read_exclude_file
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized
-    from qtool.quantize.options import QuantizeOptions
 
     params, _ = apply_config(ctx, params, params["config_path"], "quantize")
     setup_logging(params["verbose"], params["quiet"])
@@ -86,19 +67,9 @@ def quantize(ctx, **params):
     sha256 = model_sha256(model_path)
     check_model_match(calibration, sha256)
 
-    excludes = list(params["exclude"])
-    if params["exclude_file"]:
-        excludes.extend(read_exclude_file(params["exclude_file"]))
-    options = QuantizeOptions(
-        op_types=split_op_types(params["op_types"]) or DEFAULT_OP_TYPES,
-        exclude=tuple(excludes),
-        exclude_op_types=split_op_types(params["exclude_op_type"]),
-        per_tensor_weights=params["per_tensor_weights"],
-        weights=params["weights"],
-        conv_transpose_per_tensor=params["conv_transpose_per_tensor"],
-        high_precision=params["high_precision"],
-        bias_correction=params["bias_correction"],
-    )
+    # an empty --op-types (or op_types = []) means the default op types
+    params["op_types"] = split_op_types(params["op_types"]) or DEFAULT_OP_TYPES
+    options = quantize_options(params)
     channel_means = None
     if options.bias_correction:
         try:

@@ -71,19 +71,9 @@ def sensitivity(ctx, **params):
     Defaults come from [sensitivity] of --config, [quantize] and [preprocess] too.
     """
     from qtool.analysis.gates import Gates
-    from qtool.analysis.sensitivity import (
-        DEFAULT_SAMPLES,
-        SensitivityOptions,
-        default_exclude_path,
-        measure_sensitivity,
-    )
     from qtool.calib.files import calibration_files
-    from qtool.config import section
-    from qtool.errors import GateFailed, UsageError
-    from qtool.io.atomic import write_json
+    from qtool.errors import UsageError
     from qtool.io.outputs import guard_outputs
-    from qtool.pipeline import quantize_options
-    from qtool.placement.exclude import read_exclude_file
 
     params, config = apply_config(ctx, params, params["config_path"], "sensitivity")
     setup_logging(params["verbose"], params["quiet"])
@@ -92,21 +82,41 @@ def sensitivity(ctx, **params):
     require_data(params)
     if params["top"] < 0:
         raise UsageError("--top must be 0 or more")
-    config_dir = Path(params["config_path"]).resolve().parent if params["config_path"] else None
-    quantize = quantize_options(section(config, "quantize"), config_dir)
-    excludes = list(quantize.exclude) + list(params["exclude"])
-    if params["exclude_file"]:
-        excludes += read_exclude_file(params["exclude_file"])
-    quantize.exclude = tuple(excludes)
+    quantize = _quantize_options(params, config)
     target = Gates(min_sqnr=params["target_sqnr"], max_top1_drop=params["max_top1_drop"],
                    min_agreement=params["min_agreement"])
     exclude_path = None
     if target.any:
+        from qtool.analysis.sensitivity import default_exclude_path
+
         exclude_path = params["write_exclude"] or default_exclude_path(params["model"])
     guard_outputs([params["output"], exclude_path], models=[params["model"]],
                   calibrations=calibration_files(params["calib"]),
                   inputs=[params["data"], params["loader_script"], params["labels"],
                           params["exclude_file"], params["config_path"]])
+    result = _measure(params, config, quantize, target)
+    _report(params, result, quantize, exclude_path)
+
+
+def _quantize_options(params: dict, config: dict):
+    """[quantize] of the config, with the command's --exclude and --exclude-file added."""
+    from qtool.config import section
+    from qtool.placement.exclude import read_exclude_file
+    from qtool.quantize.options import quantize_table_options
+
+    config_dir = Path(params["config_path"]).resolve().parent if params["config_path"] else None
+    quantize = quantize_table_options(section(config, "quantize"), config_dir)
+    excludes = list(quantize.exclude) + list(params["exclude"])
+    if params["exclude_file"]:
+        excludes += read_exclude_file(params["exclude_file"])
+    quantize.exclude = tuple(excludes)
+    return quantize
+
+
+def _measure(params: dict, config: dict, quantize, target):
+    from qtool.analysis.sensitivity import DEFAULT_SAMPLES, SensitivityOptions, measure_sensitivity
+    from qtool.config import section
+
     options = SensitivityOptions(
         num_samples=params["num_samples"] or DEFAULT_SAMPLES, eval_samples=params["eval_samples"],
         batch_size=params["batch_size"], preprocess=section(config, "preprocess"),
@@ -118,6 +128,14 @@ def sensitivity(ctx, **params):
     result = measure_sensitivity(params["model"], params["calib"], params["data"], options,
                                  on_layer=progress.layer, on_step=progress.step)
     progress.finish()
+    return result
+
+
+def _report(params: dict, result, quantize, exclude_path) -> None:
+    """The exclusion file (when a target was met), the JSON and the text; exit status 3 when
+    the target cannot be met."""
+    from qtool.errors import GateFailed
+    from qtool.io.atomic import write_json
 
     fallback = result.fallback
     if fallback is not None and fallback.passed:

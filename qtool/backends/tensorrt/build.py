@@ -35,6 +35,7 @@ import onnx
 
 from qtool.backends.imports import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
+from qtool.backends.tensorrt.build_options import MAX_OPTIMIZATION_LEVEL
 from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_information
 from qtool.backends.tensorrt.logger import shared_logger
 from qtool.backends.tensorrt.shapes import (
@@ -55,7 +56,6 @@ log = logging.getLogger("qtool")
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 RECORD_FORMAT = "qtool-engine"
-MAX_OPTIMIZATION_LEVEL = 5
 
 
 @dataclass

@@ -329,7 +329,8 @@ def _broadcast_shape(shape: tuple, n: int, what: str) -> tuple:
                       f"{what} of shape {list(shape)} does not broadcast with [{n}]") from None
 
 
-_HANDLERS = {"Conv": _BiasCorrectionPass.conv, "Gemm": _BiasCorrectionPass.gemm, "MatMul": _BiasCorrectionPass.matmul}
+_HANDLERS = {"Conv": _BiasCorrectionPass.conv, "Gemm": _BiasCorrectionPass.gemm,
+             "MatMul": _BiasCorrectionPass.matmul}
 
 
 def correct_biases(model: onnx.ModelProto, plan: Plan,

@@ -117,7 +117,8 @@ def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: f
 
 @dataclass
 class _SmoothableTensor:
-    """An activation whose channels can be scaled down: where 1/s is absorbed and which weights take s."""
+    """An activation whose channels can be scaled down: where 1/s is absorbed and which
+    weights take s."""
 
     tensor: str
     channels: int

@@ -1,4 +1,5 @@
-"""Data from a loader script: its items checked as they come, the first one before any model runs."""
+"""Data from a loader script: its items checked as they come, the first one before any model
+runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Float32 constants (initializers and Constant nodes) turned float16 where their readers need it."""
+"""Float32 constants (initializers and Constant nodes) turned float16 where their readers need
+it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Weight scales section: per-channel scale spread and flagged channels of each weighted layer."""
+"""The Weight scales section: per-channel scale spread and flagged channels of each weighted
+layer."""
 
 from __future__ import annotations
 

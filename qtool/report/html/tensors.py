@@ -1,4 +1,5 @@
-"""The Activation thresholds section: one row per calibrated tensor, with its histogram and every method's threshold."""
+"""The Activation thresholds section: one row per calibrated tensor, with its histogram and
+every method's threshold."""
 
 from __future__ import annotations
 

@@ -192,7 +192,8 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
     ranking_start = time.perf_counter()
     all_quantized, layers = _rank_layers(sample, quantized, single, providers, on_layer)
     ranking_seconds = time.perf_counter() - ranking_start
-    seconds = {"setup": setup, "ranking": ranking_seconds, "per_layer": ranking_seconds / len(layers)}
+    seconds = {"setup": setup, "ranking": ranking_seconds,
+               "per_layer": ranking_seconds / len(layers)}
 
     result = SensitivityResult(
         model={"path": str(model_path), "sha256": sha256},

@@ -245,7 +245,7 @@ class _BiasCorrectionPass:
                 if not np.all(np.isfinite(c)):
                     raise Skipped(UNSUPPORTED_BIAS, "beta is 0 and C holds NaN or Inf")
                 return shift, _BiasTarget(node, 2, node.input[2], np.zeros(shape, np.float32),
-                                      set_beta_one=True)
+                                          set_beta_one=True)
             return shift, _BiasTarget(node, 2, node.input[2], c, divisor=beta)
         zeros = np.zeros(n, np.float32)
         if beta == 0.0:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -45,10 +44,23 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import matrix_models as mm
-from bench import machine_description, markdown_table, parse_list, write_markdown
+from bench import parse_list
 from bench_measure import Measured, combine, run_measured
+from bench_report import machine_description
+from matrix_report import (
+    BEGIN,
+    END,
+    model_table,
+    render,
+    summary_cell,
+    summary_table,
+    write_matrix_markdown,
+)
 
-BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
+# The report's names the tests read from here, beside this script's own.
+__all__ = ["BEGIN", "END", "main", "parse_args", "parse_extra_row", "render", "summary_cell",
+           "write_matrix_markdown"]
+
 QTOOL_ROWS = {"entropy": ["--method", "entropy"], "max": ["--method", "max"],
               "percentile": ["--method", "percentile"], "mse": ["--method", "mse"],
               "default": [], "auto": ["--method", "auto"]}
@@ -210,154 +222,59 @@ def run_model(key: str, args) -> dict:
     produced = {}
     for row in args.rows:
         measured, out = run_row(row, model, spec, root / "calib", folder, args)
-        result = {"status": measured.status, "seconds": round(measured.seconds, 2),
-                  "peak_rss_mb": round(measured.peak_rss_mb, 1)}
+        result = row_result(row, measured, out, args)
         if measured.ok:
             produced[row] = str(out)
-            if row in ORT_ROWS:  # what the onnxruntime worker had to change, if anything
-                result["notes"] = json.loads(measured.stdout.strip().splitlines()[-1])["notes"]
-            result["model"] = str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)
-        else:
-            result["reason"] = reason_of(measured)
-            # qtool ends a user error (a model or data it declines) with one line and status 1
-            if (row in QTOOL_ROWS or row in args.extra) and measured.returncode == 1 \
-                    and result["reason"].startswith("error:") \
-                    and "onnxruntime failed" not in result["reason"]:
-                result["status"] = "refused"
         entry["rows"][row] = result
         log(f"  {row:<14} {measured.status:<7} {measured.seconds:7.1f} s "
             f"{measured.peak_rss_mb:7.0f} MiB  {result.get('reason', '')[:150]}")
     if produced:
-        spec_path = folder / "eval.json"
-        spec_path.write_text(json.dumps({"key": key, "fp32": str(model), "eval": str(root / "eval"),
-                                         "meta": str(root / "meta.json"), "models": produced}))
-        evaluated = run_measured([sys.executable, str(HERE / "matrix_models.py"), "eval",
-                                  "--spec", str(spec_path)], timeout_s=args.timeout * 3,
-                                 mem_limit_mb=args.mem_limit_gb * 1024, cwd=str(REPO))
-        if not evaluated.ok:
-            entry["error"] = f"evaluation failed: {reason_of(evaluated)}"
-            log(f"{key}: {entry['error']}")
-        else:
-            metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
-            entry["fp32"] = metrics["fp32"]
-            for row, values in metrics["rows"].items():
-                result = entry["rows"][row]
-                result.update(values)
-                if "error" in values:
-                    result["status"], result["reason"] = "eval error", values["error"]
-                elif values.get("broken"):
-                    result["status"], result["reason"] = "broken", values["broken"]
+        evaluate_rows(entry, key, model, root, folder, produced, args)
     print(f"\n### {spec.title}\n\n{model_table(entry)}\n", flush=True)
     return entry
 
 
-# ---------------------------------------------------------------------------- tables
-
-def pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def metric_cell(result: dict, kind: str) -> str:
-    if "metric" not in result:
-        return ""
-    text = f"{result['metric']:.4f}" if kind == "embed" else pct(result["metric"])
-    if kind == "ctc":
-        text += f" (CER {100 * result['cer']:.1f}%)"
-    if "top1" in result:
-        text += f" (top-1 {pct(result['top1'])}, {result['confident_flips']} confident flips)"
-    return text
-
-
-def status_cell(result: dict) -> str:
-    if result["status"] == "ok":
-        return "ok"
-    reason = result.get("reason", "").removeprefix("error: ")
-    return f"{result['status']}: {reason}".replace("|", "/")[:160]
+def row_result(row: str, measured: Measured, out: Path, args) -> dict:
+    """One row's status, time and memory, and its model or the reason it has none."""
+    result = {"status": measured.status, "seconds": round(measured.seconds, 2),
+              "peak_rss_mb": round(measured.peak_rss_mb, 1)}
+    if measured.ok:
+        if row in ORT_ROWS:  # what the onnxruntime worker had to change, if anything
+            result["notes"] = json.loads(measured.stdout.strip().splitlines()[-1])["notes"]
+        result["model"] = str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)
+    else:
+        result["reason"] = reason_of(measured)
+        # qtool ends a user error (a model or data it declines) with one line and status 1
+        if (row in QTOOL_ROWS or row in args.extra) and measured.returncode == 1 \
+                and result["reason"].startswith("error:") \
+                and "onnxruntime failed" not in result["reason"]:
+            result["status"] = "refused"
+    return result
 
 
-def model_table(entry: dict) -> str:
-    name = METRIC_NAMES[entry["kind"]]
-    body = []
-    for row, result in entry["rows"].items():
-        sqnr = result.get("mean_sqnr_db")
-        body.append([row, metric_cell(result, entry["kind"]),
-                     "" if sqnr is None else f"{sqnr:.1f}", f"{result['seconds']:.1f}",
-                     f"{result['peak_rss_mb']:.0f}", status_cell(result)])
-    return markdown_table(["row", name, "mean SQNR dB", "seconds", "peak MiB", "status"], body)
-
-
-METRIC_NAMES = {"classify": "top-1 agree", "ctc": "same text", "db": "box F1",
-                "yolo": "box F1", "embed": "cosine", "vad": "speech agree"}
-SHORT_STATUS = {"error": "error", "timeout": "timeout", "OOM": "OOM", "broken": "BROKEN",
-                "eval error": "eval error"}
-
-
-def summary_cell(result: dict | None, kind: str) -> str:
-    if result is None:
-        return ""
-    if result["status"] == "ok":
-        value = result.get("metric")
-        if "name" not in result:
-            return "no eval"  # the evaluation of the whole model failed
-        return f"{value:.4f}" if kind == "embed" and value is not None else pct(value)
-    if result["status"] == "broken" and "metric" in result:
-        return f"BROKEN {pct(result['metric'])}"
-    return SHORT_STATUS.get(result["status"], result["status"])
-
-
-def summary_table(report: dict) -> str:
-    rows = report["rows"]
-    body = []
-    for entry in report["models"]:
-        metric = METRIC_NAMES[entry["kind"]]
-        cells = [summary_cell(entry["rows"].get(r), entry["kind"]) for r in rows]
-        if "error" in entry and not entry["rows"]:
-            cells = ["error"] * len(rows)
-        body.append([entry["key"], metric, *cells])
-    return markdown_table(["model", "metric", *rows], body)
-
-
-def write_matrix_markdown(path: Path, generated: str) -> None:
-    """Replace the text between the matrix markers, keeping the rest of the file."""
-    write_markdown(path, generated, (BEGIN, END), "## Real-model accuracy matrix\n\n")
-
-
-def render(report: dict) -> str:
-    machine = report["machine"]
-    if report.get("qtool_commit"):  # the tree's HEAD is not what ran
-        machine = re.sub(r"qtool at commit \w+", f"qtool at commit {report['qtool_commit'][:7]}",
-                         machine)
-    lines = [f"Measured {report['date']} on: {machine}.", "",
-             (f"Command: `{report['command']}` ({report['minutes']:.1f} minutes in all); "
-             f"{report['calib_samples']} calibration / {report['eval_samples']} evaluation "
-             f"samples per model at most; limits per run {report['timeout']:.0f} s, "
-             f"{report['mem_limit_gb']:g} GiB. ModelOpt {report.get('modelopt', 'n/a')}."
-             + (" Load average (1 min) before and after: {:.2f}, {:.2f} (other processes on "
-                "the machine slow the times).".format(*report["load"]) if "load" in report
-                else "")), "",
-             ("Task metric of every INT8 model against FP32 on the evaluation split (refused: "
-             "the tool declined the model; error: it failed; BROKEN: it wrote a model whose "
-             "outputs are NaN, all zero or constant):"), "",
-             summary_table(report), ""]
-    for entry in report["models"]:
-        lines += [f"#### {entry['title']}", ""]
-        about = entry["about"]
-        if "calib_samples" in entry:
-            about = (f"`{entry['model']}`, {entry['calib_samples']} calibration / "
-                     f"{entry['eval_samples']} evaluation samples, batch {entry['batch_size'] or 1}; "
-                     + about)
-        if entry.get("fp32", {}).get("top1") is not None:
-            about += f"; FP32 top-1 vs labels {pct(entry['fp32']['top1'])}"
-        lines += [about + ".", ""]
-        if "error" in entry:
-            lines += [f"Error: {entry['error']}", ""]
-        if entry["rows"]:
-            lines += [model_table(entry), ""]
-        notes = sorted({f"{row}: {'; '.join(r['notes'])}" for row, r in entry["rows"].items()
-                        if r.get("notes")})
-        if notes:
-            lines += ["Notes: " + "; ".join(notes) + ".", ""]
-    return "\n".join(lines)
+def evaluate_rows(entry: dict, key: str, model: Path, root: Path, folder: Path,
+                  produced: dict, args) -> None:
+    """FP32 against every produced INT8 model on the evaluation split, in a child process; the
+    metrics go into entry's rows (a row whose model failed or broke says so)."""
+    spec_path = folder / "eval.json"
+    spec_path.write_text(json.dumps({"key": key, "fp32": str(model), "eval": str(root / "eval"),
+                                     "meta": str(root / "meta.json"), "models": produced}))
+    evaluated = run_measured([sys.executable, str(HERE / "matrix_models.py"), "eval",
+                              "--spec", str(spec_path)], timeout_s=args.timeout * 3,
+                             mem_limit_mb=args.mem_limit_gb * 1024, cwd=str(REPO))
+    if not evaluated.ok:
+        entry["error"] = f"evaluation failed: {reason_of(evaluated)}"
+        log(f"{key}: {entry['error']}")
+        return
+    metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    entry["fp32"] = metrics["fp32"]
+    for row, values in metrics["rows"].items():
+        result = entry["rows"][row]
+        result.update(values)
+        if "error" in values:
+            result["status"], result["reason"] = "eval error", values["error"]
+        elif values.get("broken"):
+            result["status"], result["reason"] = "broken", values["broken"]
 
 
 # ---------------------------------------------------------------------------- main

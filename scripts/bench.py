@@ -28,14 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,87 +40,29 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import bench_data as data
+from bench_cases import MODELS_DIR, Case, build_cases
 from bench_measure import Measured, combine, run_measured
+from bench_report import (
+    BEGIN,
+    END,
+    INFER,
+    TIME_HEADER,
+    TOOLS,
+    case_table,
+    fmt_metric,
+    machine_description,
+    markdown_table,
+    render,
+    sweep_table,
+    write_markdown,
+)
 
-MODELS_DIR = REPO / "models"
-TOOLS = ("qtool entropy", "qtool max", "ORT Entropy", "ORT Percentile", "ORT MinMax")
-INFER = "FP32 inference"
+# The report's names the tests and the accuracy matrix read from here, beside this script's own.
+__all__ = ["BEGIN", "END", "INFER", "MODEL_KEYS", "TIME_HEADER", "TOOLS", "add_ratios",
+           "case_table", "fmt_metric", "machine_description", "main", "markdown_table",
+           "parse_args", "parse_list", "sweep_table", "usable_count", "write_markdown"]
+
 INFER_RUNS = 2
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-
-
-# ---------------------------------------------------------------------------- models
-
-@dataclass
-class Case:
-    """One model in the benchmark and the data it is calibrated and evaluated on."""
-
-    key: str
-    title: str
-    model: Path
-    task: str                    # classify | detect | recognize | direction
-    preprocess: dict | None      # [preprocess] table for image files; None for .npy samples
-    calib_pool: list[Path]       # calibration samples, one file each, in order
-    eval_files: list[Path]       # evaluation samples
-    describe: str                # what exactly is calibrated and evaluated on
-    labels: dict = field(default_factory=dict)
-    heldout: list[str] = field(default_factory=list)
-    sweep_pool: list[Path] = field(default_factory=list)
-
-
-def build_cases(args, log) -> list[Case]:
-    cases = []
-    imagenet = MODELS_DIR / "imagenet200"
-    photos = data.image_files(imagenet) if imagenet.is_dir() else []
-    even, odd = data.split_even_odd(photos)
-    effnet = MODELS_DIR / "efficientnet_lite0.onnx"
-    if "efficientnet_lite0" in args.models and effnet.is_file() and photos:
-        cases.append(Case(
-            "efficientnet_lite0", "EfficientNet-Lite0 (ImageNet classifier)", effnet, "classify",
-            data.IMAGENET_PREPROCESS, even, photos,
-            f"calibration pool: the {len(even)} even-position ImageNet photos (sorted by name), "
-            f"taken in order; "
-            f"accuracy: top-1 vs labels and top-1 agreement with FP32 on the {len(odd)} "
-            f"odd-position (held-out) photos, and agreement on all {len(photos)}",
-            labels=data.read_labels(imagenet), heldout=[p.name for p in odd],
-            sweep_pool=even + odd))
-    elif "efficientnet_lite0" in args.models:
-        log(f"skipping EfficientNet-Lite0: no {effnet} or {imagenet} (run scripts/fetch_models.sh)")
-
-    ocr = MODELS_DIR / "ppocr"
-    det = ocr / "ch_PP-OCRv4_det_infer.onnx"
-    samples = MODELS_DIR / "images" / "skimage"
-    wanted = {"ppocr_det", "ppocr_rec", "ppocr_cls"} & set(args.models)
-    if wanted and not (det.is_file() and photos and samples.is_dir()):
-        log("skipping the PP-OCR models: run scripts/fetch_models.sh (needs ../shared/assets too)")
-        return cases
-    extra = data.image_files(samples) if samples.is_dir() else []
-    if "ppocr_det" in args.models:
-        cases.append(Case(
-            "ppocr_det", f"PP-OCRv4 text detection ({args.det_size}x{args.det_size} input)", det,
-            "detect", data.det_preprocess(args.det_size), even, odd + extra,
-            f"calibration pool: the {len(even)} even-position ImageNet photos; accuracy: output "
-            f"probability maps vs FP32 on the {len(odd)} odd-position photos and the "
-            f"{len(extra)} scikit-image sample images (a scanned page, text, photos)"))
-    if {"ppocr_rec", "ppocr_cls"} & set(args.models):
-        crops = data.ocr_crop_sets_in_child(det, even, odd + extra, args.workdir / "ocr_crops")
-        for key, model, task, calib, evaluate, shape in (
-                ("ppocr_rec", "ch_PP-OCRv4_rec_infer.onnx", "recognize", crops.rec_calib,
-                 crops.rec_eval, data.REC_SHAPE),
-                ("ppocr_cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", "direction", crops.cls_calib,
-                 crops.cls_eval, data.CLS_SHAPE)):
-            if key not in args.models:
-                continue
-            title = ("PP-OCRv4 text recognition" if task == "recognize"
-                     else "PP-OCR text direction classifier")
-            cases.append(Case(
-                key, f"{title} ({shape[0]}x{shape[1]} text lines)", ocr / model, task, None,
-                data.npy_files(calib), data.npy_files(evaluate),
-                f"text lines found by the FP32 detector and cut from the photos: calibration pool: "
-                f"crops of the even-position ImageNet photos ({crops.counts['calib']} crops); "
-                f"accuracy vs FP32 on the {crops.counts['eval']} crops of the odd-position photos "
-                f"and the scikit-image samples"))
-    return cases
 
 
 # ---------------------------------------------------------------------------- runs
@@ -252,151 +191,6 @@ def evaluate(case: Case, rows: dict[str, dict], args) -> dict:
     if not result.ok:
         return {"error": result.reason()}
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------------------- tables
-
-METRIC_COLUMNS = {
-    "classify": [("top1", "top-1 held-out", "pct"), ("agree", "agree held-out", "pct"),
-                 ("agree_all", "agree all", "pct")],
-    "detect": [("sqnr", "SQNR dB", "db"), ("cosine", "cosine", "cos"),
-               ("mask_iou", "mask IoU", "pct")],
-    "recognize": [("sqnr", "SQNR dB", "db"), ("cosine", "cosine", "cos"),
-                  ("text_agree", "same text", "pct")],
-    "direction": [("sqnr", "SQNR dB", "db"), ("cosine", "cosine", "cos"),
-                  ("agree", "agree", "pct")],
-}
-
-
-def fmt_metric(value, kind: str) -> str:
-    if value is None:
-        return ""
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "db":
-        return "inf" if math.isinf(value) else f"{value:.1f}"
-    return f"{value:.4f}"
-
-
-TIME_HEADER = ["wall s", "x inference", "CPU s", "CPU x inf", "calibrate step x inf (wall, CPU)",
-               "peak RSS MiB"]
-
-
-def time_cells(row: dict) -> list[str]:
-    """The TIME_HEADER cells of one run."""
-    if row["status"] == "skipped":
-        return ["skipped", "", "", "", "", ""]
-    rss = f"{row['peak_rss_mb']:.0f}"
-    if row["status"] != "ok":
-        return [f"{row['status']} after {row['seconds']:.0f} s", "", "", "", "", rss]
-    def ratio(key):
-        return f"{row[key]:.2f}x" if key in row else ""
-    step = (f"{row['calib_ratio']:.2f}x, {row['calib_cpu_ratio']:.2f}x"
-            if "calib_ratio" in row else "")
-    return [f"{row['seconds']:.1f}", ratio("ratio"), f"{row['cpu_seconds']:.1f}",
-            ratio("cpu_ratio"), step, rss]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    def line(cells):
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule] + [line(r) for r in rows])
-
-
-def case_table(task: str, rows: dict[str, dict], metrics: dict) -> str:
-    columns = METRIC_COLUMNS[task]
-    header = ["run", *TIME_HEADER] + [c[1] for c in columns]
-    body = []
-    scores = metrics.get("metrics", {})
-    for name, row in rows.items():
-        values = scores.get("fp32" if name == INFER else name, {})
-        body.append([name, *time_cells(row)] + [fmt_metric(values.get(key), kind)
-                                                 for key, _, kind in columns])
-    return markdown_table(header, body)
-
-
-def sweep_table(sweep: dict[int, dict[str, dict]]) -> str:
-    """One row per run and sample count, grouped by run."""
-    body = []
-    for name in [INFER, *TOOLS]:
-        for count in sorted(sweep):
-            if name in sweep[count]:
-                body.append([name, str(count), *time_cells(sweep[count][name])])
-    return markdown_table(["run", "samples", *TIME_HEADER], body)
-
-
-# ---------------------------------------------------------------------------- report
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, IndexError, ValueError):
-        pass
-    from importlib import metadata
-
-    versions = ", ".join(f"{name} {metadata.version(name)}"
-                         for name in ("onnxruntime", "onnx", "numpy", "pillow"))
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return (f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, {versions}; qtool at commit {commit}")
-
-
-def render(report: dict) -> str:
-    header = (f"Command: `{report['command']}` ({report['minutes']:.1f} minutes in all). "
-              f"Batch size {report['batch_size']} for every run; limits per run: "
-              f"{report['timeout']:.0f} s wall, {report['mem_limit_gb']:g} GiB resident.")
-    load = report.get("load")
-    if load:
-        header += (f" Load average (1 min) before and after: {load[0]:.2f}, {load[1]:.2f} "
-                   f"(other processes on the machine add noise to the times).")
-    lines = [f"Measured {report['date']} on: {report['machine']}.", "", header, ""]
-    for entry in report["cases"]:
-        about = (f"`{entry['model']}`, {entry['calib_samples']} calibration samples; "
-                 f"{entry['describe']}.")
-        lines += [f"### {entry['title']}", "", about, ""]
-        if "error" in entry["metrics"]:
-            lines += [f"Evaluation failed: {entry['metrics']['error']}", ""]
-        lines += [case_table(entry["task"], entry["rows"], entry["metrics"]), ""]
-    sweep_note = ("Same runs on calibration sets of growing size (the samples repeated in order "
-                  "beyond what is on disk); a tool that ran out of time or memory at a smaller "
-                  "count is skipped at larger ones.")
-    for key, sweep in report["sweeps"].items():
-        table = sweep_table({int(n): rows for n, rows in sweep.items()})
-        lines += [f"### Sample-count sweep: {key}", "", sweep_note, "", table, ""]
-    return "\n".join(lines)
-
-
-def write_markdown(path: Path, generated: str, markers: tuple[str, str] = (BEGIN, END),
-                   heading: str = "") -> None:
-    """Replace the generated part of BENCHMARKS.md between `markers`, keeping the hand-written
-    text around it; a file without them gets `heading` and the part appended."""
-    begin, end = markers
-    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    block = f"{begin}\n{generated}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + heading + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- main

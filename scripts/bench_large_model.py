@@ -88,6 +88,34 @@ def measure(name: str, args: list[str]) -> dict:
                 "stderr": err.read().decode(errors="replace").strip()}
 
 
+def run_steps(folder: Path, model: Path, data_dir: Path, weights: str) -> list[dict]:
+    """calibrate, then quantize, then check, each in its own measured process; a step that
+    fails ends the chain."""
+    calib = folder / "model.calib.json"
+    output = folder / "model.int8.onnx"
+    steps = [
+        measure("calibrate", ["calibrate", str(model), "--data", str(data_dir), "-o", str(calib),
+                              "--method", "max", "-q", "--json"]),
+    ]
+    if steps[-1]["code"] == 0:
+        steps.append(measure("quantize", ["quantize", str(model), "--calib", str(calib),
+                                          "-o", str(output), "--weights", weights,
+                                          "-q", "--json"]))
+    if steps[-1]["code"] == 0:
+        steps.append(measure("check", ["check", str(output), "-q", "--json"]))
+    return steps
+
+
+def print_result(result: dict, dim: int) -> None:
+    print(f"{result['machine']}; weights {result['weights_mib']} MiB in {result['layers']} "
+          f"MatMul layers of {dim}x{dim}")
+    for step in result["steps"]:
+        status = "ok" if step["code"] == 0 else f"exit {step['code']}: {step['stderr'][-300:]}"
+        print(f"  {step['step']:<10} {step['seconds']:7.2f} s   peak RSS {step['peak_rss_mib']:8.1f} MiB"
+              f"   ({step['peak_rss_mib'] / result['weights_mib']:.2f}x weights)  {status}")
+    print("  files: " + ", ".join(f"{n} {s} MiB" for n, s in result["files_mib"].items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=2.1, help="weight size in GB (10^9 bytes)")
@@ -112,18 +140,7 @@ def main() -> int:
         for index in range(args.batches):
             np.save(data_dir / f"b{index}.npy",
                     rng.standard_normal((args.batch_size, args.dim), dtype=np.float32))
-        calib = folder / "model.calib.json"
-        output = folder / "model.int8.onnx"
-        steps = [
-            measure("calibrate", ["calibrate", str(model), "--data", str(data_dir), "-o", str(calib),
-                                  "--method", "max", "-q", "--json"]),
-        ]
-        if steps[-1]["code"] == 0:
-            steps.append(measure("quantize", ["quantize", str(model), "--calib", str(calib),
-                                              "-o", str(output), "--weights", args.weights,
-                                              "-q", "--json"]))
-        if steps[-1]["code"] == 0:
-            steps.append(measure("check", ["check", str(output), "-q", "--json"]))
+        steps = run_steps(folder, model, data_dir, args.weights)
         sizes = {path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()}
         result = {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -142,13 +159,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['machine']}; weights {result['weights_mib']} MiB in {result['layers']} "
-              f"MatMul layers of {args.dim}x{args.dim}")
-        for step in result["steps"]:
-            status = "ok" if step["code"] == 0 else f"exit {step['code']}: {step['stderr'][-300:]}"
-            print(f"  {step['step']:<10} {step['seconds']:7.2f} s   peak RSS {step['peak_rss_mib']:8.1f} MiB"
-                  f"   ({step['peak_rss_mib'] / result['weights_mib']:.2f}x weights)  {status}")
-        print("  files: " + ", ".join(f"{n} {s} MiB" for n, s in result["files_mib"].items()))
+        print_result(result, args.dim)
     return 0 if all(step["code"] == 0 for step in result["steps"]) else 1
 
 

@@ -82,8 +82,16 @@ def main() -> int:
 
     result = measure_sensitivity(args.model, calib, args.images, options, on_layer=on_layer,
                                  on_step=on_step)
+    record = _record(args, result, calib_seconds)
+    write_json(args.out / "bench_sensitivity.json", record)
+    _print_summary(args, result)
+    return 0 if result.fallback.passed else 3
+
+
+def _record(args, result, calib_seconds: float) -> dict:
+    """What bench_sensitivity.json holds: the machine, the times, the ranking and the fallback."""
     fallback = result.fallback
-    record = {
+    return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "model": str(args.model), "method": args.method,
         "calibration_seconds": round(calib_seconds, 2),
@@ -98,7 +106,10 @@ def main() -> int:
         "fallback": fallback.to_dict(),
         "ranking": [layer.to_dict() for layer in result.layers],
     }
-    write_json(args.out / "bench_sensitivity.json", record)
+
+
+def _print_summary(args, result) -> None:
+    fallback = result.fallback
     baseline = fallback.steps[0].metrics
     print(f"\n{len(result.layers)} layers ranked on {result.samples} samples in "
           f"{result.seconds['ranking']:.1f}s ({result.seconds['per_layer']:.2f}s per layer); "
@@ -112,7 +123,6 @@ def main() -> int:
           f"(FP32 {result.eval_fp32_top1:.2f}%), {fallback.checks} checks in "
           f"{result.seconds['fallback']:.1f}s")
     print(f"total {result.seconds['total']:.1f}s; wrote {args.out / 'bench_sensitivity.json'}")
-    return 0 if fallback.passed else 3
 
 
 if __name__ == "__main__":

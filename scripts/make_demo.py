@@ -34,6 +34,11 @@ sys.path.insert(0, str(REPO))
 
 from qtool.io.atomic import write_bytes
 
+sys.path.insert(0, str(REPO / "scripts"))
+
+from demo_graph import inline_initializer_identities, rename_graph
+from demo_readme import README_TEMPLATE, node_table
+
 MODEL_FILE = "digits_cnn.onnx"
 OPSET = 17
 TEST_SIZE = 540
@@ -93,88 +98,12 @@ def npy_bytes(array: np.ndarray) -> bytes:
 # ---------------------------------------------------------------------------- model
 
 def build_network():
-    """The CNN. Every graph operation is its own submodule so that each exported ONNX node
-    gets the submodule's path as its name (see rename_graph)."""
-    import torch
-    from torch import nn
+    """The CNN of scripts/demo_network.py (torch is imported there, only when needed)."""
+    from demo_network import DigitsCNN
 
-    class ConvBn(nn.Module):
-        # BatchNorm is folded into the Conv by the exporter in eval mode.
-        def __init__(self, cin: int, cout: int, kernel: int):
-            super().__init__()
-            self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
-            self.bn = nn.BatchNorm2d(cout)
+    return DigitsCNN(NUM_CLASSES)
 
-        def forward(self, x):
-            return self.bn(self.conv(x))
 
-    class ConvBnRelu(ConvBn):
-        def __init__(self, cin: int, cout: int, kernel: int):
-            super().__init__(cin, cout, kernel)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(super().forward(x))
-
-    class Add(nn.Module):
-        def forward(self, a, b):
-            return a + b
-
-    class Concat(nn.Module):
-        def forward(self, a, b):
-            return torch.cat([a, b], dim=1)
-
-    class MatMul(nn.Module):
-        def forward(self, a, b):
-            return torch.matmul(a, b)
-
-    class MatMulBias(nn.Module):
-        # A bare MatMul with a constant [K, N] weight, then a bias Add (not a Gemm).
-        def __init__(self, k: int, n: int):
-            super().__init__()
-            self.weight = nn.Parameter(torch.empty(k, n))
-            self.bias = nn.Parameter(torch.zeros(n))
-            nn.init.kaiming_uniform_(self.weight.T, a=5**0.5)
-            self.matmul = MatMul()
-            self.add = Add()
-
-        def forward(self, x):
-            return self.add(self.matmul(x, self.weight), self.bias)
-
-    class ResidualBlock(nn.Module):
-        # conv1 -> relu -> conv2, plus the identity skip, then relu.
-        def __init__(self, channels: int):
-            super().__init__()
-            self.conv1 = ConvBnRelu(channels, channels, 3)
-            self.conv2 = ConvBn(channels, channels, 3)
-            self.add = Add()
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(self.add(self.conv2(self.conv1(x)), x))
-
-    class DigitsCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = ConvBnRelu(1, 16, 3)            # [B, 16, 8, 8]
-            self.res = ResidualBlock(16)                # [B, 16, 8, 8]
-            self.pool = nn.MaxPool2d(2)                 # [B, 16, 4, 4]
-            self.branch1x1 = ConvBnRelu(16, 16, 1)      # two parallel branches ...
-            self.branch3x3 = ConvBnRelu(16, 16, 3)
-            self.concat = Concat()                      # ... joined: [B, 32, 4, 4]
-            self.gap = nn.AdaptiveAvgPool2d(1)          # GlobalAveragePool: [B, 32, 1, 1]
-            self.flatten = nn.Flatten(1)                # [B, 32]
-            self.fc = nn.Linear(32, 32)                 # Gemm
-            self.fc_relu = nn.ReLU()
-            self.head = MatMulBias(32, NUM_CLASSES)     # MatMul + Add: [B, 10]
-
-        def forward(self, x):
-            x = self.pool(self.res(self.stem(x)))
-            x = self.concat(self.branch1x1(x), self.branch3x3(x))
-            x = self.flatten(self.gap(x))
-            return self.head(self.fc_relu(self.fc(x)))
-
-    return DigitsCNN()
 
 
 def random_shift(images, generator):
@@ -248,77 +177,6 @@ def export_onnx(model) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-# ---------------------------------------------------------------------------- graph cleanup
-
-def inline_initializer_identities(graph: onnx.GraphProto) -> None:
-    """The exporter shares equal constants through Identity nodes; give every consumer its
-    own initializer instead, so each weighted op owns its weight and bias."""
-    inits = {init.name: init for init in graph.initializer}
-    alias = {}
-    for node in list(graph.node):
-        if node.op_type == "Identity" and node.input[0] in inits:
-            alias[node.output[0]] = node.input[0]
-            graph.node.remove(node)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in alias:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(inits[alias[name]])
-                copy.name = name
-                graph.initializer.append(copy)
-                node.input[i] = name
-
-
-def node_name_from_scope(exported: str) -> str:
-    """'/res/conv1/conv/Conv' -> 'res.conv1.conv': the module path, dotted."""
-    parts = [p for p in exported.split("/") if p]
-    if len(parts) < 2:
-        raise RuntimeError(f"exported node {exported!r} has no module scope")
-    return ".".join(parts[:-1])
-
-
-def rename_graph(graph: onnx.GraphProto) -> None:
-    """Readable, stable names: node = module path, its output = '<node>.out', weights =
-    '<node>.weight' / '<node>.bias'. Graph input and output names are kept."""
-    renames: dict[str, str] = {}
-    seen = set()
-    for node in graph.node:
-        name = node_name_from_scope(node.name)
-        if name in seen:
-            raise RuntimeError(f"two exported nodes map to the name {name!r}")
-        seen.add(name)
-        node.name = name
-        for output in node.output:
-            if output != "logits":
-                renames[output] = f"{name}.out"
-    inits = {init.name for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type in ("Conv", "Gemm"):
-            # input 0 is the activation, then weight and (optional) bias
-            for tensor, role in zip(node.input[1:], ("weight", "bias")):
-                renames[tensor] = f"{node.name}.{role}"
-        elif node.op_type in ("MatMul", "Add"):
-            # head.matmul / head.add: a constant operand belongs to the enclosing module
-            owner = node.name.rsplit(".", 1)[0]
-            role = "weight" if node.op_type == "MatMul" else "bias"
-            for tensor in node.input:
-                if tensor in inits:
-                    renames[tensor] = f"{owner}.{role}"
-    for init in graph.initializer:
-        init.name = renames.get(init.name, init.name)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            node.input[i] = renames.get(name, name)
-        for i, name in enumerate(node.output):
-            node.output[i] = renames.get(name, name)
-    names = [init.name for init in graph.initializer]
-    if len(set(names)) != len(names):
-        raise RuntimeError(f"duplicate initializer names after renaming: {sorted(names)}")
-    # Initializers in graph order, for a readable listing.
-    order = {name: i for i, name in enumerate(n for node in graph.node for n in node.input)}
-    ordered = sorted(graph.initializer, key=lambda init: order[init.name])
-    del graph.initializer[:]
-    graph.initializer.extend(ordered)
 
 
 def finalize_model(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
@@ -360,88 +218,94 @@ def torch_logits(model, images: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(images)).numpy()
 
 
-# ---------------------------------------------------------------------------- README
-
-README_TEMPLATE = """\
-# Demo model and data
-
-A small but real model and real data, shipped so that qtool runs end to end with no download.
-Every file here is written by `scripts/make_demo.py`; do not edit them by hand.
-
-## The model: `digits_cnn.onnx`
-
-A convolutional network classifying scikit-learn's bundled digits data set
-(`sklearn.datasets.load_digits`: 1797 grayscale 8x8 images of handwritten digits, 10 classes).
-
-- Input `input`: float32 `[batch, 1, 8, 8]`, dynamic batch dimension (`dim_param` "batch").
-- Output `logits`: float32 `[batch, 10]`, unnormalised class scores; the prediction is the argmax
-  (class k is the digit k).
-- ONNX opset {opset}, {params} parameters, {size_kb:.1f} KiB.
-- FP32 top-1 accuracy on the held-out test split, measured with onnxruntime (CPU):
-  **{acc_pct:.2f}%** ({correct}/{n_test}).
-
-Its layers were chosen to exercise the quantizer's TensorRT placement rules while staying tiny:
-Conv+Relu (BatchNorm folded into the Conv at export), a residual block whose Add takes the skip
-branch, a MaxPool, two parallel convolutions joined by a Concat, a GlobalAveragePool, a Flatten, a
-Gemm and a MatMul with a constant weight followed by a bias Add. Node names are the module paths:
-
-| node | op | output shape |
-| --- | --- | --- |
-{node_table}
-
-## Preprocessing
-
-`x = pixel / 16`: the digits pixels are integers 0..16, so inputs lie in [0, 1] in steps of 1/16.
-No mean/std normalisation. The shipped data files are already preprocessed.
-
-## Data: `data/`
-
-- `data/calib.npz`: key `input`, float32 `[{n_calib}, 1, 8, 8]`, calibration samples drawn at
-  random from the training split.
-- `data/test.npz`: key `input`, float32 `[{n_test}, 1, 8, 8]`, the held-out split (stratified,
-  {per_class} images per class), never used for training or calibration.
-- `data/test_labels.npy`: int64 `[{n_test}]`, the test labels, in the order of `data/test.npz`.
-- `data/split_indices.npz`: keys `train`, `test`, `calib`, the indices into `load_digits()` of
-  each split, for provenance.
-
-## Metadata: `demo.json`
-
-The accuracy above (`fp32_top1`, a fraction), the settings, the tool versions and the sha256 of
-every file, written by the same run; the tests read the accuracy from there.
-
-## How it was made
-
-```
-.venv/bin/pip install torch=={torch_version_short} scikit-learn
-.venv/bin/python scripts/make_demo.py
-```
-
-Stratified split of the 1797 images into {n_train} training and {n_test} test images (seed
-{seed}); training for {epochs} epochs with AdamW and a one-cycle learning rate, batch {batch},
-random shifts of up to one pixel as augmentation, seeded and single-threaded, so a rerun with the
-same versions rewrites identical files. Export with torch {torch_version}
-(`torch.onnx.export(..., dynamo=False)`), opset {opset}; the script then gives the nodes and
-weights readable names, checks the model with `onnx.checker` and verifies that onnxruntime
-reproduces torch's logits on the test split (largest absolute difference {max_diff:.2e}).
-torch and scikit-learn are needed only to regenerate these files, never by qtool.
-"""
-
-
-def node_table(model: onnx.ModelProto) -> str:
-    shapes = {}
-    for info in list(model.graph.value_info) + list(model.graph.output):
-        dims = [d.dim_param or str(d.dim_value) for d in info.type.tensor_type.shape.dim]
-        shapes[info.name] = "[" + ", ".join(dims) + "]"
-    return "\n".join(
-        f"| `{node.name}` | {node.op_type} | {shapes.get(node.output[0], '?')} |"
-        for node in model.graph.node
-    )
 
 
 # ---------------------------------------------------------------------------- main
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_export(network, model_bytes: bytes, test_x: np.ndarray,
+                 test_y: np.ndarray) -> tuple[float, int]:
+    """onnxruntime must reproduce torch's test logits and predictions; returns the largest
+    logit difference and how many test digits the model gets right."""
+    reference = torch_logits(network, test_x)
+    logits = ort_logits(model_bytes, test_x)
+    max_diff = float(np.max(np.abs(logits - reference)))
+    if max_diff > MAX_LOGIT_DIFF:
+        raise RuntimeError(f"onnxruntime differs from torch by {max_diff:.3e} on the test logits")
+    if not np.array_equal(logits.argmax(1), reference.argmax(1)):
+        raise RuntimeError("onnxruntime and torch disagree on a test prediction")
+    return max_diff, int((logits.argmax(1) == test_y).sum())
+
+
+def data_files(model_bytes: bytes, splits: dict, calib_x: np.ndarray, test_x: np.ndarray,
+               test_y: np.ndarray) -> dict[str, bytes]:
+    """The model and data files, by path under demo/."""
+    return {
+        MODEL_FILE: model_bytes,
+        "data/calib.npz": npz_bytes({"input": calib_x}),
+        "data/test.npz": npz_bytes({"input": test_x}),
+        "data/test_labels.npy": npy_bytes(test_y),
+        "data/split_indices.npz": npz_bytes({
+            "train": splits["train_idx"], "test": splits["test_idx"], "calib": splits["calib_idx"],
+        }),
+    }
+
+
+def per_class_text(test_y: np.ndarray) -> str:
+    counts = np.bincount(test_y, minlength=NUM_CLASSES)
+    per_class = str(counts.min())
+    if counts.max() != counts.min():
+        per_class = f"{counts.min()} to {counts.max()}"
+    return per_class
+
+
+def metadata(args, model: onnx.ModelProto, files: dict[str, bytes], counts: dict,
+             max_diff: float, versions: dict) -> dict:
+    """demo.json: the accuracy, the settings, the tool versions and every file's sha256."""
+    params = sum(int(np.prod(init.dims)) for init in model.graph.initializer)
+    return {
+        "model": MODEL_FILE,
+        "fp32_top1": counts["correct"] / counts["test"],
+        "test_correct": counts["correct"],
+        "test_samples": counts["test"],
+        "calib_samples": counts["calib"],
+        "train_samples": counts["train"],
+        "input": {"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]},
+        "output": {"name": "logits", "dtype": "float32", "shape": ["batch", NUM_CLASSES]},
+        "preprocessing": "x = pixel / 16",
+        "opset": OPSET,
+        "parameters": params,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "max_abs_logit_diff_ort_vs_torch": max_diff,
+        "versions": versions,
+        "sha256": {name: sha256(data) for name, data in files.items()},
+    }
+
+
+def tool_versions(torch, sklearn) -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "numpy": np.__version__,
+    }
+
+
+def write_outputs(out: Path, files: dict[str, bytes], meta: dict, readme: str) -> None:
+    """Every file into demo/ atomically, readable by all."""
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    outputs = dict(files)
+    outputs["demo.json"] = (json.dumps(meta, indent=2) + "\n").encode()
+    outputs["README.md"] = readme.encode()
+    for name, data in outputs.items():
+        write_bytes(out / name, data)
+        os.chmod(out / name, 0o644)  # the atomic temp file is created 0600
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,71 +342,23 @@ def main(argv: list[str] | None = None) -> int:
     model = finalize_model(export_onnx(network), args.seed)
     model_bytes = model.SerializeToString(deterministic=True)
 
-    reference = torch_logits(network, test_x)
-    logits = ort_logits(model_bytes, test_x)
-    max_diff = float(np.max(np.abs(logits - reference)))
-    if max_diff > MAX_LOGIT_DIFF:
-        raise RuntimeError(f"onnxruntime differs from torch by {max_diff:.3e} on the test logits")
-    if not np.array_equal(logits.argmax(1), reference.argmax(1)):
-        raise RuntimeError("onnxruntime and torch disagree on a test prediction")
-    correct = int((logits.argmax(1) == test_y).sum())
+    max_diff, correct = check_export(network, model_bytes, test_x, test_y)
     accuracy = correct / len(test_y)
-
-    files = {
-        MODEL_FILE: model_bytes,
-        "data/calib.npz": npz_bytes({"input": calib_x}),
-        "data/test.npz": npz_bytes({"input": test_x}),
-        "data/test_labels.npy": npy_bytes(test_y),
-        "data/split_indices.npz": npz_bytes({
-            "train": splits["train_idx"], "test": splits["test_idx"], "calib": splits["calib_idx"],
-        }),
-    }
-    counts = np.bincount(test_y, minlength=NUM_CLASSES)
-    per_class = str(counts.min())
-    if counts.max() != counts.min():
-        per_class = f"{counts.min()} to {counts.max()}"
-    params = sum(int(np.prod(init.dims)) for init in model.graph.initializer)
-    meta = {
-        "model": MODEL_FILE,
-        "fp32_top1": accuracy,
-        "test_correct": correct,
-        "test_samples": len(test_y),
-        "calib_samples": len(calib_x),
-        "train_samples": len(train_y),
-        "input": {"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]},
-        "output": {"name": "logits", "dtype": "float32", "shape": ["batch", NUM_CLASSES]},
-        "preprocessing": "x = pixel / 16",
-        "opset": OPSET,
-        "parameters": params,
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "batch": args.batch,
-        "max_abs_logit_diff_ort_vs_torch": max_diff,
-        "versions": {
-            "torch": torch.__version__,
-            "scikit-learn": sklearn.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": __import__("onnxruntime").__version__,
-            "numpy": np.__version__,
-        },
-        "sha256": {name: sha256(data) for name, data in files.items()},
-    }
+    files = data_files(model_bytes, splits, calib_x, test_x, test_y)
+    versions = tool_versions(torch, sklearn)
+    counts = {"test": len(test_y), "calib": len(calib_x), "train": len(train_y),
+              "correct": correct}
+    meta = metadata(args, model, files, counts, max_diff, versions)
     readme = README_TEMPLATE.format(
-        opset=OPSET, params=params, size_kb=len(model_bytes) / 1024, acc_pct=100 * accuracy,
-        correct=correct, per_class=per_class, n_test=len(test_y), n_calib=len(calib_x),
-        n_train=len(train_y),
+        opset=OPSET, params=meta["parameters"], size_kb=len(model_bytes) / 1024,
+        acc_pct=100 * accuracy, correct=correct, per_class=per_class_text(test_y),
+        n_test=len(test_y), n_calib=len(calib_x), n_train=len(train_y),
         node_table=node_table(model), seed=args.seed, epochs=args.epochs, batch=args.batch,
         torch_version=torch.__version__,
         torch_version_short=torch.__version__.split("+")[0], max_diff=max_diff,
     )
 
-    (args.out / "data").mkdir(parents=True, exist_ok=True)
-    outputs = dict(files)
-    outputs["demo.json"] = (json.dumps(meta, indent=2) + "\n").encode()
-    outputs["README.md"] = readme.encode()
-    for name, data in outputs.items():
-        write_bytes(args.out / name, data)
-        os.chmod(args.out / name, 0o644)  # the atomic temp file is created 0600
+    write_outputs(args.out, files, meta, readme)
     print(f"fp32 top-1 on {len(test_y)} held-out digits: {accuracy:.4f} ({correct}/{len(test_y)}); "
           f"ort vs torch max |diff| {max_diff:.2e}; wrote {args.out}")
     return 0

@@ -9,6 +9,9 @@ Fail fast: whatever can be checked is checked before any inference (options, gat
 folder, the metric script's import and functions: check_before_inference) or on the first batch
 (the task's output shapes, the names the metric gates read: check_first_batch), never after the
 whole data set has run.
+
+The result and its text live in compare_result.py; pairing the two models' inputs, outputs and
+labels in compare_setup.py.
 """
 
 from __future__ import annotations
@@ -18,268 +21,29 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
-
-from qtool.analysis.compare_options import COMPARE_TASKS
-from qtool.analysis.gates import GateResult, Gates, evaluate_gates, failure_message
+from qtool.analysis.compare_options import COMPARE_TASKS, CompareOptions
+from qtool.analysis.compare_result import CompareResult, describe_sequence, percent, table
+from qtool.analysis.compare_setup import LabelStream, common_outputs, describe_model, merge_specs
+from qtool.analysis.gates import Gates, evaluate_gates
 from qtool.analysis.metric_script import MetricScript
-from qtool.analysis.metrics import (
-    ClassificationStats,
-    OutputStats,
-    describe_disagreements,
-    format_number,
-    json_number,
-)
-from qtool.analysis.runners import model_kind, open_runner
+from qtool.analysis.metrics import ClassificationStats, OutputStats
+from qtool.analysis.runners import open_runner
 from qtool.analysis.sequences import SequenceStats, looks_like_sequence
 from qtool.backends.onnxruntime.providers import Providers
-from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.errors import QtoolError, UsageError
 from qtool.io.data import open_data
-from qtool.io.hashing import sha256_file
 from qtool.io.labels import read_labels
-from qtool.io.model import InputSpec, model_sha256
 from qtool.io.outputs import guard_outputs
 from qtool.io.prefetch import Prefetcher
-from qtool.versions import tool_versions
+
+__all__ = [
+    "COMPARE_TASKS", "CompareOptions", "CompareResult", "LabelStream", "check_before_inference",
+    "check_first_batch", "common_outputs", "compare_models", "describe_model",
+    "describe_sequence", "merge_specs", "percent", "sequence_stats", "table",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CompareOptions:
-    num_samples: int | None = None
-    batch_size: int | None = None
-    preprocess: dict = field(default_factory=dict)
-    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
-    loader_script: str | None = None
-    labels: str | None = None
-    task: str | None = None          # "classification" (implied by labels) or "sequence"
-                                     # (implied by ctc_blank); None: sequence when detected
-    logits: str | None = None        # the scored output (default: the first that fits the task)
-    ctc_blank: int | None = None     # sequences: decode greedily with this blank class
-    metric_script: str | None = None
-    gates: Gates = field(default_factory=Gates)
-    provider: str = "auto"           # onnxruntime's execution providers for ONNX models
-
-    @property
-    def classification(self) -> bool:
-        return self.task == "classification" or self.labels is not None
-
-    @property
-    def sequence(self) -> bool:
-        return self.task == "sequence" or self.ctc_blank is not None
-
-    def validate(self) -> CompareOptions:
-        check_provider(self.provider)
-        if self.task is not None and self.task not in COMPARE_TASKS:
-            raise UsageError(f"unknown task {self.task!r}; choose one of "
-                             f"{', '.join(COMPARE_TASKS)}")
-        for name in ("num_samples", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
-        if self.ctc_blank is not None and self.ctc_blank < 0:
-            raise UsageError("--ctc-blank is a class index >= 0")
-        if self.classification and self.sequence:
-            raise UsageError("--ctc-blank and --task sequence score a sequence output; "
-                             "--labels and --task classification a classifier: choose one")
-        self.gates.validate()
-        if self.gates.needs_labels and self.labels is None:
-            raise UsageError("--max-top1-drop needs labels (--labels FILE)")
-        if self.gates.min_agreement is not None and not self.classification:
-            raise UsageError("--min-agreement needs --task classification or --labels FILE")
-        return self
-
-
-@dataclass
-class CompareResult:
-    reference: dict
-    candidate: dict
-    data: str
-    samples: int
-    batches: int
-    outputs: dict[str, OutputStats]
-    classification: ClassificationStats | None
-    gate_results: list[GateResult]
-    seconds: float
-    skipped_outputs: list[str] = field(default_factory=list)
-    sequence: SequenceStats | None = None
-    metrics: dict[str, float] = field(default_factory=dict)   # the metric script's numbers
-    metric_script: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return all(result.passed for result in self.gate_results)
-
-    def failure(self) -> str | None:
-        return failure_message(self.gate_results)
-
-    def to_dict(self) -> dict:
-        return {
-            "reference": self.reference,
-            "candidate": self.candidate,
-            "data": self.data,
-            "samples": self.samples,
-            "batches": self.batches,
-            "outputs": {name: stats.to_dict() for name, stats in self.outputs.items()},
-            "outputs_not_compared": list(self.skipped_outputs),
-            "classification": self.classification.to_dict() if self.classification else None,
-            "sequence": self.sequence.to_dict() if self.sequence else None,
-            "metric_script": self.metric_script,
-            "metrics": {name: json_number(value) for name, value in self.metrics.items()},
-            "gates": [result.to_dict() for result in self.gate_results],
-            "passed": self.passed,
-            "seconds": round(self.seconds, 3),
-            "tools": tool_versions(),
-        }
-
-    def render_text(self) -> str:
-        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
-        lines = [f"compared {self.samples} samples ({batches}) in {self.seconds:.2f}s",
-                 f"  reference  {self.reference['path']}",
-                 f"  candidate  {self.candidate['path']}",
-                 f"  data       {self.data}"]
-        rows = [("output", "sqnr_db", "cosine", "max_abs_err", "mean_abs_err")]
-        for name, stats in self.outputs.items():
-            rows.append((name, format_number(stats.sqnr_db), format_number(stats.cosine, 6),
-                         format_number(stats.max_abs_error), format_number(stats.mean_abs_error)))
-        lines.append("")
-        lines.extend(table(rows))
-        for name, stats in self.outputs.items():
-            if stats.mismatched:
-                lines.append(f"warning: {name}: {stats.mismatched} NaN/Inf values differ between "
-                             f"the models")
-        cls = self.classification
-        if cls is not None:
-            lines.append("")
-            lines.append(f"classification ({cls.output}, {cls.samples} samples): top-1 agreement "
-                         f"{percent(cls.agreement)}")
-            if cls.disagreements:
-                lines.append("  " + describe_disagreements(cls.disagreements, cls.flip_margins,
-                                                           cls.median_top1_margin))
-            if cls.labelled:
-                rows = [("", "top-1", "top-5")]
-                for which in ("reference", "candidate"):
-                    rows.append((which, percent(cls.accuracy(which, 1)),
-                                 percent(cls.accuracy(which, 5))))
-                lines.extend(table(rows))
-                lines.append(f"top-1 drop: {cls.top1_drop:.2f} points")
-        if self.sequence is not None:
-            lines.append("")
-            lines.extend(describe_sequence(self.sequence))
-        if self.metric_script is not None:
-            lines.append("")
-            lines.append(f"metrics of {self.metric_script}:")
-            rows = [(name, format_number(value, 6)) for name, value in self.metrics.items()]
-            lines.extend("  " + line for line in (table(rows) if rows else ["none"]))
-        if self.gate_results:
-            lines.append("")
-            lines.extend(result.describe() for result in self.gate_results)
-            lines.append("gate passed" if self.passed else "gate FAILED")
-        return "\n".join(lines)
-
-
-def describe_sequence(seq: SequenceStats) -> list[str]:
-    lines = [(f"sequence ({seq.output}, {seq.samples} samples, {seq.positions} positions): "
-              f"position agreement {percent(seq.agreement)}")]
-    if seq.disagreements:
-        lines.append("  " + describe_disagreements(seq.disagreements, list(seq.flip_margins),
-                                                   seq.median_top1_margin, "positions"))
-    if seq.blank is not None:
-        lines.append(f"  CTC greedy decoding (blank {seq.blank}): same sequence "
-                     f"{seq.same_sequences}/{seq.samples} ({percent(seq.same_sequence)}), "
-                     f"token error rate {percent(seq.token_error_rate)} ({seq.edits} edits over "
-                     f"{seq.reference_tokens} reference tokens)")
-    return lines
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}%"
-
-
-def table(rows: list[tuple]) -> list[str]:
-    """Left-aligned first column, right-aligned numbers."""
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [str(row[0]).ljust(widths[0])]
-        cells += [str(cell).rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-    return lines
-
-
-def describe_model(path: str | os.PathLike) -> dict:
-    kind = model_kind(path)
-    digest = model_sha256(path) if kind == "onnx" else sha256_file(path)
-    return {"path": str(path), "kind": kind, "sha256": digest}
-
-
-def merge_specs(reference: list[InputSpec], candidate: list[InputSpec]) -> list[InputSpec]:
-    """Input specs both models accept: same names and dtypes; a static dim of either wins, then a
-    dimension name (it tells the batch axis; TensorRT engines keep none)."""
-    theirs = {spec.name: spec for spec in candidate}
-    missing = [spec.name for spec in reference if spec.name not in theirs]
-    extra = [name for name in theirs if name not in {spec.name for spec in reference}]
-    if missing or extra:
-        raise QtoolError("the models take different inputs: reference "
-                         f"{', '.join(s.name for s in reference)}; candidate "
-                         f"{', '.join(s.name for s in candidate)}")
-    merged = []
-    for spec in reference:
-        other = theirs[spec.name]
-        if np.dtype(spec.dtype) != np.dtype(other.dtype):
-            raise QtoolError(f"input {spec.name!r} is {spec.dtype} in the reference but "
-                             f"{other.dtype} in the candidate")
-        if len(spec.shape) != len(other.shape):
-            raise QtoolError(f"input {spec.name!r} has rank {len(spec.shape)} in the reference "
-                             f"but {len(other.shape)} in the candidate")
-        dims = []
-        for axis, (a, b) in enumerate(zip(spec.shape, other.shape)):
-            if isinstance(a, int) and isinstance(b, int) and a != b:
-                raise QtoolError(f"input {spec.name!r} axis {axis} is {a} in the reference but "
-                                 f"{b} in the candidate")
-            dims.append(a if isinstance(a, int) else b if isinstance(b, int) else a or b)
-        merged.append(InputSpec(spec.name, spec.dtype, tuple(dims)))
-    return merged
-
-
-class LabelStream:
-    """Hands out the labels of each batch in data order; checks the counts add up."""
-
-    def __init__(self, labels: np.ndarray | None, path: str | None):
-        self.labels = labels
-        self.path = path
-        self.offset = 0
-
-    def take(self, count: int) -> np.ndarray | None:
-        if self.labels is None:
-            return None
-        end = self.offset + count
-        if end > len(self.labels):
-            raise QtoolError(f"labels {self.path} has {len(self.labels)} entries but the data "
-                             f"has more samples")
-        batch = self.labels[self.offset:end]
-        self.offset = end
-        return batch
-
-    def finish(self) -> None:
-        if self.labels is not None and self.offset != len(self.labels):
-            raise QtoolError(f"labels {self.path} has {len(self.labels)} entries but the data "
-                             f"has {self.offset} samples")
-
-
-def common_outputs(reference: list[str], candidate: list[str]) -> tuple[list[str], list[str]]:
-    """(outputs both models have, in reference order; outputs only one has)."""
-    common = [name for name in reference if name in candidate]
-    if not common:
-        raise QtoolError("the models share no output name: reference "
-                         f"{', '.join(reference)}; candidate {', '.join(candidate)}")
-    only = [name for name in reference if name not in candidate]
-    only += [name for name in candidate if name not in reference]
-    return common, only
 
 
 def check_before_inference(options: CompareOptions,
@@ -366,39 +130,57 @@ def compare_models(reference: str | os.PathLike, candidate: str | os.PathLike,
                       else None)
         if on_start is not None:
             on_start(source.num_samples)
-        outputs = {name: OutputStats(name) for name in names}
-        sequence = None
-        samples = batches = 0
+        tally = MetricTally(options, names, classifier, script)
         for feeds in Prefetcher(source):
-            count = source.layout.length(feeds, f"batch {batches}")
-            ref_out = ref.run(feeds)
-            cand_out = cand.run(feeds)
-            if batches == 0:
-                sequence = sequence_stats(options, names, ref_out)
-            for name in names:
-                outputs[name].update(ref_out[name], cand_out[name])
-            if classifier is not None:
-                classifier.update(ref_out[classifier.output], cand_out[classifier.output],
-                                  labels.take(count))
-            if sequence is not None:
-                sequence.update(ref_out[sequence.output], cand_out[sequence.output])
-            if script is not None:
-                script.update(ref_out, cand_out, feeds, batches)
-            if batches == 0:
-                check_first_batch(options.gates, classifier, sequence, script)
-            samples += count
-            batches += 1
+            count = source.layout.length(feeds, f"batch {tally.batches}")
+            tally.update(feeds, ref.run(feeds), cand.run(feeds), count, labels)
             if on_batch is not None:
                 on_batch(count)
         labels.finish()
-    if batches == 0:
+    if tally.batches == 0:
         raise QtoolError("no batches to compare: the data is empty")
     metrics = script.result() if script is not None else {}
+    sequence = tally.sequence
     named = {**(sequence.named_numbers() if sequence is not None else {}), **metrics}
-    gate_results = evaluate_gates(options.gates, outputs, classifier, sequence, named)
+    gate_results = evaluate_gates(options.gates, tally.outputs, classifier, sequence, named)
     return CompareResult(
-        reference=info[0], candidate=info[1], data=source.describe(), samples=samples,
-        batches=batches, outputs=outputs, classification=classifier, gate_results=gate_results,
-        seconds=time.perf_counter() - start, skipped_outputs=skipped, sequence=sequence,
-        metrics=metrics, metric_script=None if script is None else str(script.path),
+        reference=info[0], candidate=info[1], data=source.describe(), samples=tally.samples,
+        batches=tally.batches, outputs=tally.outputs, classification=classifier,
+        gate_results=gate_results, seconds=time.perf_counter() - start, skipped_outputs=skipped,
+        sequence=sequence, metrics=metrics,
+        metric_script=None if script is None else str(script.path),
     )
+
+
+class MetricTally:
+    """Every running metric of one comparison, updated batch by batch: per-output errors, the
+    classifier, the sequence output (chosen on the first batch) and the metric script."""
+
+    def __init__(self, options: CompareOptions, names: list[str],
+                 classifier: ClassificationStats | None, script: MetricScript | None):
+        self.options = options
+        self.names = names
+        self.outputs = {name: OutputStats(name) for name in names}
+        self.classifier = classifier
+        self.sequence: SequenceStats | None = None
+        self.script = script
+        self.samples = self.batches = 0
+
+    def update(self, feeds: dict, ref_out: dict, cand_out: dict, count: int,
+               labels: LabelStream) -> None:
+        first = self.batches == 0
+        if first:
+            self.sequence = sequence_stats(self.options, self.names, ref_out)
+        for name in self.names:
+            self.outputs[name].update(ref_out[name], cand_out[name])
+        if self.classifier is not None:
+            self.classifier.update(ref_out[self.classifier.output],
+                                   cand_out[self.classifier.output], labels.take(count))
+        if self.sequence is not None:
+            self.sequence.update(ref_out[self.sequence.output], cand_out[self.sequence.output])
+        if self.script is not None:
+            self.script.update(ref_out, cand_out, feeds, self.batches)
+        if first:
+            check_first_batch(self.options.gates, self.classifier, self.sequence, self.script)
+        self.samples += count
+        self.batches += 1

@@ -4,8 +4,13 @@ and CompareOptions (its gates included)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from qtool.analysis.gates import Gates, parse_flips_bound, parse_metric_bound
+from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
+from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.calib.auto import TASKS  # auto scores the tasks compare measures
+from qtool.errors import UsageError
 from qtool.options import FILE, Option, OptionGroup, as_list, data_options
 
 COMPARE_TASKS = (*TASKS, "sequence")
@@ -48,12 +53,60 @@ COMPARE = OptionGroup("compare", [
 ])
 
 
+def _default(name: str):
+    return COMPARE.default(name)
+
+
+@dataclass
+class CompareOptions:
+    num_samples: int | None = _default("num_samples")
+    batch_size: int | None = _default("batch_size")
+    preprocess: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
+    loader_script: str | None = _default("loader_script")
+    labels: str | None = _default("labels")
+    task: str | None = _default("task")  # "classification" (implied by labels) or "sequence"
+                                         # (implied by ctc_blank); None: sequence when detected
+    logits: str | None = _default("logits")  # the scored output (default: the first that fits)
+    ctc_blank: int | None = _default("ctc_blank")  # sequences: greedy decoding, this blank class
+    metric_script: str | None = _default("metric_script")
+    gates: Gates = field(default_factory=Gates)
+    provider: str = AUTO_PROVIDER    # onnxruntime's execution providers for ONNX models
+
+    @property
+    def classification(self) -> bool:
+        return self.task == "classification" or self.labels is not None
+
+    @property
+    def sequence(self) -> bool:
+        return self.task == "sequence" or self.ctc_blank is not None
+
+    def validate(self) -> CompareOptions:
+        check_provider(self.provider)
+        if self.task is not None and self.task not in COMPARE_TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose one of "
+                             f"{', '.join(COMPARE_TASKS)}")
+        for name in ("num_samples", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.ctc_blank is not None and self.ctc_blank < 0:
+            raise UsageError("--ctc-blank is a class index >= 0")
+        if self.classification and self.sequence:
+            raise UsageError("--ctc-blank and --task sequence score a sequence output; "
+                             "--labels and --task classification a classifier: choose one")
+        self.gates.validate()
+        if self.gates.needs_labels and self.labels is None:
+            raise UsageError("--max-top1-drop needs labels (--labels FILE)")
+        if self.gates.min_agreement is not None and not self.classification:
+            raise UsageError("--min-agreement needs --task classification or --labels FILE")
+        return self
+
+
 def compare_options(values: dict, *, preprocess: dict, inputs: dict, provider: str,
                     where: Callable[[str], str]):
     """CompareOptions from option values keyed by name (flags, or a checked [compare] table with
     its defaults). `where(name)` names an option in messages (a flag, or a config key)."""
-    from qtool.analysis.compare import CompareOptions
-    from qtool.analysis.gates import Gates, parse_flips_bound, parse_metric_bound
 
     def text(name):
         return None if values[name] is None else str(values[name])

@@ -190,18 +190,10 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
     setup = time.perf_counter() - start
 
     ranking_start = time.perf_counter()
-    all_quantized = _evaluate_model(sample, quantized, providers=providers)
-    evaluations = []
-    count = len(single.layers)
-    for index, layer in enumerate(single.layers):
-        evaluations.append(_evaluate_model(sample, single.build(layer), providers=providers))
-        if on_layer is not None:
-            on_layer(index + 1, count, layer.name)
-    order = sorted(range(count), key=lambda i: (rank_key(evaluations[i]), i))
-    layers = [LayerResult(rank + 1, i, single.layers[i].name, single.layers[i].op_type,
-                          evaluations[i]) for rank, i in enumerate(order)]
+    all_quantized, layers = _rank_layers(sample, quantized, single, providers, on_layer)
     ranking_seconds = time.perf_counter() - ranking_start
-    seconds = {"setup": setup, "ranking": ranking_seconds, "per_layer": ranking_seconds / count}
+    seconds = {"setup": setup, "ranking": ranking_seconds,
+               "per_layer": ranking_seconds / len(layers)}
 
     result = SensitivityResult(
         model={"path": str(model_path), "sha256": sha256},
@@ -227,6 +219,24 @@ def measure_sensitivity(model_path: str | os.PathLike, calib_path: str | os.Path
         seconds["fallback"] = time.perf_counter() - fallback_start
     seconds["total"] = time.perf_counter() - start
     return result
+
+
+def _rank_layers(sample: ReferenceSet, quantized: onnx.ModelProto, single: SingleLayerModels,
+                 providers: Providers,
+                 on_layer: Callable[[int, int, str], None] | None) -> tuple[Evaluation, list[LayerResult]]:
+    """The whole quantized model's evaluation, and every layer ranked by its single-layer
+    model's, most damaging first (ties keep the graph's order)."""
+    all_quantized = _evaluate_model(sample, quantized, providers=providers)
+    evaluations = []
+    count = len(single.layers)
+    for index, layer in enumerate(single.layers):
+        evaluations.append(_evaluate_model(sample, single.build(layer), providers=providers))
+        if on_layer is not None:
+            on_layer(index + 1, count, layer.name)
+    order = sorted(range(count), key=lambda i: (rank_key(evaluations[i]), i))
+    layers = [LayerResult(rank + 1, i, single.layers[i].name, single.layers[i].op_type,
+                          evaluations[i]) for rank, i in enumerate(order)]
+    return all_quantized, layers
 
 
 def _evaluate_model(evaluation_set: ReferenceSet, model: onnx.ModelProto,

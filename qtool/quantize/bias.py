@@ -133,7 +133,7 @@ def matmul_shift(db: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Target:
+class _BiasTarget:
     """Where a node's shift goes: input `slot` of `node` (a constant, or a new one if absent)."""
 
     node: onnx.NodeProto
@@ -144,7 +144,10 @@ class _Target:
     set_beta_one: bool = False
 
 
-class _Pass:
+class _BiasCorrectionPass:
+    """Bias correction over one model: reads its constants and channel means, works out each
+    weighted node's expected output shift and writes it into the node's bias."""
+
     def __init__(self, model: onnx.ModelProto, plan: Plan, means: ChannelMeans) -> None:
         self.model = model
         self.plan = plan
@@ -204,7 +207,7 @@ class _Pass:
 
     # --- per op -------------------------------------------------------------------------------
 
-    def conv(self, index: int) -> tuple[np.ndarray, _Target]:
+    def conv(self, index: int) -> tuple[np.ndarray, _BiasTarget]:
         node = self.topo.nodes[index]
         _, w, axis = self.weight(index)
         group = int(attribute(node, "group", 1))
@@ -219,10 +222,10 @@ class _Pass:
             if bias.shape != (out,):
                 raise Skipped(UNSUPPORTED_BIAS,
                               f"bias {node.input[2]!r} has shape {list(bias.shape)}")
-            return shift, _Target(node, 2, node.input[2], bias)
-        return shift, _Target(node, 2, None, np.zeros(out, np.float32))
+            return shift, _BiasTarget(node, 2, node.input[2], bias)
+        return shift, _BiasTarget(node, 2, None, np.zeros(out, np.float32))
 
-    def gemm(self, index: int) -> tuple[np.ndarray, _Target]:
+    def gemm(self, index: int) -> tuple[np.ndarray, _BiasTarget]:
         node = self.topo.nodes[index]
         _, b, axis = self.weight(index)
         if b.ndim != 2:
@@ -241,15 +244,15 @@ class _Pass:
             if beta == 0.0:
                 if not np.all(np.isfinite(c)):
                     raise Skipped(UNSUPPORTED_BIAS, "beta is 0 and C holds NaN or Inf")
-                return shift, _Target(node, 2, node.input[2], np.zeros(shape, np.float32),
-                                      set_beta_one=True)
-            return shift, _Target(node, 2, node.input[2], c, divisor=beta)
+                return shift, _BiasTarget(node, 2, node.input[2], np.zeros(shape, np.float32),
+                                          set_beta_one=True)
+            return shift, _BiasTarget(node, 2, node.input[2], c, divisor=beta)
         zeros = np.zeros(n, np.float32)
         if beta == 0.0:
-            return shift, _Target(node, 2, None, zeros, set_beta_one=True)
-        return shift, _Target(node, 2, None, zeros, divisor=beta)
+            return shift, _BiasTarget(node, 2, None, zeros, set_beta_one=True)
+        return shift, _BiasTarget(node, 2, None, zeros, divisor=beta)
 
-    def matmul(self, index: int) -> tuple[np.ndarray, _Target]:
+    def matmul(self, index: int) -> tuple[np.ndarray, _BiasTarget]:
         node = self.topo.nodes[index]
         _, b, axis = self.weight(index)
         if b.ndim != 2:
@@ -267,11 +270,11 @@ class _Pass:
             raise Skipped(NO_BIAS, "the Add after it does not add a constant")
         c = self.bias_value(other, "Add constant")
         _broadcast_shape(c.shape, b.shape[1], "the Add constant")
-        return shift, _Target(add, slot, other, c)
+        return shift, _BiasTarget(add, slot, other, c)
 
     # --- writing ------------------------------------------------------------------------------
 
-    def apply(self, shift: np.ndarray, target: _Target) -> None:
+    def apply(self, shift: np.ndarray, target: _BiasTarget) -> None:
         n = shift.shape[0]
         shape = _broadcast_shape(target.value.shape, n, "bias")
         with np.errstate(over="ignore", invalid="ignore"):
@@ -326,7 +329,8 @@ def _broadcast_shape(shape: tuple, n: int, what: str) -> tuple:
                       f"{what} of shape {list(shape)} does not broadcast with [{n}]") from None
 
 
-_HANDLERS = {"Conv": _Pass.conv, "Gemm": _Pass.gemm, "MatMul": _Pass.matmul}
+_HANDLERS = {"Conv": _BiasCorrectionPass.conv, "Gemm": _BiasCorrectionPass.gemm,
+             "MatMul": _BiasCorrectionPass.matmul}
 
 
 def correct_biases(model: onnx.ModelProto, plan: Plan,
@@ -337,7 +341,7 @@ def correct_biases(model: onnx.ModelProto, plan: Plan,
     biases must still be the float ones.
     """
     result = BiasCorrection(status=APPLIED)
-    work = _Pass(model, plan, channel_means)
+    work = _BiasCorrectionPass(model, plan, channel_means)
     for index in sorted(plan.quantized):
         node = work.topo.nodes[index]
         if node.op_type == "ConvTranspose":

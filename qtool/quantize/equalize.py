@@ -113,7 +113,7 @@ def equalization_scales(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Layer:
+class _RescalableLayer:
     """One weighted op; `kn` views a dense weight as [K, N] (Gemm transB stores [N, K])."""
 
     consts: Constants
@@ -173,20 +173,25 @@ class _Layer:
 
 
 @dataclass
-class _Pair:
-    first: _Layer
-    second: _Layer
+class _EqualizablePair:
+    """Two consecutive weighted layers, with at most a positively homogeneous activation between
+    them, whose channels are rescaled against each other."""
+
+    first: _RescalableLayer
+    second: _RescalableLayer
     activation: str
     total: np.ndarray  # product of the steps applied so far
 
 
-class _Finder:
+class _PairFinder:
+    """Finds the pairs of weighted layers that cross-layer equalization can rescale."""
+
     def __init__(self, model: onnx.ModelProto) -> None:
         self.topo = Topology.of(model.graph)
         self.consts = Constants(model, self.topo)
-        self.layers: dict[int, _Layer] = {}
+        self.layers: dict[int, _RescalableLayer] = {}
 
-    def layer(self, index: int) -> _Layer:
+    def layer(self, index: int) -> _RescalableLayer:
         if index in self.layers:
             return self.layers[index]
         node = self.topo.nodes[index]
@@ -201,17 +206,17 @@ class _Finder:
             if len(shape) < 3 or group < 1 or shape[0] % group:
                 raise Skipped(UNSUPPORTED_LAYOUT,
                               f"{node_label(node)}: weight {list(shape)}, group {group}")
-            layer = _Layer(self.consts, node, "conv", node.input[1], group=group)
+            layer = _RescalableLayer(self.consts, node, "conv", node.input[1], group=group)
         else:
             if len(shape) != 2:
                 raise Skipped(UNSUPPORTED_LAYOUT,
                               f"{node_label(node)}: weight is {len(shape)}-D, not 2-D")
             trans_b = node.op_type == "Gemm" and bool(attribute(node, "transB", 0))
-            layer = _Layer(self.consts, node, "dense", node.input[1], trans_b=trans_b)
+            layer = _RescalableLayer(self.consts, node, "dense", node.input[1], trans_b=trans_b)
         self.layers[index] = layer
         return layer
 
-    def producer_output(self, layer: _Layer) -> str:
+    def producer_output(self, layer: _RescalableLayer) -> str:
         """The tensor carrying the first op's channels, with its bias found; may raise."""
         node = layer.node
         out = node.output[0]
@@ -244,7 +249,7 @@ class _Finder:
             raise Skipped(BRANCHING, f"{tensor!r} is read {uses} times")
         return self.topo.only_consumer(tensor)
 
-    def pair_from(self, index: int) -> _Pair | None:
+    def pair_from(self, index: int) -> _EqualizablePair | None:
         first = self.layer(index)
         out = self.producer_output(first)
         following = self.next_node(out)
@@ -279,7 +284,7 @@ class _Finder:
         if first.out_channels != second.in_channels:
             raise Skipped(CHANNEL_MISMATCH, f"{first.out_channels} output channels, "
                                             f"{second.in_channels} input channels")
-        return _Pair(first, second, activation, np.ones(first.out_channels))
+        return _EqualizablePair(first, second, activation, np.ones(first.out_channels))
 
 
 def equalize_model(model: onnx.ModelProto, iterations: int = 20, tolerance: float = 1e-4,
@@ -292,9 +297,9 @@ def equalize_model(model: onnx.ModelProto, iterations: int = 20, tolerance: floa
     if iterations < 1 or tolerance < 0 or max_scale < 1:
         raise ValueError("iterations >= 1, tolerance >= 0 and max_scale >= 1 are required")
     work = copy_model(model)
-    finder = _Finder(work)
+    finder = _PairFinder(work)
     result = Equalization()
-    pairs: list[_Pair] = []
+    pairs: list[_EqualizablePair] = []
     for index, node in enumerate(finder.topo.nodes):
         if node.op_type not in WEIGHTED or node.domain not in STANDARD_DOMAINS:
             continue

@@ -83,7 +83,9 @@ def _weight_value(source) -> np.ndarray:
     return numpy_helper.to_array(source)
 
 
-class _Inserter:
+class _QdqInsertion:
+    """One Q/DQ insertion into a model: the nodes and initializers to add and where they go."""
+
     def __init__(self, model: onnx.ModelProto, plan: Plan) -> None:
         self.model = model
         self.plan = plan
@@ -185,7 +187,7 @@ def _drop_unused_constants(model: onnx.ModelProto, names) -> None:
 def insert_qdq(model: onnx.ModelProto, plan: Plan, weights: str = "fp32") -> InsertStats:
     """Rewrite `model` in place according to `plan`; weights "fp32" (Q+DQ) or "int8" (DQ only)."""
     stats = InsertStats()
-    inserter = _Inserter(model, plan)
+    inserter = _QdqInsertion(model, plan)
     inserter.activations(stats)
     inserter.weights(stats, store_int8=weights == "int8")
     inserter.rewrite()

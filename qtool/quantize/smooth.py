@@ -115,7 +115,10 @@ def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: f
 
 
 @dataclass
-class _Candidate:
+class _SmoothableTensor:
+    """An activation whose channels can be scaled down: where 1/s is absorbed and which
+    weights take s."""
+
     tensor: str
     channels: int
     producer: str
@@ -123,7 +126,9 @@ class _Candidate:
     consumers: list[tuple[str, str, int]]  # (label, weight constant, axis of its K rows)
 
 
-class _Finder:
+class _SmoothableTensorFinder:
+    """Finds the activations SmoothQuant can migrate, and why the others cannot be."""
+
     def __init__(self, model: onnx.ModelProto) -> None:
         self.topo = Topology.of(model.graph)
         self.consts = Constants(model, self.topo)
@@ -212,7 +217,7 @@ class _Finder:
             return label, found
         raise Skipped(CANNOT_ABSORB, f"produced by {label}")
 
-    def candidates(self) -> tuple[list[_Candidate], list[SkippedTensor]]:
+    def candidates(self) -> tuple[list[_SmoothableTensor], list[SkippedTensor]]:
         seen: dict[str, None] = {}
         for node in self.topo.nodes:
             if (node.op_type in ("MatMul", "Gemm") and node.domain in STANDARD_DOMAINS
@@ -235,13 +240,13 @@ class _Finder:
             except Skipped as skip:
                 skipped.append(SkippedTensor(tensor, skip.reason, skip.detail))
                 continue
-            found.append(_Candidate(tensor, channels, producer, absorb, consumers))
+            found.append(_SmoothableTensor(tensor, channels, producer, absorb, consumers))
         return found, skipped
 
 
 def smoothable_tensors(model: onnx.ModelProto) -> list[str]:
     """The activation tensors smooth_model can rewrite, given their channel max (graph order)."""
-    found, _ = _Finder(model).candidates()
+    found, _ = _SmoothableTensorFinder(model).candidates()
     return [candidate.tensor for candidate in found]
 
 
@@ -261,7 +266,7 @@ def smooth_model(model: onnx.ModelProto, act_channel_absmax: Mapping[str, np.nda
     if not 0.0 <= alpha <= 1.0 or max_scale < 1:
         raise ValueError("alpha must lie in [0, 1] and max_scale be >= 1")
     work = copy_model(model)
-    finder = _Finder(work)
+    finder = _SmoothableTensorFinder(work)
     consts = finder.consts
     result = Smoothing(alpha=alpha)
     found, result.skipped = finder.candidates()

@@ -90,9 +90,9 @@ def test_write_calibration_interrupted_leaves_nothing(tmp_path, monkeypatch, fai
         raise Interrupted(130)
 
     if fail_in == "savez":
-        monkeypatch.setattr(calibfile.np, "savez_compressed", interrupt)
+        monkeypatch.setattr(calibfile.writer.np, "savez_compressed", interrupt)
     else:
-        monkeypatch.setattr(calibfile, "write_json", interrupt)
+        monkeypatch.setattr(calibfile.writer, "write_json", interrupt)
     with pytest.raises(Interrupted):
         write_calibration(calib, tmp_path / "c.json", histograms)
     assert list(tmp_path.iterdir()) == []
@@ -108,7 +108,7 @@ def test_write_calibration_keeps_the_previous_pair_when_interrupted(tmp_path, mo
     def interrupt(*args, **kwargs):
         raise Interrupted(143)
 
-    monkeypatch.setattr(calibfile, "write_json", interrupt)
+    monkeypatch.setattr(calibfile.writer, "write_json", interrupt)
     with pytest.raises(Interrupted):
         write_calibration(calib2, tmp_path / "c.json", histograms2)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -139,7 +139,7 @@ DIRECT_WRITERS = {
     "io/atomic.py",             # atomic_path itself
     "io/external.py",           # into the caller's temporary folder (save_model, sessions)
     "io/model.py",              # save_model: onnx.save_model into an atomic_path temp
-    "calib/calibfile.py",       # np.savez_compressed into an atomic_path temp
+    "calib/calibfile/writer.py",  # np.savez_compressed into an atomic_path temp
     "backends/tensorrt/outputs.py",  # zip members into an atomic_path temp
     "backends/tensorrt/build.py",    # engine bytes into an atomic_path temp
     "report/figures.py",        # PNG into an in-memory buffer; report/api.py writes it atomically

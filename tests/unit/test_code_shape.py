@@ -1,8 +1,5 @@
 """The shape of the code, read from its syntax tree: no module of qtool over 400 lines, no function
-over 60 lines unless a `# long:` comment says why, and no test module importing another one.
-
-Modules and functions over the limits today are listed below while they are being split; an entry
-that is no longer over its limit (or no longer exists) fails the test, so the lists only shrink."""
+over 60 lines unless a `# long:` comment says why, and no test module importing another one."""
 
 from __future__ import annotations
 
@@ -19,26 +16,6 @@ TESTS = REPO / "tests"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LONG_MARK = "# long:"
-
-# Over the limits when these lists were written (the size then in the comment); remove an entry
-# once its module or function is split.
-KNOWN_LONG_MODULES: set[str] = {
-    "qtool/analysis/compare.py",  # 406 lines
-    "qtool/backends/tensorrt/build.py",  # 492 lines
-    "qtool/calib/calibfile.py",  # 426 lines
-    "qtool/io/data.py",  # 471 lines
-    "qtool/quantize/fp16.py",  # 668 lines
-    "qtool/report/html.py",  # 630 lines
-}
-
-KNOWN_LONG_FUNCTIONS: set[tuple[str, str]] = {
-    ("qtool/analysis/compare.py", "compare_models"),  # 67 lines
-    ("qtool/analysis/sensitivity.py", "measure_sensitivity"),  # 68 lines
-    ("qtool/backends/tensorrt/build.py", "build_engine"),  # 93 lines
-    ("qtool/calib/calibfile.py", "from_dict"),  # 77 lines
-    ("qtool/io/data.py", "open_data"),  # 61 lines
-    ("qtool/quantize/fp16.py", "_Converter.run"),  # 69 lines
-}
 
 # Test modules may share code only through these (and conftest.py files): a test module that
 # imports another one runs that module's code, and its fixtures and tests, in the wrong place.
@@ -156,30 +133,15 @@ def test_the_package_is_scanned():
 
 def test_no_module_is_over_400_lines():
     found = long_modules()
-    new = {path: size for path, size in found.items() if path not in KNOWN_LONG_MODULES}
-    assert not new, (f"modules over {MAX_MODULE_LINES} lines (split them by what they do): "
-                     f"{dict(sorted(new.items()))}")
-
-
-def test_the_known_long_modules_are_still_over_400_lines():
-    fixed = sorted(KNOWN_LONG_MODULES - set(long_modules()))
-    assert not fixed, ("no longer over the limit (or gone): remove from KNOWN_LONG_MODULES: "
-                       f"{fixed}")
+    assert not found, (f"modules over {MAX_MODULE_LINES} lines (split them by what they do): "
+                     f"{dict(sorted(found.items()))}")
 
 
 def test_no_function_is_over_60_lines_without_a_reason():
-    found = long_functions()
-    new = {f"{path}::{name}": size for (path, name), size in found.items()
-           if (path, name) not in KNOWN_LONG_FUNCTIONS}
-    assert not new, (f"functions over {MAX_FUNCTION_LINES} lines (split them, or put a "
+    found = {f"{path}::{name}": size for (path, name), size in long_functions().items()}
+    assert not found, (f"functions over {MAX_FUNCTION_LINES} lines (split them, or put a "
                      f"'{LONG_MARK} <why>' comment right above the def or on the first line of "
-                     f"its body): {dict(sorted(new.items()))}")
-
-
-def test_the_known_long_functions_are_still_over_60_lines():
-    fixed = sorted(KNOWN_LONG_FUNCTIONS - set(long_functions()))
-    assert not fixed, ("no longer over the limit, explained by a '# long:' comment, or gone: "
-                       f"remove from KNOWN_LONG_FUNCTIONS: {fixed}")
+                     f"its body): {dict(sorted(found.items()))}")
 
 
 def test_a_long_comment_right_above_or_at_the_top_of_the_body_explains_a_function(tmp_path):

@@ -3,6 +3,9 @@ BuildOptions. Imports no TensorRT: every command's --help works without it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from qtool.errors import UsageError
 from qtool.options import FILE, Option, OptionGroup, as_list
 
 MAX_OPTIMIZATION_LEVEL = 5
@@ -39,6 +42,39 @@ BUILD = OptionGroup("build", [
            help="TensorRT builder optimization level (0-5; TensorRT's default is 3)."),
 ])
 
+def _default(name: str):
+    return BUILD.default(name)
+
+
+@dataclass
+class BuildOptions:
+    int8: bool = _default("int8")
+    fp16: bool = _default("fp16")
+    strongly_typed: bool = _default("strongly_typed")
+    shapes: list = field(default_factory=list)
+    workspace_mib: int | None = _default("workspace")
+    timing_cache: str | None = _default("timing_cache")
+    builder_optimization_level: int | None = _default("builder_optimization_level")
+    log_level: str = "WARNING"
+    calib: str | None = _default("calib")  # calibration file whose input signature sizes dynamic dims
+    batch: int | None = _default("batch")  # --batch N: the batch axis of every dynamic input from 1 to N
+
+    def validate(self) -> None:
+        if self.batch is not None and self.batch < 1:
+            raise UsageError(f"--batch must be a positive integer (got {self.batch})")
+        if self.shapes and (self.batch is not None or self.calib is not None):
+            raise UsageError("--shapes gives every range itself: it takes no --batch or --calib")
+        if self.workspace_mib is not None and self.workspace_mib < 1:
+            raise UsageError(f"--workspace must be a positive number of MiB (got {self.workspace_mib})")
+        level = self.builder_optimization_level
+        if level is not None and not 0 <= level <= MAX_OPTIMIZATION_LEVEL:
+            raise UsageError(f"--builder-optimization-level must be 0..{MAX_OPTIMIZATION_LEVEL} (got {level})")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+
 # The pipeline quantizes before it builds: its engine is INT8 unless [build] int8 = false.
 PIPELINE_DEFAULTS = {"int8": True}
 
@@ -46,8 +82,6 @@ PIPELINE_DEFAULTS = {"int8": True}
 def build_options(values: dict, **extra):
     """BuildOptions from option values keyed by name (flags, or a checked [build] table with its
     defaults); `extra`: the fields no option gives (log_level)."""
-    from qtool.backends.tensorrt.build import BuildOptions
-
     fields = BUILD.fields(values)
     fields.pop("required", None)  # whether the pipeline builds at all, not how
     fields["shapes"] = [str(shape) for shape in as_list(fields.get("shapes", ()))]

@@ -70,8 +70,8 @@ class CalibrateStep:
 
     @staticmethod
     def write(context: PipelineContext, record: StepRecord, run, how: str) -> StepRecord:
-        from qtool.calib.thresholding import warn_poor_thresholds
         from qtool.calib.calibfile import write_calibration
+        from qtool.calib.thresholding import warn_poor_thresholds
 
         calibration = run.calibration
         write_calibration(calibration, context.calib_path, run.histograms, run.means)

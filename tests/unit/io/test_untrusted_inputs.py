@@ -67,7 +67,7 @@ def test_only_the_listed_formats_are_decoded(tmp_path, monkeypatch):
 def test_a_stuck_decode_worker_does_not_hold_up_the_reader(tmp_path, monkeypatch):
     """After an error or an interrupt the decode pool is left without waiting for a worker that
     is stuck in a read; the process then exits (cli.main) without joining it."""
-    from qtool.io import data as data_module
+    from qtool.io.data import image_files as data_module
 
     release = threading.Event()
     files = [tmp_path / f"{i}.png" for i in range(6)]
@@ -84,7 +84,7 @@ def test_a_stuck_decode_worker_does_not_hold_up_the_reader(tmp_path, monkeypatch
     start = time.monotonic()
     try:
         with pytest.raises(QtoolError, match="broken image"):
-            list(data_module._decode_ahead(files, None, 1))
+            list(data_module.decode_ahead(files, None, 1))
         assert time.monotonic() - start < 10
     finally:
         release.set()  # let the worker end: no thread outlives the test

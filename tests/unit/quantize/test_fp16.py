@@ -250,12 +250,12 @@ def test_the_old_cast_pattern_is_what_the_structure_check_finds():
 
 def test_a_qdq_model_that_cannot_be_upgraded_fails_with_one_line(monkeypatch):
     from qtool.errors import QtoolError
-    from qtool.quantize import fp16
+    from qtool.quantize.fp16 import opset as fp16_opset
 
     def refuse(model, minimum):
         raise QtoolError(f"model uses opset 13; upgrading it to {minimum} failed: no adapter for Foo")
 
-    monkeypatch.setattr(fp16, "ensure_opset", refuse)
+    monkeypatch.setattr(fp16_opset, "ensure_opset", refuse)
     with pytest.raises(QtoolError) as info:
         convert_to_fp16(qdq_conv_model(opset=13))
     assert str(info.value) == (

@@ -4,7 +4,7 @@ numbers of a compare report."""
 import json
 from types import SimpleNamespace
 
-from qtool.report.html import _compare
+from qtool.report.html.compare import compare_section
 from qtool.report.results import read_compare
 
 
@@ -27,7 +27,7 @@ def test_sequence_and_metrics_in_the_compare_section(tmp_path):
     path.write_text(json.dumps(report))
     view = read_compare(path)
     assert view.metrics == {"box_f1": 0.875} and view.sequence["output"] == "y"
-    html = _compare(SimpleNamespace(compare=view))
+    html = compare_section(SimpleNamespace(compare=view))
     assert "<th>Position agreement</th><td>75.00%</td>" in html
     assert ("2 disagreements; there the reference&#x27;s top-1 led the candidate&#x27;s pick by "
             "0.125, 0.25 (its median top-1 margin over all positions: 0.5)") in html
@@ -38,4 +38,4 @@ def test_sequence_and_metrics_in_the_compare_section(tmp_path):
     # reports written before these keys existed still read
     del report["sequence"], report["metrics"]
     path.write_text(json.dumps(report))
-    assert "Position agreement" not in _compare(SimpleNamespace(compare=read_compare(path)))
+    assert "Position agreement" not in compare_section(SimpleNamespace(compare=read_compare(path)))

@@ -18,10 +18,10 @@ from qtool.calib.auto import AUTO, SLICE_MAX_SAMPLES, SliceTap
 from qtool.calib.auto_choice import choose_auto
 from qtool.calib.calibfile import Calibration
 from qtool.calib.channelmean import ChannelMean
+from qtool.calib.collection import collect_histograms, parse_shard
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.options import CalibrateOptions
 from qtool.calib.routes import calibration_plan, observation_routes, observed_tensors
-from qtool.calib.runner import collect_histograms, parse_shard
 from qtool.calib.signature import SeenShapes
 from qtool.calib.thresholding import build_calibration
 from qtool.errors import UsageError

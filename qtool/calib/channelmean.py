@@ -1,7 +1,7 @@
 """Streaming per-channel means of one activation tensor, for bias correction at quantize time.
 
 The mean of x over every axis except the channel axis, over the calibration batches that sample
-means (every 4th on all but small data sets, see qtool.calib.runner.MEAN_EVERY). Sums are
+means (every 4th on all but small data sets, see qtool.calib.collection.MEAN_EVERY). Sums are
 float64 across batches; within a batch each channel's contiguous run is summed by numpy in
 float32 (pairwise summation, error about 1e-7 relative), which keeps this pass about as cheap as
 reading the tensor once. Shards merge exactly by adding sums and counts.

@@ -70,7 +70,7 @@ class CalibrateOptions:
         return {}
 
     def validate(self) -> None:
-        from qtool.calib.runner import parse_shard
+        from qtool.calib.collection import parse_shard
 
         if self.method not in CALIBRATION_METHODS:
             raise UsageError(f"unknown method {self.method!r}; choose one of "

@@ -15,7 +15,7 @@ import pytest
 
 from qtool.backends.onnxruntime.providers import CPU_EP, CUDA_EP, TENSORRT_EP, Providers, resolve
 from qtool.backends.onnxruntime.session import create_session
-from qtool.calib.runner import collect_histograms
+from qtool.calib.collection import collect_histograms
 from qtool.errors import QtoolError, UsageError
 from tests.tiny_models import conv_relu_gemm
 

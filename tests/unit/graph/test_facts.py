@@ -66,14 +66,14 @@ def test_as_facts_keeps_facts_and_analyses_bare_models():
 
 class InferenceCounter:
     """Counts onnx shape inference calls, apart from those of the calibration sessions'
-    output declarations (qtool.calib.runner), which are not model analysis."""
+    output declarations (qtool.calib.collection), which are not model analysis."""
 
     def __init__(self, monkeypatch):
         self.calls = 0
         real = onnx.shape_inference.infer_shapes
 
         def counted(*args, **kwargs):
-            if not any(frame.filename.endswith("calib/runner.py")
+            if not any(frame.filename.endswith("calib/collection.py")
                        for frame in traceback.extract_stack()):
                 self.calls += 1
             return real(*args, **kwargs)

@@ -9,9 +9,9 @@ import pytest
 
 from qtool.backends.onnxruntime.buffers import OutputBufferSets
 from qtool.backends.onnxruntime.session import augment_with_outputs, create_session
-from qtool.calib import runner
+from qtool.calib import collection
+from qtool.calib.collection import collect_histograms
 from qtool.calib.histogram import AbsHistogram, grid_width
-from qtool.calib.runner import collect_histograms
 from qtool.calib.worker import ObserverWorker
 from qtool.errors import QtoolError
 from qtool.graph.observe import tensors_to_observe
@@ -93,16 +93,16 @@ def _relu6_conv_run(monkeypatch, batches_count=9, seed=0):
     batches = [{"x": (rng.normal(size=(3, 2, 4, 4)) * 4).astype(np.float32)}
                for _ in range(batches_count)]
     sessions = []
-    real = runner.create_session
+    real = collection.create_session
 
     def recording(*args, **kwargs):
         sessions.append(kwargs.get("extra_outputs"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "create_session", recording)
+    monkeypatch.setattr(collection, "create_session", recording)
 
     def run(bound, expected=None):
-        return runner.collect_histograms(model, batches, ["x"], max_only={"clipped": bound},
+        return collection.collect_histograms(model, batches, ["x"], max_only={"clipped": bound},
                                          pooled_means=["clipped"], mean_axes={"x": 1},
                                          expected_samples=expected)
 
@@ -131,8 +131,8 @@ def test_large_weights_keep_one_session(monkeypatch):
     two = run(6.0)
     assert len(sessions) == 2
     sessions.clear()
-    monkeypatch.setattr(runner, "LEAN_MAX_WEIGHT_BYTES",
-                        runner.weight_bytes(_relu6_conv_model()) - 1)
+    monkeypatch.setattr(collection, "LEAN_MAX_WEIGHT_BYTES",
+                        collection.weight_bytes(_relu6_conv_model()) - 1)
     one = run(6.0)
     assert len(sessions) == 1
     assert one.maxima["clipped"].abs_max == two.maxima["clipped"].abs_max == 6.0
@@ -146,7 +146,7 @@ def test_large_weights_keep_one_session(monkeypatch):
 def test_channel_means_come_from_every_fourth_batch(monkeypatch):
     batches, _, run = _relu6_conv_run(monkeypatch, batches_count=9)
     result = run(6.0)
-    assert runner.MEAN_EVERY == 4
+    assert collection.MEAN_EVERY == 4
     sampled = np.concatenate([batches[k]["x"] for k in (0, 4, 8)])
     np.testing.assert_allclose(result.means["x"].mean, sampled.mean(axis=(0, 2, 3)), rtol=1e-6)
     np.testing.assert_allclose(result.means["clipped"].mean,
@@ -158,11 +158,11 @@ def test_channel_means_come_from_every_fourth_batch(monkeypatch):
 def test_small_data_set_keeps_one_session_and_every_batch_for_means(monkeypatch):
     batches, sessions, run = _relu6_conv_run(monkeypatch, batches_count=5)
     result = run(6.0, expected=15)
-    assert len(sessions) == 1 and 15 < runner.LEAN_MIN_SAMPLES
+    assert len(sessions) == 1 and 15 < collection.LEAN_MIN_SAMPLES
     every = np.concatenate([b["x"] for b in batches])
     np.testing.assert_allclose(result.means["x"].mean, every.mean(axis=(0, 2, 3)), rtol=1e-6)
     sessions.clear()
-    run(6.0, expected=runner.LEAN_MIN_SAMPLES)
+    run(6.0, expected=collection.LEAN_MIN_SAMPLES)
     assert len(sessions) == 2
 
 
@@ -171,14 +171,14 @@ def test_pooled_means_of_histogrammed_tensors_need_no_lean_session(monkeypatch):
     nothing, so one session without pooling takes every batch and numpy takes the means from
     every 4th batch."""
     batches, sessions, _ = _relu6_conv_run(monkeypatch, batches_count=9)
-    result = runner.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
+    result = collection.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
                                        pooled_means=["clipped"], expected_samples=1000)
     assert len(sessions) == 1 and not any("mean" in name for name in sessions[0])
     sampled = np.clip(np.concatenate([batches[k]["x"] for k in (0, 4, 8)]), 0, 6)
     np.testing.assert_allclose(result.means["clipped"].mean, sampled.mean(axis=(0, 2, 3)),
                                rtol=1e-6)
     assert result.histograms["clipped"].count == 27 * 2 * 16
-    small = runner.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
+    small = collection.collect_histograms(_relu6_conv_model(), batches, ["x", "clipped"],
                                       pooled_means=["clipped"], expected_samples=27)
     every = np.clip(np.concatenate([b["x"] for b in batches]), 0, 6)
     np.testing.assert_allclose(small.means["clipped"].mean, every.mean(axis=(0, 2, 3)), rtol=1e-6)
@@ -187,16 +187,16 @@ def test_pooled_means_of_histogrammed_tensors_need_no_lean_session(monkeypatch):
 def test_image_batches_run_in_parts_like_smaller_batches(monkeypatch):
     """Batches of 6 run in parts of 4 and 2: every statistic equals a run fed those parts as
     batches (the histograms' grid comes from the first part)."""
-    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)  # these samples are tiny
+    monkeypatch.setattr(collection, "SPLIT_MIN_SAMPLE_BYTES", 0)  # these samples are tiny
     batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=3)
     big = [{"x": np.concatenate([batches[k]["x"], batches[k + 1]["x"]])} for k in (0, 1)]
     big[0]["x"][5] *= 10  # the first batch's largest values lie outside its first part
-    parts = [{"x": b["x"][s:s + runner.RUN_SAMPLES]} for b in big for s in (0, 4)]
+    parts = [{"x": b["x"][s:s + collection.RUN_SAMPLES]} for b in big for s in (0, 4)]
     assert [p["x"].shape[0] for p in parts] == [4, 2, 4, 2]
 
     def run(data):
         model = _relu6_conv_model()
-        return runner.collect_histograms(model, data, ["x", "y"], max_only={"clipped": 6.0},
+        return collection.collect_histograms(model, data, ["x", "y"], max_only={"clipped": 6.0},
                                          pooled_means=["clipped"], expected_samples=12)
 
     whole, split = run(big), run(parts)
@@ -236,16 +236,16 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
     """"y" (a conv with zero weights) never gets a grid. Batches run in parts in either session,
     so the grid could not depend on the session, and after the first one they need no pooling
     for it: every statistic equals a run whose batches all run pooled."""
-    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    monkeypatch.setattr(collection, "SPLIT_MIN_SAMPLE_BYTES", 0)
     model = relu6_conv(np.zeros((2, 2, 1, 1)), 4)
     rng = np.random.default_rng(3)
     batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
     runs = _record_runs(monkeypatch)
-    monkeypatch.setattr(runner, "in_background", _built_at_once)
+    monkeypatch.setattr(collection, "in_background", _built_at_once)
 
     def run(bound):
         runs.clear()
-        return runner.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": bound},
+        return collection.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": bound},
                                          pooled_means=["clipped"], expected_samples=70)
 
     lean = run(6.0)
@@ -265,13 +265,13 @@ def test_a_tensor_that_stays_zero_does_not_keep_batches_pooled(monkeypatch):
 
 
 def test_pooled_runs_take_one_sample_and_lean_runs_the_budget(monkeypatch):
-    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
-    monkeypatch.setattr(runner, "in_background", _built_at_once)
+    monkeypatch.setattr(collection, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    monkeypatch.setattr(collection, "in_background", _built_at_once)
     model = relu6_conv(np.ones((2, 2, 1, 1)), 4)
     rng = np.random.default_rng(5)
     batches = [{"x": (rng.normal(size=(7, 2, 4, 4)) * 4).astype(np.float32)} for _ in range(10)]
     runs = _record_runs(monkeypatch)
-    runner.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": 6.0},
+    collection.collect_histograms(model, batches, ["x", "y"], max_only={"clipped": 6.0},
                               pooled_means=["clipped"], expected_samples=70)
     # pooled: the means batches 0, 4 and 8, in parts of one sample; lean: parts of 4 and 3
     assert [size for pooled, size in runs if pooled] == [1] * 21
@@ -316,19 +316,19 @@ def test_only_image_like_inputs_with_a_dynamic_batch_are_split():
         graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
         return helper.make_model(graph)
 
-    assert runner.splits_by_sample(model("N", 3, 8, 8))
-    assert runner.splits_by_sample(model(-1, 3, 8, 8))  # Paddle2ONNX's way to say dynamic
-    assert not runner.splits_by_sample(model(8, 3, 8, 8))  # static batch
-    assert not runner.splits_by_sample(model("S", "N", 16))  # may be sequence-first
+    assert collection.splits_by_sample(model("N", 3, 8, 8))
+    assert collection.splits_by_sample(model(-1, 3, 8, 8))  # Paddle2ONNX's way to say dynamic
+    assert not collection.splits_by_sample(model(8, 3, 8, 8))  # static batch
+    assert not collection.splits_by_sample(model("S", "N", 16))  # may be sequence-first
 
 
 def test_run_samples_follow_the_observed_bytes_per_sample(monkeypatch):
-    monkeypatch.setattr(runner, "RUN_OUTPUT_BYTES", 1000)
+    monkeypatch.setattr(collection, "RUN_OUTPUT_BYTES", 1000)
     values = [np.zeros((2, 25), np.float32), np.zeros((2, 25), np.float64)]  # 300 bytes a sample
-    assert runner.run_samples(values, 2) == 3
-    assert runner.run_samples(values * 4, 2) == 1  # 1200 bytes a sample: never under one
-    assert runner.run_samples(values[:1], 2) == runner.RUN_SAMPLES  # 100: capped
-    assert runner.run_samples([], 1) == runner.RUN_SAMPLES  # nothing taken out
+    assert collection.run_samples(values, 2) == 3
+    assert collection.run_samples(values * 4, 2) == 1  # 1200 bytes a sample: never under one
+    assert collection.run_samples(values[:1], 2) == collection.RUN_SAMPLES  # 100: capped
+    assert collection.run_samples([], 1) == collection.RUN_SAMPLES  # nothing taken out
 
 
 @pytest.mark.parametrize("budget_samples", [1, 2, 4])
@@ -336,7 +336,7 @@ def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, b
     """Without pooling, the first batch runs in parts of one sample; its first run's observed
     bytes fix the size of every later part. Every statistic equals a run fed those parts as
     batches."""
-    monkeypatch.setattr(runner, "SPLIT_MIN_SAMPLE_BYTES", 0)
+    monkeypatch.setattr(collection, "SPLIT_MIN_SAMPLE_BYTES", 0)
     batches, _, _ = _relu6_conv_run(monkeypatch, batches_count=4)
     big = [{"x": np.concatenate([b["x"], b["x"][:2] * 3])} for b in batches]  # 5 samples each
     model = _relu6_conv_model()
@@ -352,11 +352,11 @@ def test_runs_shrink_to_the_output_budget_and_change_no_statistic(monkeypatch, b
 
     def run(data):
         sizes.clear()
-        return runner.collect_histograms(model, data, ["x", "y", "clipped"], mean_axes={"x": 1})
+        return collection.collect_histograms(model, data, ["x", "y", "clipped"], mean_axes={"x": 1})
 
     probe = run(big[:1])
     per_sample = sizes[0][1]
-    monkeypatch.setattr(runner, "RUN_OUTPUT_BYTES", per_sample * budget_samples + per_sample // 2)
+    monkeypatch.setattr(collection, "RUN_OUTPUT_BYTES", per_sample * budget_samples + per_sample // 2)
     whole = run(big)
     later = [budget_samples] * (5 // budget_samples) + [5 % budget_samples] * (5 % budget_samples > 0)
     assert [count for count, _ in sizes] == [1] * 5 + later * 3
@@ -380,10 +380,10 @@ def test_only_batches_of_large_samples_are_split():
         return {"x": np.zeros((count, 3, side, side), np.float32), "m": np.ones((count, 5))}
 
     small = batch(8, 64)  # 48 KiB + 40 bytes per sample: runs whole
-    assert [part is small for part in runner._split_batch(small, 4)] == [True]
+    assert [part is small for part in collection._split_batch(small, 4)] == [True]
     large = batch(10, 96)  # 108 KiB per sample: parts of 4, 4 and 2, every input cut alike
-    parts = runner._split_batch(large, 4)
+    parts = collection._split_batch(large, 4)
     assert [(len(p["x"]), len(p["m"])) for p in parts] == [(4, 4), (4, 4), (2, 2)]
     assert all(np.shares_memory(p["x"], large["x"]) for p in parts)  # views, no copies
     mismatched = {"x": large["x"], "m": np.ones((3, 5))}
-    assert [part is mismatched for part in runner._split_batch(mismatched, 4)] == [True]
+    assert [part is mismatched for part in collection._split_batch(mismatched, 4)] == [True]

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from qtool.analysis.gates import Gates, parse_flips_bound, parse_metric_bound
 from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
-from qtool.calib.auto import TASKS  # auto scores the tasks compare measures
+from qtool.calib.tasks import TASKS  # auto scores the tasks compare measures
 from qtool.errors import UsageError
 from qtool.options import FILE, Option, OptionGroup, as_list, data_options
+
+if TYPE_CHECKING:
+    from qtool.analysis.gates import Gates
 
 COMPARE_TASKS = (*TASKS, "sequence")
 
@@ -57,6 +60,12 @@ def _default(name: str):
     return COMPARE.default(name)
 
 
+def _no_gates():
+    from qtool.analysis.gates import Gates  # numpy's import stays out of --help
+
+    return Gates()
+
+
 @dataclass
 class CompareOptions:
     num_samples: int | None = _default("num_samples")
@@ -70,7 +79,7 @@ class CompareOptions:
     logits: str | None = _default("logits")  # the scored output (default: the first that fits)
     ctc_blank: int | None = _default("ctc_blank")  # sequences: greedy decoding, this blank class
     metric_script: str | None = _default("metric_script")
-    gates: Gates = field(default_factory=Gates)
+    gates: Gates = field(default_factory=_no_gates)
     provider: str = AUTO_PROVIDER    # onnxruntime's execution providers for ONNX models
 
     @property
@@ -107,6 +116,8 @@ def compare_options(values: dict, *, preprocess: dict, inputs: dict, provider: s
                     where: Callable[[str], str]):
     """CompareOptions from option values keyed by name (flags, or a checked [compare] table with
     its defaults). `where(name)` names an option in messages (a flag, or a config key)."""
+    from qtool.analysis.gates import Gates, parse_flips_bound, parse_metric_bound
+
 
     def text(name):
         return None if values[name] is None else str(values[name])

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qtool.backends.onnxruntime.providers import Providers
-from qtool.calib.auto import AUTO, SLICE_MAX_SAMPLES, SliceTap
+from qtool.calib.auto import SLICE_MAX_SAMPLES, SliceTap
 from qtool.calib.auto_choice import choose_auto
 from qtool.calib.calibfile import Calibration
 from qtool.calib.channelmean import ChannelMean
@@ -23,6 +23,7 @@ from qtool.calib.histogram import AbsHistogram
 from qtool.calib.options import CalibrateOptions
 from qtool.calib.routes import calibration_plan, observation_routes, observed_tensors
 from qtool.calib.signature import SeenShapes
+from qtool.calib.tasks import AUTO
 from qtool.calib.thresholding import build_calibration
 from qtool.errors import UsageError
 from qtool.graph.bounded import bounded_ranges

@@ -29,8 +29,6 @@ import numpy as np
 from qtool.io.batch_axes import BatchLayout
 from qtool.thresholds.cost import estimated_sqnr_db
 
-AUTO = "auto"
-TASKS = ("classification",)  # tasks compare measures and auto scores, besides output SQNR
 # Candidate methods, most robust first: on ties the earlier one wins. mse was best or within a
 # few samples of the best on most real models; entropy and max fail badly on some.
 CANDIDATE_METHODS = ("mse", "percentile", "entropy", "max")

@@ -4,10 +4,10 @@ or thresholds picked again on the stored histograms."""
 from __future__ import annotations
 
 from qtool.calib.api import CalibrateResult
-from qtool.calib.auto import AUTO
 from qtool.calib.calibfile import Calibration
 from qtool.calib.pooled import PooledMax
 from qtool.calib.signature import merge_inputs
+from qtool.calib.tasks import AUTO
 from qtool.calib.thresholding import build_calibration
 from qtool.errors import QtoolError, UsageError
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from qtool import limits
 from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
-from qtool.calib.auto import AUTO, TASKS
 from qtool.calib.histogram import DEFAULT_BINS
+from qtool.calib.tasks import AUTO, TASKS
 from qtool.errors import UsageError
 from qtool.options import Option, OptionGroup, data_options
 from qtool.thresholds import METHODS

@@ -13,7 +13,7 @@ from qtool.cli.common import (
     verbosity_options,
 )
 from qtool.cli.options import click_options
-from qtool.quantize.check_options import CHECK
+from qtool.quantize.check.options import CHECK
 
 
 def _codes_epilog() -> str:

@@ -14,7 +14,7 @@ from qtool.config import load_config
 from qtool.errors import UsageError
 from qtool.options import OptionGroup, resolve_path
 from qtool.pipeline.options import PIPELINE
-from qtool.quantize.check_options import CHECK
+from qtool.quantize.check.options import CHECK
 from qtool.quantize.options import QUANTIZE
 
 GROUPS: dict[str, OptionGroup] = {group.table: group for group in

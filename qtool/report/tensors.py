@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from qtool.calib.auto import AUTO
 from qtool.calib.calibfile import Calibration
 from qtool.calib.histogram import AbsHistogram
+from qtool.calib.tasks import AUTO
 from qtool.calib.thresholding import amax_from_histograms, params_for
 from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db
 

@@ -36,3 +36,27 @@ def test_every_module_and_help_without_optional_packages():
     assert result.stdout.strip().splitlines()[-1] == f"ok {len(COMMANDS)}"
     for name in COMMANDS:
         assert f"\n  {name} " in result.stdout or f"\n  {name}\n" in result.stdout
+
+
+# check's --help lists the finding codes, which come from the check package itself.
+HEAVY_HELP = {"check"}
+
+
+def test_help_of_the_commands_does_not_load_onnx():
+    """Declaring a command's options (qtool/options.py groups) must not import the step: its
+    --help stays as quick as click itself."""
+    script = textwrap.dedent("""
+        import sys
+        from qtool.cli.main import main
+        try:
+            main([sys.argv[1], "--help"])
+        except SystemExit:
+            pass
+        print("onnx" in sys.modules)
+    """)
+    loaded = {}
+    for name in sorted(set(COMMANDS) - HEAVY_HELP):
+        result = subprocess.run([sys.executable, "-c", script, name], capture_output=True,
+                                text=True, timeout=60, check=False)
+        loaded[name] = result.stdout.strip().splitlines()[-1]
+    assert loaded == dict.fromkeys(loaded, "False")

@@ -17,7 +17,7 @@ from qtool.options import FILE, Option, OptionGroup
 from qtool.pipeline import check_tables
 from qtool.pipeline.config import GROUPS
 from qtool.pipeline.options import PIPELINE
-from qtool.quantize.check_options import CHECK
+from qtool.quantize.check.options import CHECK
 from qtool.quantize.options import QUANTIZE, QuantizeOptions, quantize_options
 
 # The tables and key types the pipeline accepted before the declarations existed: the groups
@@ -231,7 +231,7 @@ def test_the_declarations_import_no_click():
     import sys
 
     modules = ["qtool.options", "qtool.calib.options", "qtool.quantize.options",
-               "qtool.quantize.check_options", "qtool.analysis.compare_options",
+               "qtool.quantize.check.options", "qtool.analysis.compare_options",
                "qtool.backends.tensorrt.build_options", "qtool.pipeline.options"]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('click' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

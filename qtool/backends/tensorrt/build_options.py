@@ -42,6 +42,7 @@ BUILD = OptionGroup("build", [
            help="TensorRT builder optimization level (0-5; TensorRT's default is 3)."),
 ])
 
+
 def _default(name: str):
     return BUILD.default(name)
 

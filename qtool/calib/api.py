@@ -73,7 +73,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                              shard=parse_shard(options.shard), on_batch=on_batch,
                              external_dir=Path(model_path).parent, mean_axes=routes.mean_axes,
                              max_only={name: bounded[name][1] for name in routes.max_only},
-                             pooled_means=routes.pooled_means,
+                             pooled_means=routes.pooled_means, elem_types=facts.elem_types,
                              expected_samples=_shard_share(source.num_samples, options.shard),
                              split_parts=source.layout.all_on_axis_0, providers=providers)
     choice = None

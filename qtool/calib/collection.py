@@ -99,7 +99,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        pooled_means: list[str] = (),
                        expected_samples: int | None = None,
                        split_parts: bool = True,
-                       providers: Providers | None = None) -> HistogramRun:
+                       providers: Providers | None = None,
+                       elem_types: dict[str, int] | None = None) -> HistogramRun:
     """Run every batch through the model and histogram |x| of each tensor in `tensors`.
 
     The tensors to observe are the caller's: `tensors` (histogrammed), `mean_axes` (histogrammed
@@ -114,7 +115,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     `providers`: where onnxruntime runs (qtool.backends.onnxruntime.providers; default the CPU);
     the observers count what they are given the same way whatever produced it.
     `expected_samples`: the data set's size, when known. `split_parts=False`: batches never run
-    in parts (for inputs whose batch axis is not axis 0).
+    in parts (for inputs whose batch axis is not axis 0). `elem_types`: the model's element
+    types (qtool.graph.facts), so that no session infers shapes again.
     """
     max_only = max_only or {}
     providers = resolve_providers(providers)
@@ -124,7 +126,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     observers = Observers(tensors, bins, mean_axes or {}, max_only, pooled_means)
     calibration = CalibrationPass(model, observers, shard, expected_samples,
                                   external_dir=external_dir, split_parts=split_parts,
-                                  providers=providers)
+                                  providers=providers, elem_types=elem_types)
     stream = Prefetcher(batches)  # reading starts while the sessions are built
     calibration.run(stream, on_batch)
     if calibration.num_batches == 0:
@@ -175,8 +177,9 @@ class CalibrationPass:
 
     def __init__(self, model: onnx.ModelProto, observers: Observers, shard: tuple[int, int],
                  expected_samples: int | None, *, external_dir: str | os.PathLike | None,
-                 split_parts: bool, providers: Providers):
-        self.model, self.observers = model, observers
+                 split_parts: bool, providers: Providers,
+                 elem_types: dict[str, int] | None = None):
+        self.model, self.observers, self.elem_types = model, observers, elem_types
         self.external_dir, self.providers = external_dir, providers
         self.index, self.count = shard
         self.num_samples = self.num_batches = 0
@@ -204,7 +207,8 @@ class CalibrationPass:
             list(observers.pooled_means) if pool and self.held else [], set(self.taken))
         outputs = self.computed + list(max_outputs.values()) + list(mean_outputs.values())
         session = create_session(self.model, self.providers, extra_outputs=outputs,
-                                 extra_nodes=nodes, external_dir=self.external_dir)
+                                 extra_nodes=nodes, external_dir=self.external_dir,
+                                 elem_types=self.elem_types)
         return CalibrationSession(session, outputs, max_outputs, mean_outputs,
                                   observers.for_session(max_outputs, mean_outputs))
 

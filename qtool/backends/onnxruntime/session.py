@@ -35,11 +35,14 @@ def augment_with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.Mod
 
 
 def output_infos(model: onnx.ModelProto, tensors: list[str],
-                 added_nodes: list[onnx.NodeProto] = ()) -> list[onnx.ValueInfoProto]:
+                 added_nodes: list[onnx.NodeProto] = (),
+                 elem_types: dict[str, int] | None = None) -> list[onnx.ValueInfoProto]:
     """Graph outputs (element type, unknown shape) for the `tensors` that are not outputs yet.
-    Outputs of `added_nodes` (pooling, which keeps the element type) take their input's type."""
+    Outputs of `added_nodes` (pooling, which keeps the element type) take their input's type.
+    `elem_types`: the model's element types when the caller has them (qtool.graph.facts), so
+    shape inference is not run again."""
     existing = {value.name for value in model.graph.output}
-    types = tensor_elem_types(model)
+    types = dict(elem_types) if elem_types is not None else tensor_elem_types(model)
     for node in added_nodes:
         types[node.output[0]] = types.get(node.input[0], onnx.TensorProto.FLOAT)
     return [helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
@@ -49,9 +52,11 @@ def output_infos(model: onnx.ModelProto, tensors: list[str],
 def create_session(model: onnx.ModelProto, providers: Providers | str | None = None,
                    intra_op_threads: int = 0, *, extra_outputs: list[str] = (),
                    extra_nodes: list[onnx.NodeProto] = (),
-                   external_dir: str | os.PathLike | None = None, optimize: bool = True):
+                   external_dir: str | os.PathLike | None = None, optimize: bool = True,
+                   elem_types: dict[str, int] | None = None):
     """An onnxruntime session for an in-memory model, plus `extra_outputs` as graph outputs
-    and `extra_nodes` (reading only existing tensors) appended to its graph.
+    and `extra_nodes` (reading only existing tensors) appended to its graph; `elem_types` (see
+    output_infos) types the extra outputs.
 
     `providers`: a qtool.backends.onnxruntime.providers.Providers (or a --provider choice);
     default the CPU. A session that cannot start on a GPU provider is an error when the provider
@@ -71,7 +76,8 @@ def create_session(model: onnx.ModelProto, providers: Providers | str | None = N
 
     providers = resolve_providers(providers)
     options, extra = session_settings(intra_op_threads, optimize)
-    outputs = output_infos(model, list(extra_outputs), extra_nodes) if extra_outputs else []
+    outputs = output_infos(model, list(extra_outputs), extra_nodes, elem_types) if extra_outputs \
+        else []
     on_disk = has_unloaded_weights(model)
     if on_disk:
         if external_dir is None:

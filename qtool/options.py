@@ -31,7 +31,7 @@ class Option:
     path: FILE or ANY when the value names a file (or a folder): click.Path on the command line,
         resolved against the config file's folder in the pipeline.
     writes: a path the step writes as well as reads (kept out of the pipeline's output guard).
-    flag: the long flag (default: "--" + name with '-' for '_'); short: e.g. "-o".
+    flag: the long flag (default: "--" + name with '-' for '_').
     command, pipeline: whether the command has the flag, and whether the pipeline's table takes
         the key (the command's --config table takes every flag of the command).
     """
@@ -48,7 +48,6 @@ class Option:
     maximum: int | None = None
     metavar: str | None = None
     flag: str | None = None
-    short: str | None = None
     field: str | None = None
     command: bool = True
     pipeline: bool = True

@@ -22,8 +22,8 @@ import os
 import time
 from collections.abc import Callable
 
-from qtool.analysis.compare_options import COMPARE_TASKS, CompareOptions
-from qtool.analysis.compare_result import CompareResult, describe_sequence, percent, table
+from qtool.analysis.compare_options import CompareOptions
+from qtool.analysis.compare_result import CompareResult
 from qtool.analysis.compare_setup import LabelStream, common_outputs, describe_model, merge_specs
 from qtool.analysis.gates import Gates, evaluate_gates
 from qtool.analysis.metric_script import MetricScript
@@ -38,9 +38,8 @@ from qtool.io.outputs import guard_outputs
 from qtool.io.prefetch import Prefetcher
 
 __all__ = [
-    "COMPARE_TASKS", "CompareOptions", "CompareResult", "LabelStream", "check_before_inference",
-    "check_first_batch", "common_outputs", "compare_models", "describe_model",
-    "describe_sequence", "merge_specs", "percent", "sequence_stats", "table",
+    "CompareOptions", "check_before_inference", "check_first_batch", "compare_models",
+    "merge_specs", "sequence_stats",
 ]
 
 log = logging.getLogger(__name__)

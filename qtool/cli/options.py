@@ -11,7 +11,6 @@ from qtool.options import FILE, Option, OptionGroup
 def click_option(option: Option):
     """The click.option decorator of one declaration."""
     kwargs = {"default": option.default, "help": option.help}
-    flags = [option.short] if option.short else []
     flag = option.long_flag
     if option.type is bool and option.default:
         flag = f"{flag}/--no-{flag[2:]}"
@@ -24,8 +23,7 @@ def click_option(option: Option):
         kwargs["metavar"] = option.metavar
         # shown when there is a value to show; a repeatable option's help says its own default
         kwargs["show_default"] = option.default is not None and not option.multiple
-    flags.append(flag)
-    return click.option(*flags, option.name, **kwargs)
+    return click.option(flag, option.name, **kwargs)
 
 
 def _click_type(option: Option):
@@ -38,14 +36,13 @@ def _click_type(option: Option):
     return option.type
 
 
-def click_options(group: OptionGroup | list[Option], skip: tuple[str, ...] = ()):
-    """A decorator adding the command options of `group` (less `skip`), in declared order."""
+def click_options(group: OptionGroup | list[Option]):
+    """A decorator adding the command options of `group`, in declared order."""
     options = group.command_options() if isinstance(group, OptionGroup) else list(group)
 
     def decorate(func):
         for option in reversed(options):
-            if option.name not in skip:
-                func = click_option(option)(func)
+            func = click_option(option)(func)
         return func
 
     return decorate

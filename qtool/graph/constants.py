@@ -11,8 +11,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-_CONSTANT_VALUE_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
-
 
 def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     """The value of a `Constant` node, or None for forms that hold no dense tensor."""

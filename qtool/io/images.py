@@ -47,10 +47,6 @@ PREPROCESS_KEYS = ("resize", "resize_filter", "crop", "color", "scale", "mean", 
 WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """Resolved preprocessing: every choice made, for one model input."""

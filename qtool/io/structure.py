@@ -110,8 +110,8 @@ def check_structure(model: onnx.ModelProto, where: str, path: str | None = None)
 
 def _onnxruntime_refusal(path: str) -> str | None:
     """Why onnxruntime cannot create a CPU session for the model file, or None when it can.
-    (The only use of onnxruntime below the calibration runner and the backends: whether a
-    model is loadable is a question about the file, asked while loading it.)"""
+    (The one import of onnxruntime outside qtool.backends.onnxruntime, see [tool.importlinter]:
+    whether a model is loadable is a question about the file, asked while loading it.)"""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

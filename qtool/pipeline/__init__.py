@@ -42,9 +42,8 @@ failed, 1 when a step failed (check errors, a missing required TensorRT, bad dat
 
 from __future__ import annotations
 
-from qtool.pipeline.config import check_tables, read_config
-from qtool.pipeline.result import PipelineResult, StepRecord, raise_for
+from qtool.pipeline.config import check_tables
+from qtool.pipeline.result import raise_for
 from qtool.pipeline.runner import run_pipeline
 
-__all__ = ["PipelineResult", "StepRecord", "check_tables", "raise_for", "read_config",
-           "run_pipeline"]
+__all__ = ["check_tables", "raise_for", "run_pipeline"]

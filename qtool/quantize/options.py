@@ -93,9 +93,6 @@ class QuantizeOptions:
             raise UsageError(f"bias_correction must be true or false, not {self.bias_correction!r}")
         return self
 
-    def active_op_types(self) -> frozenset[str]:
-        return frozenset(self.op_types) - frozenset(self.exclude_op_types)
-
     def to_dict(self) -> dict:
         return {
             "op_types": list(self.op_types),

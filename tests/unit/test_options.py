@@ -47,9 +47,9 @@ ACCEPTED = {
 REAL_GROUPS = [PIPELINE, CALIBRATE, QUANTIZE, CHECK, COMPARE, BUILD]
 
 
-def command_for(group, skip=()):
+def command_for(group):
     @click.command()
-    @click_options(group, skip)
+    @click_options(group)
     @click.option("--config", "config_path", default=None)
     @click.pass_context
     def command(ctx, **params):
@@ -89,7 +89,7 @@ def test_declarations_become_the_click_option_of_their_kind():
         Option("off", bool, False, help="Off by default."),
         Option("pick", default="a", choices=("a", "b")),
         Option("many", multiple=True, default=()),
-        Option("file", path=FILE, short="-f"),
+        Option("file", path=FILE),
         Option("level", int, minimum=0, maximum=5),
         Option("ratio", float, 0.5),
         Option("hidden", pipeline=True, command=False),
@@ -100,7 +100,7 @@ def test_declarations_become_the_click_option_of_their_kind():
     assert list(params["pick"].type.choices) == ["a", "b"] and params["pick"].show_default
     assert params["many"].multiple and not params["many"].show_default
     assert isinstance(params["file"].type, click.Path) and not params["file"].type.dir_okay
-    assert params["file"].opts == ["-f", "--file"]
+    assert params["file"].opts == ["--file"]
     assert (params["level"].type.min, params["level"].type.max) == (0, 5)
     assert params["ratio"].type is click.FLOAT and params["ratio"].default == 0.5
     assert "hidden" not in params
@@ -139,7 +139,7 @@ def test_each_command_has_the_flags_its_group_declares(name):
         assert option.long_flag in flags[option.name], option.name
         assert command.params[[p.name for p in command.params].index(option.name)].default == \
             option.default
-    generated = {p.name for p in command_for(group, ()).params} - {"config_path"}
+    generated = {p.name for p in command_for(group).params} - {"config_path"}
     assert generated == {option.name for option in group.command_options()}
 
 

@@ -7,12 +7,12 @@
     runner.py      OnnxRunner: one model's session with TensorRTRunner's face
 
 Nothing is imported here: the CLI imports the providers' choices at start-up, which must not
-load onnx and numpy. OnnxRunner is still reachable as qtool.backends.onnxruntime.OnnxRunner.
+load onnx and numpy. OnnxRunner is imported from runner.py on first access.
 """
 
 
 def __getattr__(name: str):
-    if name in ("OnnxRunner", "is_onnx_file"):
+    if name == "OnnxRunner":
         from qtool.backends.onnxruntime import runner
 
         return getattr(runner, name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -73,6 +72,3 @@ class OnnxRunner:
         values = run_session(self.session, inputs, names)
         return dict(zip(names, values))
 
-
-def is_onnx_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() == ".onnx"

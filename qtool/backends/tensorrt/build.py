@@ -34,17 +34,16 @@ from pathlib import Path
 
 from qtool.backends.imports import TRT_INSTALL_HINT, import_tensorrt
 from qtool.backends.tensorrt.adapter import TrtAdapter
-from qtool.backends.tensorrt.build_options import MAX_OPTIMIZATION_LEVEL, BuildOptions
+from qtool.backends.tensorrt.build_options import BuildOptions
 from qtool.backends.tensorrt.build_plan import (
     BuildPlan,
     calibration_beside,
     count_qdq_nodes,
-    default_engine_path,
     holds_fp16,
     plan_build,
     record_path,
 )
-from qtool.backends.tensorrt.build_result import RECORD_FORMAT, BuildResult
+from qtool.backends.tensorrt.build_result import BuildResult
 from qtool.backends.tensorrt.builder_setup import (
     add_profiles,
     network_inputs,
@@ -55,15 +54,12 @@ from qtool.backends.tensorrt.inspect import EngineSummary, summarize_engine_info
 from qtool.backends.tensorrt.logger import shared_logger
 from qtool.backends.tensorrt.shapes import check_profiles
 from qtool.errors import MissingDependency, QtoolError, first_line
-from qtool.graph.op_types import QDQ_OPS
 from qtool.io.atomic import atomic_path, write_bytes, write_json
 from qtool.io.model import load_model, model_sha256
 
 __all__ = [
-    "MAX_OPTIMIZATION_LEVEL", "QDQ_OPS", "RECORD_FORMAT", "BuildOptions", "BuildPlan",
-    "BuildResult", "build_engine", "calibration_beside", "count_qdq_nodes",
-    "default_engine_path", "holds_fp16", "inspect_engine", "parser_error_message", "plan_build",
-    "record_path",
+    "BuildOptions", "build_engine", "calibration_beside", "count_qdq_nodes", "holds_fp16",
+    "inspect_engine", "plan_build",
 ]
 
 def _start_builder(trt, adapter: TrtAdapter, logger):

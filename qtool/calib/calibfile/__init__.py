@@ -25,13 +25,9 @@ JSON + .npz), histogram_npz (reading the histograms and channel means back).
 
 from __future__ import annotations
 
-from qtool.calib.calibfile.histogram_npz import MEMBER_FLOOR, channel_means
+from qtool.calib.calibfile.histogram_npz import channel_means
 from qtool.calib.calibfile.reader import from_dict, read_calibration
 from qtool.calib.calibfile.records import (
-    FORMAT,
-    HISTOGRAM_METHODS,
-    METHODS,
-    VERSION,
     Calibration,
     TensorCalibration,
     check_model_match,
@@ -39,7 +35,6 @@ from qtool.calib.calibfile.records import (
 from qtool.calib.calibfile.writer import histogram_path_for, to_dict, write_calibration
 
 __all__ = [
-    "FORMAT", "HISTOGRAM_METHODS", "MEMBER_FLOOR", "METHODS", "VERSION", "Calibration",
-    "TensorCalibration", "channel_means", "check_model_match", "from_dict", "histogram_path_for",
-    "read_calibration", "to_dict", "write_calibration",
+    "Calibration", "TensorCalibration", "channel_means", "check_model_match", "from_dict",
+    "histogram_path_for", "read_calibration", "to_dict", "write_calibration",
 ]

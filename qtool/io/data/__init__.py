@@ -45,16 +45,15 @@ from qtool.errors import QtoolError, UsageError
 from qtool.io.batch_axes import BatchLayout
 from qtool.io.data.array_files import open_arrays
 from qtool.io.data.batch_plan import BatchPlan
-from qtool.io.data.image_files import DECODE_THREADS, open_images
-from qtool.io.data.listing import KIND_SUFFIXES, list_data_files
+from qtool.io.data.image_files import open_images
+from qtool.io.data.listing import list_data_files
 from qtool.io.data.script_items import open_script
-from qtool.io.data.source import FILE_BATCH_SIZE, DataSource, Feed
+from qtool.io.data.source import FILE_BATCH_SIZE, DataSource
 from qtool.io.feeds import dims_text
 from qtool.io.images import check_preprocess
 from qtool.io.model import InputSpec
 
-__all__ = ["DECODE_THREADS", "FILE_BATCH_SIZE", "KIND_SUFFIXES", "DataSource", "Feed",
-           "list_data_files", "open_data"]
+__all__ = ["FILE_BATCH_SIZE", "list_data_files", "open_data"]
 
 log = logging.getLogger("qtool.io.data")
 

@@ -45,10 +45,6 @@ casts (Cast insertion and the final declarations), schema, order, ops and number
 from __future__ import annotations
 
 from qtool.quantize.fp16.convert import casts_before_weighted_ops, convert_to_fp16
-from qtool.quantize.fp16.numbers import FP16_MAX, FP16_MIN_NORMAL, half_safe_scale, to_half
-from qtool.quantize.fp16.ops import ALWAYS_FP32_OPS, DEFAULT_FP32_OPS, FP16_QDQ_OPSET
+from qtool.quantize.fp16.numbers import half_safe_scale, to_half
 
-__all__ = [
-    "ALWAYS_FP32_OPS", "DEFAULT_FP32_OPS", "FP16_MAX", "FP16_MIN_NORMAL", "FP16_QDQ_OPSET",
-    "casts_before_weighted_ops", "convert_to_fp16", "half_safe_scale", "to_half",
-]
+__all__ = ["casts_before_weighted_ops", "convert_to_fp16", "half_safe_scale", "to_half"]

@@ -14,13 +14,10 @@ data: URIs), attention (which tensors deserve a look), assets (the inline CSS an
 
 from __future__ import annotations
 
-from qtool.report.html.attention import ATTENTION_CLIPPED, ATTENTION_SQNR_DB, needs_attention
-from qtool.report.html.format import fmt_percent, metric_label
+from qtool.report.html.attention import needs_attention
+from qtool.report.html.format import fmt_percent
 from qtool.report.html.images import Figures
 from qtool.report.html.page import render_html
 from qtool.report.html.sensitivity import SENSITIVITY_BARS
 
-__all__ = [
-    "ATTENTION_CLIPPED", "ATTENTION_SQNR_DB", "SENSITIVITY_BARS", "Figures", "fmt_percent",
-    "metric_label", "needs_attention", "render_html",
-]
+__all__ = ["SENSITIVITY_BARS", "Figures", "fmt_percent", "needs_attention", "render_html"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
-from qtool.calib.tasks import TASKS  # auto scores the tasks compare measures
+from qtool.calib.choices import TASKS  # auto scores the tasks compare measures
 from qtool.errors import UsageError
 from qtool.options import FILE, Option, OptionGroup, as_list, data_options
 
@@ -56,10 +56,6 @@ COMPARE = OptionGroup("compare", [
 ])
 
 
-def _default(name: str):
-    return COMPARE.default(name)
-
-
 def _no_gates():
     from qtool.analysis.gates import Gates  # numpy's import stays out of --help
 
@@ -68,17 +64,16 @@ def _no_gates():
 
 @dataclass
 class CompareOptions:
-    num_samples: int | None = _default("num_samples")
-    batch_size: int | None = _default("batch_size")
+    num_samples: int | None = COMPARE.default("num_samples")
+    batch_size: int | None = COMPARE.default("batch_size")
     preprocess: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
-    loader_script: str | None = _default("loader_script")
-    labels: str | None = _default("labels")
-    task: str | None = _default("task")  # "classification" (implied by labels) or "sequence"
-                                         # (implied by ctc_blank); None: sequence when detected
-    logits: str | None = _default("logits")  # the scored output (default: the first that fits)
-    ctc_blank: int | None = _default("ctc_blank")  # sequences: greedy decoding, this blank class
-    metric_script: str | None = _default("metric_script")
+    loader_script: str | None = COMPARE.default("loader_script")
+    labels: str | None = COMPARE.default("labels")
+    task: str | None = COMPARE.default("task")
+    logits: str | None = COMPARE.default("logits")
+    ctc_blank: int | None = COMPARE.default("ctc_blank")
+    metric_script: str | None = COMPARE.default("metric_script")
     gates: Gates = field(default_factory=_no_gates)
     provider: str = AUTO_PROVIDER    # onnxruntime's execution providers for ONNX models
 

@@ -29,6 +29,7 @@ from qtool.analysis.evaluation import Evaluation, ReferenceSet, rank_key
 from qtool.analysis.fallback import FallbackResult, Step, search_fallback
 from qtool.analysis.gates import Gates
 from qtool.analysis.single_layer import SingleLayerModels
+from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import Providers
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.backends.onnxruntime.runner import OnnxRunner
@@ -60,7 +61,7 @@ class SensitivityOptions:
     logits: str | None = None
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     target: Gates = field(default_factory=Gates)
-    provider: str = "auto"                 # onnxruntime's execution providers
+    provider: str = AUTO_PROVIDER          # onnxruntime's execution providers
 
     @property
     def classification(self) -> bool:

@@ -18,12 +18,12 @@ from qtool.calib.auto import SLICE_MAX_SAMPLES, SliceTap
 from qtool.calib.auto_choice import choose_auto
 from qtool.calib.calibfile import Calibration
 from qtool.calib.channelmean import ChannelMean
+from qtool.calib.choices import AUTO
 from qtool.calib.collection import collect_histograms, parse_shard
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.options import CalibrateOptions
-from qtool.calib.routes import calibration_plan, observation_routes, observed_tensors
+from qtool.calib.routes import observation_routes, tensors_to_calibrate
 from qtool.calib.signature import SeenShapes
-from qtool.calib.tasks import AUTO
 from qtool.calib.thresholding import build_calibration
 from qtool.errors import UsageError
 from qtool.graph.bounded import bounded_ranges
@@ -63,7 +63,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
     if on_start is not None:
         on_start(source.num_samples)
     providers = Providers(options.provider)
-    tensors = observed_tensors(facts, calibration_plan(facts))
+    tensors = tensors_to_calibrate(facts)
     bounded = bounded_ranges(facts) if options.bounded_max else {}
     routes = observation_routes(facts, tensors, bounded, channel_axes(facts))
     tap = SliceTap(SLICE_MAX_SAMPLES, source.layout) if options.method == AUTO else None

@@ -28,7 +28,7 @@ from qtool.backends.onnxruntime.providers import Providers
 from qtool.backends.onnxruntime.providers import resolve as resolve_providers
 from qtool.backends.onnxruntime.session import create_session
 from qtool.calib.channelmean import ChannelMean
-from qtool.calib.histogram import AbsHistogram
+from qtool.calib.histogram import DEFAULT_BINS, AbsHistogram
 from qtool.calib.observer import Observers, SessionObservations
 from qtool.calib.pooled import PooledMax, pooling_nodes
 from qtool.calib.worker import ObserverWorker, in_background
@@ -91,7 +91,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
-                       tensors: list[str], *, bins: int = 2048, shard: tuple[int, int] = (0, 1),
+                       tensors: list[str], *, bins: int = DEFAULT_BINS, shard: tuple[int, int] = (0, 1),
                        on_batch: Callable[[int], None] | None = None,
                        external_dir: str | os.PathLike | None = None,
                        mean_axes: dict[str, int] | None = None,

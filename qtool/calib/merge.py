@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from qtool.calib.api import CalibrateResult
 from qtool.calib.calibfile import Calibration
+from qtool.calib.choices import AUTO
+from qtool.calib.histogram import DEFAULT_BINS
 from qtool.calib.pooled import PooledMax
 from qtool.calib.signature import merge_inputs
-from qtool.calib.tasks import AUTO
 from qtool.calib.thresholding import build_calibration
 from qtool.errors import QtoolError, UsageError
 
@@ -67,7 +68,7 @@ def _combine(calibrations: list[Calibration], method: str | None, params: dict |
     tensor_methods = ({name: tensor.method for name, tensor in first.tensors.items()
                        if tensor.method} if method == AUTO else None)
     calibration = build_calibration(
-        merged, method=method, params=params, bins=first.bins or 2048, sha256=first.model_sha256,
+        merged, method=method, params=params, bins=first.bins or DEFAULT_BINS, sha256=first.model_sha256,
         model_file=first.model_file, inputs=merge_inputs([c.inputs for c in calibrations]),
         num_samples=sum(c.num_samples for c in calibrations),
         num_batches=sum(c.num_batches for c in calibrations), shard=None, config=config,

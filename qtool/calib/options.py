@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from qtool import limits
 from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
+from qtool.calib.choices import AUTO, TASKS
 from qtool.calib.histogram import DEFAULT_BINS
-from qtool.calib.tasks import AUTO, TASKS
 from qtool.errors import UsageError
 from qtool.options import Option, OptionGroup, data_options
 from qtool.thresholds import METHODS
@@ -39,26 +39,22 @@ CALIBRATE = OptionGroup("calibrate", [
 ])
 
 
-def _default(name: str):
-    return CALIBRATE.default(name)
-
-
 @dataclass
 class CalibrateOptions:
-    method: str = _default("method")
-    bins: int = _default("bins")
-    percentile: float = _default("percentile")
-    coverage: float | None = _default("coverage")
-    num_samples: int | None = _default("num_samples")
-    batch_size: int | None = _default("batch_size")
-    shard: str | None = _default("shard")
+    method: str = CALIBRATE.default("method")
+    bins: int = CALIBRATE.default("bins")
+    percentile: float = CALIBRATE.default("percentile")
+    coverage: float | None = CALIBRATE.default("coverage")
+    num_samples: int | None = CALIBRATE.default("num_samples")
+    batch_size: int | None = CALIBRATE.default("batch_size")
+    shard: str | None = CALIBRATE.default("shard")
     preprocess: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)  # [inputs] table: batch axes
-    loader_script: str | None = _default("loader_script")
-    bounded_max: bool = _default("bounded_max")  # bounded activations keep their max (graph/bounded.py)
-    task: str | None = _default("task")  # what auto scores: "classification", or None for output SQNR
-    auto_budget: float = _default("auto_budget")  # auto's probe runs, in multiples of the samples
-    provider: str = AUTO_PROVIDER  # onnxruntime's execution providers (qtool.backends.onnxruntime.providers)
+    loader_script: str | None = CALIBRATE.default("loader_script")
+    bounded_max: bool = CALIBRATE.default("bounded_max")
+    task: str | None = CALIBRATE.default("task")
+    auto_budget: float = CALIBRATE.default("auto_budget")
+    provider: str = AUTO_PROVIDER  # onnxruntime's execution providers
 
     def method_params(self, method: str | None = None) -> dict:
         """The parameters of `method` (default: this calibration's own method)."""

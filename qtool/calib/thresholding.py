@@ -8,9 +8,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from qtool.calib.calibfile import Calibration, TensorCalibration
+from qtool.calib.choices import AUTO
 from qtool.calib.histogram import EMPTY_BIN_WIDTH, AbsHistogram
 from qtool.calib.pooled import PooledMax
-from qtool.calib.tasks import AUTO
 from qtool.errors import QtoolError
 from qtool.thresholds import DEFAULT_PARAMS, compute_amax
 from qtool.thresholds.cost import (

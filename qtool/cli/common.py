@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import CHOICES as PROVIDER_CHOICES
 from qtool.cli.options import click_options
 from qtool.config import load_config, section
@@ -43,7 +44,7 @@ def data_options(func):
 def provider_option(func):
     """--provider: where onnxruntime runs (onnxruntime-gpu offers cuda and tensorrt)."""
     return click.option(
-        "--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+        "--provider", type=click.Choice(PROVIDER_CHOICES), default=AUTO_PROVIDER, show_default=True,
         help="onnxruntime execution provider: cuda or tensorrt need onnxruntime-gpu (an error "
              "when missing); auto takes cuda when available, else the CPU.")(func)
 

@@ -24,7 +24,7 @@ def merge_calib(calibrations, output, method, percentile, as_json, verbose, quie
     again: the result equals one calibration run over all the data."""
     from qtool import limits
     from qtool.calib.calibfile import histogram_path_for, read_calibration, write_calibration
-    from qtool.calib.files import calibration_files
+    from qtool.calib.calibfile.paths import calibration_files
     from qtool.calib.merge import merge
     from qtool.io.outputs import guard_outputs
 

@@ -46,7 +46,7 @@ def quantize(ctx, **params):
     for the expected shift of weight rounding when the calibration has per-channel means.
     """
     from qtool.calib.calibfile import check_model_match, read_calibration
-    from qtool.calib.files import calibration_files
+    from qtool.calib.calibfile.paths import calibration_files
     from qtool.io.model import load_model, model_sha256, save_model
     from qtool.io.outputs import guard_outputs
     from qtool.quantize.api import quantize_model, record_provenance, refuse_quantized

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from qtool.calib.choices import TASKS
 from qtool.cli.common import (
     apply_config,
     config_option,
@@ -29,7 +30,7 @@ from qtool.cli.common import (
 @data_options
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Class labels: top-1 per layer, and --max-top1-drop.")
-@click.option("--task", type=click.Choice(["classification"]), default=None,
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
               help="classification: top-1 agreement per layer (implied by --labels).")
 @click.option("--logits", default=None, metavar="OUTPUT",
               help="The classifier output (default: the first output).")
@@ -71,7 +72,7 @@ def sensitivity(ctx, **params):
     Defaults come from [sensitivity] of --config, [quantize] and [preprocess] too.
     """
     from qtool.analysis.gates import Gates
-    from qtool.calib.files import calibration_files
+    from qtool.calib.calibfile.paths import calibration_files
     from qtool.errors import UsageError
     from qtool.io.outputs import guard_outputs
 

@@ -28,10 +28,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from qtool.errors import QtoolError
-from qtool.io.feeds import dims_text
+from qtool.io.feeds import Feed, dims_text
 from qtool.io.model import InputSpec
 
-Feed = dict[str, np.ndarray]
 SHORT_BATCH_NAMES = ("n", "b", "bs")
 
 

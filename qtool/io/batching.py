@@ -11,13 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 from qtool.errors import QtoolError
 from qtool.io.batch_axes import BatchLayout
-from qtool.io.feeds import shape_text
-
-Feed = dict[str, np.ndarray]
+from qtool.io.feeds import Feed, shape_text
 
 
 @dataclass

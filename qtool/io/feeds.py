@@ -23,6 +23,8 @@ from qtool.io.model import InputSpec
 if TYPE_CHECKING:
     from qtool.io.batch_axes import BatchLayout
 
+Feed = dict[str, np.ndarray]  # one batch: input name -> array
+
 log = logging.getLogger(__name__)
 
 

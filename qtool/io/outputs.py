@@ -6,7 +6,7 @@
 An output may not be an input of the run, nor lie inside an input folder:
   models        the model file and its external-data files
   calibrations  the calibration file and its histogram .npz (the caller names them, with
-                qtool.calib.files.calibration_files: this module knows no calibration format)
+                qtool.calib.calibfile.paths.calibration_files: this module knows no calibration format)
   inputs        any other file or folder read (configs, scripts, labels, data); a folder
                 covers everything in it
 An output that exists must be a regular file: it is replaced by a rename, which would turn a

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.pipeline.config import PipelineConfig
 from qtool.pipeline.result import PipelineResult, StepRecord
 
@@ -29,7 +30,7 @@ class NoProgress:
 class PipelineContext:
     config: PipelineConfig
     result: PipelineResult
-    provider: str = "auto"
+    provider: str = AUTO_PROVIDER
     force_calibrate: bool = False
     # progress(label) may return an object with begin(total), advance(samples) and finish()
     progress: Callable[[str], object] | None = None

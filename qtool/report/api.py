@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtool.calib.files import calibration_files
+from qtool.calib.calibfile.paths import calibration_files
 from qtool.io.atomic import write_bytes, write_text
 from qtool.io.outputs import guard_outputs
 from qtool.report import figures as fig
@@ -101,10 +101,10 @@ def write_report(calibration: str | os.PathLike, output: str | os.PathLike, *,
     fig.require_matplotlib()
     output = Path(output)
     # checked now, before minutes of drawing
-    guard_outputs([output], models=[model], calibrations=calibration_files(calibration),
-                  inputs=[sensitivity, compare])
+    calibrations = calibration_files(calibration)
+    guard_outputs([output], models=[model], calibrations=calibrations, inputs=[sensitivity, compare])
     if png_dir is not None:
-        guard_outputs([Path(png_dir) / "figure.png"], models=[model], calibrations=calibration_files(calibration),
+        guard_outputs([Path(png_dir) / "figure.png"], models=[model], calibrations=calibrations,
                       inputs=[sensitivity, compare, output])
     data = gather(calibration, model=model, sensitivity=sensitivity, compare=compare)
     figures = make_figures(data, on_figure)

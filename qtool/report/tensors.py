@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 from qtool.calib.calibfile import Calibration
+from qtool.calib.choices import AUTO
 from qtool.calib.histogram import AbsHistogram
-from qtool.calib.tasks import AUTO
 from qtool.calib.thresholding import amax_from_histograms, params_for
 from qtool.thresholds.cost import clipped_fraction, estimated_sqnr_db
 

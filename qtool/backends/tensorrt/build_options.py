@@ -43,22 +43,18 @@ BUILD = OptionGroup("build", [
 ])
 
 
-def _default(name: str):
-    return BUILD.default(name)
-
-
 @dataclass
 class BuildOptions:
-    int8: bool = _default("int8")
-    fp16: bool = _default("fp16")
-    strongly_typed: bool = _default("strongly_typed")
+    int8: bool = BUILD.default("int8")
+    fp16: bool = BUILD.default("fp16")
+    strongly_typed: bool = BUILD.default("strongly_typed")
     shapes: list = field(default_factory=list)
-    workspace_mib: int | None = _default("workspace")
-    timing_cache: str | None = _default("timing_cache")
-    builder_optimization_level: int | None = _default("builder_optimization_level")
+    workspace_mib: int | None = BUILD.default("workspace")
+    timing_cache: str | None = BUILD.default("timing_cache")
+    builder_optimization_level: int | None = BUILD.default("builder_optimization_level")
     log_level: str = "WARNING"
-    calib: str | None = _default("calib")  # calibration file whose input signature sizes dynamic dims
-    batch: int | None = _default("batch")  # --batch N: the batch axis of every dynamic input from 1 to N
+    calib: str | None = BUILD.default("calib")
+    batch: int | None = BUILD.default("batch")
 
     def validate(self) -> None:
         if self.batch is not None and self.batch < 1:

@@ -17,7 +17,7 @@ from qtool.backends.tensorrt.shapes import (
     is_dynamic,
     parse_profiles,
 )
-from qtool.calib.files import calibration_files
+from qtool.calib.calibfile.paths import calibration_files
 from qtool.errors import QtoolError
 from qtool.graph.op_types import QDQ_OPS
 from qtool.io.model import input_specs, load_model

@@ -6,8 +6,8 @@ from qtool.errors import QtoolError
 from qtool.io import arrays
 from qtool.io.batch_axes import BatchLayout
 from qtool.io.batching import Chunk
-from qtool.io.data.source import DataSource, Feed
-from qtool.io.feeds import check_array, check_feed
+from qtool.io.data.source import DataSource
+from qtool.io.feeds import Feed, check_array, check_feed
 
 
 class BatchPlan:

@@ -7,14 +7,12 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from qtool.io.batch_axes import BatchLayout
 from qtool.io.batching import Chunk, rebatch, split
+from qtool.io.feeds import Feed
 
 log = logging.getLogger("qtool.io.data")
 
-Feed = dict[str, np.ndarray]
 # Samples per batch of a larger .npy/.npz file when no batch size is given: a file of a thousand
 # samples would otherwise be one batch, and every activation of the model that many samples big.
 # On CPU larger batches bring no speed, only memory (BENCHMARKS.md).

@@ -45,8 +45,8 @@ class CalibrateStep:
 
     @staticmethod
     def options(context: PipelineContext, values: dict):
+        from qtool.calib.choices import AUTO
         from qtool.calib.options import calibrate_options
-        from qtool.calib.tasks import AUTO
 
         if "task" not in context.config.table("calibrate"):
             # only auto reads the task: other methods' cache keys stay as they were

@@ -11,11 +11,11 @@ from qtool.pipeline.context import PipelineContext
 from qtool.pipeline.result import StepRecord
 
 
-def compare_options(context: PipelineContext):
+def options_from_config(context: PipelineContext):
     """The compare step's options, gates included, from [compare], [preprocess] and [inputs]."""
-    from qtool.analysis.compare_options import compare_options as build
+    from qtool.analysis.compare_options import compare_options
 
-    return build(context.config.values("compare"), preprocess=context.config.table("preprocess"),
+    return compare_options(context.config.values("compare"), preprocess=context.config.table("preprocess"),
                  inputs=context.config.table("inputs"), provider=context.provider,
                  where=lambda key: f"[compare] {key}")
 
@@ -24,7 +24,7 @@ def check_compare(context: PipelineContext) -> None:
     """The compare step's options, gates and metric script, checked before any inference."""
     from qtool.analysis.compare import check_before_inference
 
-    check_before_inference(compare_options(context))
+    check_before_inference(options_from_config(context))
 
 
 class CompareStep:
@@ -38,7 +38,7 @@ class CompareStep:
 
         record = context.start(self.name)
         data = context.config.path_of("compare", "data")
-        options = compare_options(context)
+        options = options_from_config(context)
         if data is None and options.loader_script is None:
             raise UsageError("[compare] data (or loader_script) is required")
         path = context.output_dir / f"{self.name}.json"

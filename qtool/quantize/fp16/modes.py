@@ -6,8 +6,9 @@ from __future__ import annotations
 import onnx
 
 from qtool.graph.attributes import attribute
+from qtool.graph.op_types import SHAPE_OPS
 from qtool.quantize.fp16.numbers import FLOAT, HALF, half_safe_scale
-from qtool.quantize.fp16.ops import ACCUMULATING_SCATTERS, DQ, SHAPE_OPS, Q
+from qtool.quantize.fp16.ops import ACCUMULATING_SCATTERS, DQ, Q
 from qtool.quantize.fp16.order import has_subgraph
 from qtool.quantize.fp16.working_graph import GraphUnderConversion
 

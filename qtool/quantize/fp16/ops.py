@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtool.graph.op_types import DEQUANTIZE_LINEAR, QUANTIZE_LINEAR, SHAPE_OPS  # noqa: F401 (re-exported)
+from qtool.graph.op_types import DEQUANTIZE_LINEAR, QUANTIZE_LINEAR
 
 # Kept in float32 by default. Accuracy: detection post-processing compares close scores and
 # coordinates beyond 2048; running sums and sums of squares/products overflow float16's 65504.

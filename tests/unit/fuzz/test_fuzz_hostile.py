@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool import limits
 from qtool.calib.calibfile import read_calibration
-from qtool.calib.files import calibration_files
+from qtool.calib.calibfile.paths import calibration_files
 from qtool.calib.trtcache import format_cache, read_cache
 from qtool.config import load_config
 from qtool.io.data import open_data

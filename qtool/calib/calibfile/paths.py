@@ -7,7 +7,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from qtool.calib.calibfile import histogram_path_for, read_calibration
+from qtool.calib.calibfile.reader import read_calibration
+from qtool.calib.calibfile.writer import histogram_path_for
 from qtool.errors import QtoolError
 
 

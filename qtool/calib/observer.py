@@ -1,17 +1,16 @@
 """The statistics calibration collects, behind one interface, and which output feeds each.
 
-Every statistic is an Observer: AbsHistogram (|x| of a tensor taken out of onnxruntime),
-ChannelMean (a tensor's channel means, from the tensor or from its GlobalAveragePool output,
-update_pooled) and PooledMax (max|x| from a GlobalMaxPool output). A session of the calibration
-pass reads each observer's value from one of its outputs; Observers says which, per session, so
-the collection loop only runs sessions and hands values over.
+The statistics are AbsHistogram (|x| of a tensor taken out of onnxruntime), ChannelMean (a
+tensor's channel means, from the tensor or, update_pooled, from its GlobalAveragePool output) and
+PooledMax (max|x| from a GlobalMaxPool output). The collection loop sees each as one Observation:
+an update taking one run's value, and the session output that value comes from. Observers makes
+the observations of each session, so the loop only runs sessions and hands values over.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -19,14 +18,7 @@ from qtool.calib.channelmean import ChannelMean
 from qtool.calib.histogram import AbsHistogram
 from qtool.calib.pooled import PooledMax
 
-
-class Observer(Protocol):
-    """A statistic of one tensor, updated with one run's value at a time."""
-
-    def update(self, value: np.ndarray) -> None: ...
-
-
-Update = Callable[[np.ndarray], None]
+Update = Callable[[np.ndarray], None]  # a statistic of one tensor, fed one run's value at a time
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import onnx
 
 from qtool.graph.constants import constant_names, runtime_inputs
-from qtool.graph.shapes import TensorInfo, constant_infos, inference_skeleton, infos_of
+from qtool.graph.shapes import TensorInfo, constant_infos, infos_of, shape_inference
 from qtool.graph.topology import Topology
 from qtool.graph.types import elem_types_of, floats_of
 from qtool.io.model import has_unloaded_weights, opset_version
@@ -38,7 +38,7 @@ class ModelFacts:
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> ModelFacts:
-        inferred, described = _shape_inference(model)
+        inferred, described = shape_inference(model)
         constants = constant_infos(model)
         return cls(
             model=model,
@@ -67,23 +67,6 @@ class ModelFacts:
 def as_facts(source: ModelFacts | onnx.ModelProto) -> ModelFacts:
     """The facts themselves, or the facts of a bare model (for callers that hold only one)."""
     return source if isinstance(source, ModelFacts) else ModelFacts.of(source)
-
-
-def _shape_inference(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.GraphProto]:
-    """One shape inference, on the weightless skeleton: (the model graph.types.infer_shapes
-    gives, the graph graph.shapes.tensor_infos reads). Only when inference fails on the skeleton
-    is it tried on the whole model, whose result (as before) serves the element types only."""
-    skeleton = inference_skeleton(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
-        return inferred, inferred.graph
-    except Exception:  # noqa: S110 - custom ops, malformed parts, protobuf size limit
-        pass
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        inferred = model
-    return inferred, skeleton.graph
 
 
 def _dense_constant_names(model: onnx.ModelProto) -> set[str]:

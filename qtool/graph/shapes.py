@@ -75,14 +75,29 @@ def _shape_of(value: onnx.ValueInfoProto) -> tuple | None:
     return tuple(dim.dim_value if dim.HasField("dim_value") else None for dim in tensor_type.shape.dim)
 
 
-def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
-    """name -> TensorInfo for every tensor of the main graph whose type or shape is known."""
+def shape_inference(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.GraphProto]:
+    """One shape inference, on the weightless skeleton (inference_skeleton): (the inferred model,
+    the graph whose declarations describe the tensors). Inference on the full model would
+    serialise every weight twice over (and cannot at all above 2 GB), for nothing: it reads only
+    small integer constants. When the skeleton cannot be inferred (custom ops, malformed parts),
+    the whole model is tried for its element types, and the skeleton's own graph describes the
+    tensors."""
     skeleton = inference_skeleton(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
-    except Exception:
-        inferred = skeleton
-    return infos_of(inferred.graph, constant_infos(model))
+        return inferred, inferred.graph
+    except Exception:  # noqa: S110 - custom ops, malformed parts, protobuf size limit
+        pass
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # the model's own declarations stand
+        inferred = model
+    return inferred, skeleton.graph
+
+
+def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """name -> TensorInfo for every tensor of the main graph whose type or shape is known."""
+    return infos_of(shape_inference(model)[1], constant_infos(model))
 
 
 def infos_of(graph: onnx.GraphProto, constants: dict[str, TensorInfo]) -> dict[str, TensorInfo]:

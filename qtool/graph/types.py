@@ -5,24 +5,15 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
-from qtool.graph.shapes import inference_skeleton
+from qtool.graph.shapes import shape_inference
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference where it works, on the weightless skeleton first; else the model.
-
-    The result describes types and shapes (graph inputs, outputs, value_info); its large float
-    initializers carry no data. Inference on the full model would serialise every weight twice
-    over (and cannot at all above 2 GB), for nothing: it reads only small integer constants.
-    """
-    for attempt in (lambda: inference_skeleton(model), lambda: model):
-        try:
-            return onnx.shape_inference.infer_shapes(attempt(), strict_mode=False)
-        except Exception:  # noqa: S112 - custom ops, malformed parts, protobuf size limit
-            continue
-    return model
+    """Shape inference where it works (graph.shapes.shape_inference): the result describes types
+    and shapes (graph inputs, outputs, value_info); its large float initializers carry no data."""
+    return shape_inference(model)[0]
 
 
 def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:

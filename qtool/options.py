@@ -134,6 +134,15 @@ class OptionGroup:
         return [option.name for option in self if option.path and option.pipeline]
 
 
+def require_positive(options, names: tuple[str, ...]) -> None:
+    """Each of these fields of an options object, when set, must be at least 1 (sample counts and
+    batch sizes); the message names its flag."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+
+
 def type_names(types: tuple) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list"}

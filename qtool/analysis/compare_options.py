@@ -11,7 +11,7 @@ from qtool.backends.onnxruntime.providers import AUTO as AUTO_PROVIDER
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.calib.choices import TASKS  # auto scores the tasks compare measures
 from qtool.errors import UsageError
-from qtool.options import FILE, Option, OptionGroup, as_list, data_options
+from qtool.options import FILE, Option, OptionGroup, as_list, data_options, require_positive
 
 if TYPE_CHECKING:
     from qtool.analysis.gates import Gates
@@ -90,10 +90,7 @@ class CompareOptions:
         if self.task is not None and self.task not in COMPARE_TASKS:
             raise UsageError(f"unknown task {self.task!r}; choose one of "
                              f"{', '.join(COMPARE_TASKS)}")
-        for name in ("num_samples", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        require_positive(self, ("num_samples", "batch_size"))
         if self.ctc_blank is not None and self.ctc_blank < 0:
             raise UsageError("--ctc-blank is a class index >= 0")
         if self.classification and self.sequence:

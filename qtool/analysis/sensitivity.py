@@ -34,12 +34,14 @@ from qtool.backends.onnxruntime.providers import Providers
 from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.backends.onnxruntime.runner import OnnxRunner
 from qtool.calib.calibfile import check_model_match, read_calibration
+from qtool.calib.choices import TASKS
 from qtool.errors import QtoolError, UsageError
 from qtool.graph.topology import node_label
 from qtool.io.batch_axes import BatchLayout
 from qtool.io.data import open_data
 from qtool.io.labels import read_labels
 from qtool.io.model import load_model, model_sha256
+from qtool.options import require_positive
 from qtool.quantize.api import quantize_model, refuse_quantized
 from qtool.quantize.options import QuantizeOptions
 from qtool.versions import tool_versions
@@ -69,12 +71,9 @@ class SensitivityOptions:
 
     def validate(self) -> SensitivityOptions:
         check_provider(self.provider)
-        for name in ("num_samples", "eval_samples", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
-        if self.task not in (None, "classification"):
-            raise UsageError(f"unknown task {self.task!r}; choose classification")
+        require_positive(self, ("num_samples", "eval_samples", "batch_size"))
+        if self.task is not None and self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose {', '.join(TASKS)}")
         self.target.validate()
         self.quantize.validate()
         if self.target.needs_labels and self.labels is None:

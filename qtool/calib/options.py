@@ -11,7 +11,7 @@ from qtool.backends.onnxruntime.providers import check_choice as check_provider
 from qtool.calib.choices import AUTO, TASKS
 from qtool.calib.histogram import DEFAULT_BINS
 from qtool.errors import UsageError
-from qtool.options import Option, OptionGroup, data_options
+from qtool.options import Option, OptionGroup, data_options, require_positive
 from qtool.thresholds import METHODS
 from qtool.thresholds.percentile import DEFAULT_PERCENTILE
 
@@ -86,10 +86,7 @@ class CalibrateOptions:
             raise UsageError(f"--percentile must be in (0, 100], got {self.percentile}")
         if self.coverage is not None and not 0 < self.coverage <= 1:
             raise UsageError(f"coverage must be in (0, 1], got {self.coverage}")
-        for name in ("num_samples", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        require_positive(self, ("num_samples", "batch_size"))
         parse_shard(self.shard)
         check_provider(self.provider)
 

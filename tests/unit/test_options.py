@@ -13,7 +13,7 @@ from qtool.calib.options import CALIBRATE, CalibrateOptions, calibrate_options
 from qtool.cli.common import apply_config
 from qtool.cli.options import click_options
 from qtool.errors import UsageError
-from qtool.options import FILE, Option, OptionGroup
+from qtool.options import FILE, Option, OptionGroup, require_positive
 from qtool.pipeline import check_tables
 from qtool.pipeline.config import GROUPS
 from qtool.pipeline.options import PIPELINE
@@ -237,3 +237,16 @@ def test_the_declarations_import_no_click():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_sample_counts_and_batch_sizes_must_be_positive_where_set():
+    @dataclasses.dataclass
+    class Counts:
+        num_samples: int | None = None
+        batch_size: int | None = 8
+
+    require_positive(Counts(), ("num_samples", "batch_size"))
+    with pytest.raises(UsageError, match=r"^--batch-size must be a positive integer$"):
+        require_positive(Counts(batch_size=0), ("num_samples", "batch_size"))
+    with pytest.raises(UsageError, match=r"^--num-samples must be a positive integer$"):
+        require_positive(Counts(num_samples=-3), ("num_samples", "batch_size"))

@@ -19,6 +19,7 @@ from qtool.errors import QtoolError, UsageError
 from qtool.io.atomic import write_json
 from qtool.io.hashing import sha256_file
 from qtool.io.outputs import beside, guard_outputs
+from qtool.options import require_positive
 from qtool.versions import tool_versions
 
 RECORD_FORMAT = "qtool-run"
@@ -34,10 +35,7 @@ class RunOptions:
     log_level: str = "WARNING"
 
     def validate(self) -> None:
-        for name in ("batch_size", "num_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        require_positive(self, ("batch_size", "num_samples"))
 
 
 @dataclass

@@ -46,10 +46,12 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
               options: CalibrateOptions,
               on_batch: Callable[[int], None] | None = None,
               on_start: Callable[[int | None], None] | None = None,
-              quantize: QuantizeOptions | None = None) -> CalibrateResult:
+              quantize: QuantizeOptions | None = None,
+              sha256: str | None = None) -> CalibrateResult:
     """Calibrate one model on one data set; nothing is written (see calibfile.write_calibration).
     `quantize`: the options the model will be quantized with, which method auto's scoring
-    reproduces (default: quantize's defaults)."""
+    reproduces (default: quantize's defaults). `sha256`: the model file's model_sha256, when the
+    caller has hashed it already (a large model's weights are then not read twice)."""
     options.validate()
     # Only the graph is needed here: onnxruntime reads external weights straight from their files.
     model = load_model(model_path, load_weights=False)
@@ -82,7 +84,7 @@ def calibrate(model_path: str | os.PathLike, data_path: str | os.PathLike | None
                              facts=facts)
     calibration = build_calibration(
         run.histograms, method=options.method, params=options.method_params(), bins=options.bins,
-        sha256=model_sha256(model_path), model_file=Path(model_path).name,
+        sha256=sha256 or model_sha256(model_path), model_file=Path(model_path).name,
         inputs=seen.entries(specs, source.layout.axis),
         num_samples=run.num_samples, num_batches=run.num_batches, shard=options.shard,
         config=_effective_config(options, data_path), bounded=set(bounded),

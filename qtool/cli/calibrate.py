@@ -88,14 +88,16 @@ def calibrate(ctx, **params):
         _finish(params, output, _collect(model, params, options))
 
 
-def _collect(model: str, params: dict, options):
-    """Calibrate: the histograms and thresholds (nothing written yet)."""
+def _collect(model: str, params: dict, options, sha256: str | None = None):
+    """Calibrate: the histograms and thresholds (nothing written yet); `sha256`: the model's,
+    when already computed."""
     from qtool.calib.api import calibrate as run_calibration
 
     progress = SampleProgress("calibrating", enabled=not params["quiet"])
     try:
         return run_calibration(model, params["data"], options,
-                               on_batch=progress.advance, on_start=progress.begin)
+                               on_batch=progress.advance, on_start=progress.begin,
+                               sha256=sha256)
     finally:
         progress.finish()
 
@@ -124,7 +126,7 @@ def _calibrate_or_reuse(model: str, params: dict, options, output: Path) -> None
         _finish(params, output, reuse.rethresholded,
                 done="picked thresholds again (histograms reused, no inference) for")
         return
-    result = _collect(model, params, options)
+    result = _collect(model, params, options, sha256)
     keys.record(result.calibration)
     _finish(params, output, result)
 

@@ -3,6 +3,7 @@ is kept as it is; a changed option or changed data calibrates again."""
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +118,23 @@ def test_reuse_from_a_config_table(qtool, model, data, tmp_path):
     assert qtool("calibrate", model, "--config", config).code == 0
     result = qtool("calibrate", model, "--config", config)
     assert result.code == 0 and result.out.startswith(f"reused {out}")
+
+
+def test_a_reuse_run_that_calibrates_hashes_the_model_once(qtool, model, data, tmp_path,
+                                                           monkeypatch):
+    """The cache key and the calibration file record one sha256 of the model, computed once:
+    a large model's weights are read for it once, not twice."""
+    from qtool.io import model as model_io
+
+    hashed = []
+    real = model_io.sha256_file
+
+    def counted(path, *args, **kwargs):
+        hashed.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(model_io, "sha256_file", counted)
+    out = tmp_path / "net.calib.json"
+    assert calibrate(qtool, model, data, out).code == 0
+    assert hashed == [Path(model).name]
+    assert read_calibration(out).model_sha256 == real(model)

@@ -66,7 +66,7 @@ class CalibrateStep:
             quantize = quantize_options(context.config.values("quantize", resolve=False),
                                         context.config.base)
             return calibrate(context.result.model_path, data, options, on_batch=bar.advance,
-                             on_start=bar.begin, quantize=quantize)
+                             on_start=bar.begin, quantize=quantize, sha256=context.model_sha256)
 
     @staticmethod
     def write(context: PipelineContext, record: StepRecord, run, how: str) -> StepRecord:

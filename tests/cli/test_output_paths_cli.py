@@ -15,6 +15,7 @@ import pytest
 
 from qtool.errors import QtoolError
 from qtool.io.outputs import guard_outputs
+from tests.helpers.models import conv_net_with_data
 from tests.tiny_models import conv_relu_gemm, save
 
 
@@ -25,10 +26,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def work(tmp_path):
-    save(conv_relu_gemm(), tmp_path / "net.onnx")
-    x = np.random.default_rng(0).normal(size=(4, 2, 6, 6)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    return tmp_path
+    return conv_net_with_data(tmp_path)
 
 
 def calibrate(qtool, work: Path, *extra):

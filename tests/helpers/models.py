@@ -8,6 +8,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.onnx_graphs import build, init, value
+from tests.tiny_models import conv_relu_gemm, save
 
 
 def residual_classifier(seed=3):
@@ -109,3 +110,12 @@ def float_conv_model() -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model
+
+
+def conv_net_with_data(folder):
+    """net.onnx (tiny_models.conv_relu_gemm) and x.npy (4 samples for it) written in `folder`,
+    which is returned."""
+    save(conv_relu_gemm(), folder / "net.onnx")
+    x = np.random.default_rng(0).normal(size=(4, 2, 6, 6)).astype(np.float32)
+    np.save(folder / "x.npy", x)
+    return folder

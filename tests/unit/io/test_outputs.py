@@ -9,21 +9,17 @@ import errno
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from qtool.errors import QtoolError, UsageError
 from qtool.io import atomic
 from qtool.io.outputs import guard_outputs
-from tests.tiny_models import conv_relu_gemm, save
+from tests.helpers.models import conv_net_with_data
 
 
 @pytest.fixture
 def work(tmp_path):
-    save(conv_relu_gemm(), tmp_path / "net.onnx")
-    x = np.random.default_rng(0).normal(size=(4, 2, 6, 6)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    return tmp_path
+    return conv_net_with_data(tmp_path)
 
 
 def test_hard_links_to_an_input_are_the_input(work):

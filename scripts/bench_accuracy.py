@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from qtool.backends.onnxruntime import OnnxRunner
+from qtool.backends.onnxruntime.runner import OnnxRunner
 from qtool.calib.api import CalibrateOptions, calibrate
 from qtool.calib.calibfile import read_calibration, write_calibration
 from qtool.io.data import open_data

@@ -114,7 +114,7 @@ def timing_feeds(onnx_path: Path, batch: int) -> dict:
 
 
 def onnx_latency(int8_onnx: Path, batch: int, provider: str, runs: int) -> float:
-    from qtool.backends.onnxruntime import OnnxRunner
+    from qtool.backends.onnxruntime.runner import OnnxRunner
 
     with OnnxRunner(int8_onnx, providers=provider) as runner:
         return milliseconds_per_batch(runner.run, timing_feeds(int8_onnx, batch), runs)

@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def output_difference(before, after, data) -> dict:
-    from qtool.backends.onnxruntime import OnnxRunner
+    from qtool.backends.onnxruntime.runner import OnnxRunner
 
     worst, peak = 0.0, 0.0
     with OnnxRunner(before) as a, OnnxRunner(after) as b:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qtool.backends.onnxruntime import OnnxRunner
+from qtool.backends.onnxruntime.runner import OnnxRunner
 from tests.helpers.demo import write_config
 from tests.helpers.sequences import CANDIDATE, REFERENCE
 from tests.tiny_models import pass_through, save

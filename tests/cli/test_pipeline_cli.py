@@ -163,7 +163,7 @@ def test_build_and_engine_compare_steps_when_tensorrt_is_there(qtool, demo_copy,
     import qtool.analysis.compare as compare_module
     import qtool.backends.tensorrt.build as build_module
     from qtool.backends import availability
-    from qtool.backends.onnxruntime import OnnxRunner
+    from qtool.backends.onnxruntime.runner import OnnxRunner
 
     built = {}
 

@@ -38,7 +38,7 @@ def batches(array, size):
 
 
 def onnxruntime_logits(model_path, inputs, size=64):
-    from qtool.backends.onnxruntime import OnnxRunner
+    from qtool.backends.onnxruntime.runner import OnnxRunner
 
     with OnnxRunner(model_path) as runner:
         return np.concatenate([runner.run({"input": batch})["logits"] for batch in batches(inputs, size)])

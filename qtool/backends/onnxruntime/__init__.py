@@ -7,13 +7,6 @@
     runner.py      OnnxRunner: one model's session with TensorRTRunner's face
 
 Nothing is imported here: the CLI imports the providers' choices at start-up, which must not
-load onnx and numpy. OnnxRunner is imported from runner.py on first access.
+load onnx and numpy.
 """
 
-
-def __getattr__(name: str):
-    if name == "OnnxRunner":
-        from qtool.backends.onnxruntime import runner
-
-        return getattr(runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

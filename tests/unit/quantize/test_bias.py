@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from qtool.backends.onnxruntime import OnnxRunner
+from qtool.backends.onnxruntime.runner import OnnxRunner
 from qtool.io.model import MIN_OPSET, ensure_opset
 from qtool.placement import make_plan
 from qtool.quantize.api import placement_options, quantize_model

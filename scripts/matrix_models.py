@@ -35,7 +35,6 @@ from matrix_inputs import (
     magika_features,
     magika_files,
     photos,
-    read_split,
     spread,
     text_crops,
     vad_audio,
@@ -59,25 +58,20 @@ from matrix_ort import ort_quantize, stack_calibration
 from matrix_sources import (
     ASSETS,
     MODELS,
-    REPO,
-    SEED,
     SPECS,
     WHEEL_FILES,
-    WHEELS,
-    Member,
     Spec,
     extract_member,
     sha256_of,
     skimage_images,
-    wheel_file,
 )
 
-# The names tests and scripts/accuracy_matrix.py read from this module, wherever they live.
+# The names tests, scripts/accuracy_matrix.py and scripts/bench_calibrate.py read from this
+# module, wherever they live.
 __all__ = [
-    "ASSETS", "MODELS", "REPO", "SEED", "SPECS", "WHEELS", "WHEEL_FILES", "Member", "Spec",
-    "WordPiece", "broken_reason", "components_boxes", "edit_distance", "evaluate", "f1_of", "iou",
-    "magika_features", "match_counts", "model_path", "prepare", "read_split", "sha256_of",
-    "spread", "stack_calibration", "task_metrics", "wheel_file", "write_split", "yolo_boxes",
+    "MODELS", "SPECS", "Spec", "WordPiece", "broken_reason", "components_boxes", "edit_distance",
+    "f1_of", "iou", "magika_features", "match_counts", "sha256_of", "spread", "stack_calibration",
+    "task_metrics", "write_split", "yolo_boxes",
 ]
 
 
